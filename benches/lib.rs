@@ -1,0 +1,1 @@
+//! Holds verde's criterion benchmarks; see the `[[bench]]` targets in Cargo.toml.

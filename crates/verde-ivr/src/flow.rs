@@ -1,0 +1,279 @@
+//! The validated flow model: what the loader produces and the interpreter walks.
+//!
+//! Nodes are crate-private: the binary only needs to find a flow by number, start an
+//! interpreter on it and show its name and warnings.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono_tz::Tz;
+
+use crate::schedule::Schedule;
+
+/// A problem in a flow file, displayed as `file:line: reason` (or `file: reason` when no
+/// line applies, e.g. an unreadable file or directory).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowError {
+    pub file: PathBuf,
+    /// 1-based line, 0 when the problem is not tied to a line.
+    pub line: usize,
+    pub reason: String,
+}
+
+impl std::fmt::Display for FlowError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.line == 0 {
+            write!(f, "{}: {}", self.file.display(), self.reason)
+        } else {
+            write!(f, "{}:{}: {}", self.file.display(), self.line, self.reason)
+        }
+    }
+}
+
+impl std::error::Error for FlowError {}
+
+/// Tells the loader which prompt recordings exist, without the IVR knowing the media layer.
+pub trait PromptCatalog {
+    /// Whether a recording `name` exists for language `lang`.
+    fn has(&self, lang: &str, name: &str) -> bool;
+}
+
+/// A [`PromptCatalog`] over the `sounds/<lang>/<name>.<ext>` directory layout.
+#[derive(Debug, Clone)]
+pub struct DirCatalog {
+    root: PathBuf,
+}
+
+impl DirCatalog {
+    /// Extensions the media layer can decode.
+    pub const EXTENSIONS: [&'static str; 4] = ["wav", "flac", "mp3", "ogg"];
+
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        DirCatalog { root: root.into() }
+    }
+}
+
+impl PromptCatalog for DirCatalog {
+    fn has(&self, lang: &str, name: &str) -> bool {
+        Self::EXTENSIONS
+            .iter()
+            .any(|ext| self.root.join(lang).join(format!("{name}.{ext}")).is_file())
+    }
+}
+
+/// A prompt as written in a flow: a name, optionally pinned to one language with `name@lang`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PromptSpec {
+    pub name: String,
+    pub lang: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Menu {
+    pub prompts: Vec<PromptSpec>,
+    pub choices: BTreeMap<char, String>,
+    pub timeout: Duration,
+    pub retries: u32,
+    pub invalid_prompts: Vec<PromptSpec>,
+    pub no_input_prompts: Vec<PromptSpec>,
+    pub default: Option<String>,
+    pub on_failure: Option<String>,
+    pub barge_in: bool,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Collect {
+    pub prompts: Vec<PromptSpec>,
+    pub min_digits: usize,
+    pub max_digits: usize,
+    pub terminator: Option<char>,
+    pub timeout: Duration,
+    pub inter_digit_timeout: Duration,
+    pub into: String,
+    pub next: String,
+    pub retries: u32,
+    pub invalid_prompts: Vec<PromptSpec>,
+    pub no_input_prompts: Vec<PromptSpec>,
+    pub on_failure: Option<String>,
+    pub barge_in: bool,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct ScheduleNode {
+    pub schedule: Schedule,
+    pub open: String,
+    pub closed: String,
+    pub holiday: String,
+    /// (band name, node) in declaration order.
+    pub bands: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NumberMode {
+    Number,
+    Digits,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum NumberSource {
+    Literal(String),
+    Variable(String),
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum Node {
+    Play {
+        prompts: Vec<PromptSpec>,
+        next: String,
+        early_media: bool,
+        barge_in: bool,
+    },
+    Menu(Menu),
+    Collect(Collect),
+    Schedule(Box<ScheduleNode>),
+    Language {
+        language: String,
+        next: String,
+    },
+    Set {
+        variables: Vec<(String, String)>,
+        next: String,
+    },
+    Goto {
+        next: String,
+    },
+    SayNumber {
+        source: NumberSource,
+        mode: NumberMode,
+        next: String,
+        barge_in: bool,
+    },
+    Transfer {
+        uri: String,
+    },
+    Queue {
+        queue: String,
+        fallback: Vec<PromptSpec>,
+    },
+    Voicemail {
+        mailbox: String,
+        greeting: Vec<PromptSpec>,
+    },
+    Hangup {
+        reason: String,
+    },
+}
+
+impl Node {
+    /// Nodes that pass control on without playing anything or waiting for the caller; a cycle
+    /// made only of these would spin forever.
+    pub(crate) fn is_instant(&self) -> bool {
+        matches!(
+            self,
+            Node::Schedule(_) | Node::Language { .. } | Node::Set { .. } | Node::Goto { .. }
+        )
+    }
+}
+
+/// One validated flow. Immutable; shared with `Arc` by every call that uses it.
+#[derive(Debug)]
+pub struct Flow {
+    pub(crate) name: String,
+    pub(crate) file: PathBuf,
+    pub(crate) numbers: Vec<String>,
+    pub(crate) language: String,
+    pub(crate) languages: Vec<String>,
+    pub(crate) timezone: Tz,
+    pub(crate) start: String,
+    pub(crate) nodes: HashMap<String, Node>,
+    /// (lang, prompt name) pairs that exist, computed at load time so the interpreter can fall
+    /// back to the default language without touching the catalog.
+    pub(crate) available: HashSet<(String, String)>,
+    pub(crate) warnings: Vec<FlowError>,
+    /// Line of each entry of `numbers`, for duplicate-number errors across files.
+    pub(crate) number_lines: Vec<usize>,
+    pub(crate) name_line: usize,
+}
+
+impl Flow {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// The file this flow was loaded from.
+    pub fn file(&self) -> &Path {
+        &self.file
+    }
+    /// The called numbers (DIDs) this flow serves.
+    pub fn numbers(&self) -> &[String] {
+        &self.numbers
+    }
+    /// The default language (and the fallback for missing recordings).
+    pub fn language(&self) -> &str {
+        &self.language
+    }
+    /// Languages offered, the default first.
+    pub fn languages(&self) -> &[String] {
+        &self.languages
+    }
+    pub fn timezone(&self) -> Tz {
+        self.timezone
+    }
+    /// Non-fatal findings, e.g. recordings missing in an offered language.
+    pub fn warnings(&self) -> &[FlowError] {
+        &self.warnings
+    }
+    /// The schedules of the flow's `schedule` nodes, by node id (the callback feature uses
+    /// them for "next opening" and working-time arithmetic).
+    pub fn schedules(&self) -> impl Iterator<Item = (&str, &Schedule)> {
+        let mut v: Vec<_> = self
+            .nodes
+            .iter()
+            .filter_map(|(id, n)| match n {
+                Node::Schedule(s) => Some((id.as_str(), &s.schedule)),
+                _ => None,
+            })
+            .collect();
+        v.sort_by_key(|(id, _)| *id);
+        v.into_iter()
+    }
+
+    pub(crate) fn has_prompt(&self, lang: &str, name: &str) -> bool {
+        self.available
+            .contains(&(lang.to_string(), name.to_string()))
+    }
+}
+
+/// All flows of a directory, indexed by number. Immutable: hot reload builds a new set and the
+/// binary swaps the `Arc`.
+#[derive(Debug, Default)]
+pub struct FlowSet {
+    pub(crate) flows: Vec<Arc<Flow>>,
+    pub(crate) by_number: HashMap<String, Arc<Flow>>,
+}
+
+impl FlowSet {
+    /// The flow serving `did`, if any.
+    pub fn for_number(&self, did: &str) -> Option<Arc<Flow>> {
+        self.by_number.get(did).cloned()
+    }
+    /// A flow by name.
+    pub fn get(&self, name: &str) -> Option<Arc<Flow>> {
+        self.flows.iter().find(|f| f.name == name).cloned()
+    }
+    /// Flows in file-name order.
+    pub fn flows(&self) -> &[Arc<Flow>] {
+        &self.flows
+    }
+    pub fn len(&self) -> usize {
+        self.flows.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.flows.is_empty()
+    }
+    /// Warnings of every flow.
+    pub fn warnings(&self) -> impl Iterator<Item = &FlowError> {
+        self.flows.iter().flat_map(|f| f.warnings.iter())
+    }
+}

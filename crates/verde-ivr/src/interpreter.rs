@@ -1,0 +1,1333 @@
+//! Runs one call through a flow. Sans-IO: the call task feeds events and the current
+//! `Instant`, then drains actions and arms a timer at [`Interpreter::poll_timeout`].
+//!
+//! Contract with the call task:
+//! - `PromptDone` means the last `Play` finished by itself. After `StopPlayback`, or when a new
+//!   `Play` replaces a running one, the superseded playback must not be reported.
+//! - Actions come in order; `Answer`/`EarlyMedia` always precede the first `Play` that needs them.
+//! - A `Hangup` action before any `Answer` means "reject the call" (the flow decided before
+//!   answering, e.g. closed with nothing to say).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{DateTime, TimeDelta, Utc};
+
+use crate::flow::{Flow, Node, NumberMode, NumberSource, PromptSpec};
+use crate::numbers;
+use crate::schedule::ScheduleState;
+
+/// Node entries allowed without playing anything or waiting for the caller.
+const MAX_HOPS_WITHOUT_WAIT: u32 = 100;
+/// Node entries allowed in one call, whatever they do (stops endless announcement loops).
+const MAX_NODES_PER_CALL: u32 = 10_000;
+/// Digits typed ahead beyond this are dropped.
+const MAX_TYPE_AHEAD: usize = 32;
+
+/// The call as the IVR sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallInfo {
+    pub call_id: String,
+    pub caller: String,
+    /// The called number that selected the flow.
+    pub did: String,
+}
+
+/// What happened on the call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IvrEvent {
+    /// Begin the flow (after the flow was selected and the SDP answer is ready).
+    Start,
+    /// The last `Play` finished naturally.
+    PromptDone,
+    /// A DTMF key: 0-9, *, #, A-D.
+    Digit(char),
+    /// The caller hung up.
+    Hangup,
+}
+
+/// One recording to play: `sounds/<lang>/<name>.*`, already resolved to an existing language.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PromptRef {
+    pub lang: String,
+    pub name: String,
+}
+
+/// What the call task must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IvrAction {
+    /// Answer the call (200 OK).
+    Answer,
+    /// Send 183 Session Progress with SDP and play before answering.
+    EarlyMedia,
+    /// Play these recordings in sequence; report `PromptDone` at the end. `interruptible`
+    /// tells whether a key press will stop it (the interpreter sends `StopPlayback` itself).
+    Play {
+        prompts: Vec<PromptRef>,
+        interruptible: bool,
+    },
+    /// Stop the current playback now.
+    StopPlayback,
+    /// Bridge the call to this SIP URI. The flow has ended.
+    Transfer { uri: String },
+    /// Put the call in this ACD queue. Until the ACD exists, play `fallback` then hang up.
+    Queue {
+        queue: String,
+        fallback: Vec<PromptRef>,
+    },
+    /// Record a message in this mailbox after playing `greeting` (placeholder: no storage yet).
+    Voicemail {
+        mailbox: String,
+        greeting: Vec<PromptRef>,
+    },
+    /// End the call (BYE, or a final error response if never answered).
+    Hangup { reason: String },
+}
+
+/// How the IVR part of a call ended, for the call record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Transferred {
+        uri: String,
+    },
+    Queued {
+        queue: String,
+    },
+    Voicemail {
+        mailbox: String,
+    },
+    /// The flow hung up (a hangup node, a menu failure, loop protection).
+    HungUp {
+        reason: String,
+    },
+    /// The caller hung up while in `node`.
+    CallerHangup {
+        node: String,
+    },
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Outcome::Transferred { uri } => write!(f, "transferred:{uri}"),
+            Outcome::Queued { queue } => write!(f, "queued:{queue}"),
+            Outcome::Voicemail { mailbox } => write!(f, "voicemail:{mailbox}"),
+            Outcome::HungUp { reason } => write!(f, "hangup:{reason}"),
+            Outcome::CallerHangup { node } => write!(f, "caller_hangup:{node}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum After {
+    Next(String),
+    Input,
+}
+
+#[derive(Debug, Clone)]
+enum Wait {
+    NotStarted,
+    Prompt { after: After, interruptible: bool },
+    Input { deadline: Instant },
+    Done,
+}
+
+/// The state of one call in its flow.
+#[derive(Debug)]
+pub struct Interpreter {
+    flow: Arc<Flow>,
+    call: CallInfo,
+    wall_at_start: DateTime<Utc>,
+    started: Instant,
+    node: String,
+    wait: Wait,
+    attempts: u32,
+    collected: String,
+    typed_ahead: VecDeque<char>,
+    actions: VecDeque<IvrAction>,
+    language: String,
+    variables: BTreeMap<String, String>,
+    path: Vec<String>,
+    choices: Vec<(String, char)>,
+    answered: bool,
+    early_media: bool,
+    hops: u32,
+    visits: u32,
+    outcome: Option<Outcome>,
+}
+
+impl Interpreter {
+    /// `wall_at_start` is the wall clock matching `now`; schedules are evaluated at
+    /// `wall_at_start + (now - start)`, so the call task never passes the clock again.
+    pub fn new(
+        flow: Arc<Flow>,
+        call: CallInfo,
+        wall_at_start: DateTime<Utc>,
+        now: Instant,
+    ) -> Self {
+        let language = flow.language.clone();
+        let variables = BTreeMap::from([("language".to_string(), language.clone())]);
+        Interpreter {
+            node: flow.start.clone(),
+            flow,
+            call,
+            wall_at_start,
+            started: now,
+            wait: Wait::NotStarted,
+            attempts: 0,
+            collected: String::new(),
+            typed_ahead: VecDeque::new(),
+            actions: VecDeque::new(),
+            language,
+            variables,
+            path: Vec::new(),
+            choices: Vec::new(),
+            answered: false,
+            early_media: false,
+            hops: 0,
+            visits: 0,
+            outcome: None,
+        }
+    }
+
+    pub fn handle(&mut self, event: IvrEvent, now: Instant) {
+        match event {
+            IvrEvent::Start => {
+                if matches!(self.wait, Wait::NotStarted) {
+                    tracing::debug!(call_id = %self.call.call_id, flow = %self.flow.name, "ivr start");
+                    let start = self.flow.start.clone();
+                    self.goto(start, now);
+                }
+            }
+            IvrEvent::PromptDone => {
+                if let Wait::Prompt { after, .. } = &self.wait {
+                    match after.clone() {
+                        After::Next(next) => self.goto(next, now),
+                        After::Input => self.start_input(now),
+                    }
+                }
+            }
+            IvrEvent::Digit(d) => {
+                let d = d.to_ascii_uppercase();
+                if "0123456789*#ABCD".contains(d) {
+                    self.on_digit(d, now);
+                }
+            }
+            IvrEvent::Hangup => {
+                if !matches!(self.wait, Wait::Done) {
+                    self.wait = Wait::Done;
+                    self.outcome = Some(Outcome::CallerHangup {
+                        node: self.node.clone(),
+                    });
+                }
+            }
+        }
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let Wait::Input { deadline } = self.wait else {
+            return;
+        };
+        if now < deadline {
+            return;
+        }
+        let flow = self.flow.clone();
+        match flow.nodes.get(&self.node) {
+            Some(Node::Menu(m)) => match &m.default {
+                Some(default) => self.goto(default.clone(), now),
+                None => self.menu_retry(false, now),
+            },
+            Some(Node::Collect(_)) => {
+                if self.collected.is_empty() {
+                    self.collect_retry(false, now);
+                } else {
+                    self.collect_finish(now);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// When `handle_timeout` must be called next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.wait {
+            Wait::Input { deadline } => Some(deadline),
+            _ => None,
+        }
+    }
+
+    pub fn poll_action(&mut self) -> Option<IvrAction> {
+        self.actions.pop_front()
+    }
+
+    /// Variables for the call record: `language` and every collected or set variable.
+    pub fn variables(&self) -> &BTreeMap<String, String> {
+        &self.variables
+    }
+
+    /// Node ids visited, in order.
+    pub fn path(&self) -> &[String] {
+        &self.path
+    }
+
+    /// Menu choices made: (menu node id, key).
+    pub fn choices(&self) -> &[(String, char)] {
+        &self.choices
+    }
+
+    /// How the call left the IVR; None while it is still in the flow.
+    pub fn outcome(&self) -> Option<&Outcome> {
+        self.outcome.as_ref()
+    }
+
+    /// The caller's current language.
+    pub fn language(&self) -> &str {
+        &self.language
+    }
+
+    /// True once the flow handed the call off, hung up, or the caller left.
+    pub fn is_done(&self) -> bool {
+        matches!(self.wait, Wait::Done)
+    }
+
+    fn wall(&self, now: Instant) -> DateTime<Utc> {
+        let elapsed = now.saturating_duration_since(self.started);
+        self.wall_at_start + TimeDelta::from_std(elapsed).unwrap_or_else(|_| TimeDelta::zero())
+    }
+
+    fn on_digit(&mut self, d: char, now: Instant) {
+        match self.wait.clone() {
+            Wait::NotStarted | Wait::Done => {}
+            Wait::Prompt {
+                interruptible: true,
+                after,
+            } => {
+                self.actions.push_back(IvrAction::StopPlayback);
+                match after {
+                    // The digit is meant for what comes next (e.g. a menu the caller knows).
+                    After::Next(next) => {
+                        self.type_ahead(d);
+                        self.goto(next, now);
+                    }
+                    After::Input => {
+                        self.wait = Wait::Input { deadline: now };
+                        self.input_digit(d, now);
+                    }
+                }
+            }
+            Wait::Prompt { .. } => self.type_ahead(d),
+            Wait::Input { .. } => self.input_digit(d, now),
+        }
+    }
+
+    fn type_ahead(&mut self, d: char) {
+        if self.typed_ahead.len() < MAX_TYPE_AHEAD {
+            self.typed_ahead.push_back(d);
+        }
+    }
+
+    fn ensure_answered(&mut self) {
+        if !self.answered {
+            self.answered = true;
+            self.actions.push_back(IvrAction::Answer);
+        }
+    }
+
+    fn finish(&mut self, action: IvrAction, outcome: Outcome) {
+        tracing::debug!(call_id = %self.call.call_id, outcome = %outcome, "ivr done");
+        self.actions.push_back(action);
+        self.outcome = Some(outcome);
+        self.wait = Wait::Done;
+    }
+
+    fn hang_up(&mut self, reason: String) {
+        self.finish(
+            IvrAction::Hangup {
+                reason: reason.clone(),
+            },
+            Outcome::HungUp { reason },
+        );
+    }
+
+    fn resolve(&self, specs: &[PromptSpec]) -> Vec<PromptRef> {
+        specs
+            .iter()
+            .map(|s| {
+                let lang = match &s.lang {
+                    Some(l) => l.clone(),
+                    None if self.flow.has_prompt(&self.language, &s.name) => self.language.clone(),
+                    None => self.flow.language.clone(),
+                };
+                PromptRef {
+                    lang,
+                    name: s.name.clone(),
+                }
+            })
+            .collect()
+    }
+
+    fn variable(&self, name: &str) -> String {
+        if let Some(v) = self.variables.get(name) {
+            return v.clone();
+        }
+        match name {
+            "caller" => self.call.caller.clone(),
+            "did" => self.call.did.clone(),
+            _ => String::new(),
+        }
+    }
+
+    fn number_prompts(&self, digits: &str, mode: NumberMode) -> Vec<PromptRef> {
+        let attempt = |lang: &str| -> Option<Vec<PromptRef>> {
+            let names = match mode {
+                NumberMode::Number => numbers::as_number(lang, digits)
+                    .unwrap_or_else(|| numbers::digit_by_digit(digits)),
+                NumberMode::Digits => numbers::digit_by_digit(digits),
+            };
+            names
+                .iter()
+                .all(|n| self.flow.has_prompt(lang, n))
+                .then(|| {
+                    names
+                        .into_iter()
+                        .map(|name| PromptRef {
+                            lang: lang.to_string(),
+                            name,
+                        })
+                        .collect()
+                })
+        };
+        attempt(&self.language)
+            .or_else(|| attempt(&self.flow.language))
+            .unwrap_or_else(|| {
+                // The loader guarantees digits in the default language.
+                numbers::digit_by_digit(digits)
+                    .into_iter()
+                    .map(|name| PromptRef {
+                        lang: self.flow.language.clone(),
+                        name,
+                    })
+                    .collect()
+            })
+    }
+
+    /// Runs nodes from `id` until one plays, waits or ends the flow.
+    fn goto(&mut self, mut id: String, now: Instant) {
+        let flow = self.flow.clone();
+        loop {
+            self.hops += 1;
+            self.visits += 1;
+            if self.hops > MAX_HOPS_WITHOUT_WAIT {
+                tracing::warn!(call_id = %self.call.call_id, node = %id, "ivr loop detected");
+                return self.hang_up(format!("loop detected at node {id}"));
+            }
+            if self.visits > MAX_NODES_PER_CALL {
+                return self.hang_up(format!("too many nodes visited (at {id})"));
+            }
+            let Some(node) = flow.nodes.get(&id) else {
+                return self.hang_up(format!("node {id} does not exist"));
+            };
+            self.node = id.clone();
+            self.path.push(id.clone());
+            match node {
+                Node::Goto { next } => id = next.clone(),
+                Node::Set { variables, next } => {
+                    for (k, v) in variables {
+                        self.variables.insert(k.clone(), v.clone());
+                    }
+                    id = next.clone();
+                }
+                Node::Language { language, next } => {
+                    self.language = language.clone();
+                    self.variables.insert("language".into(), language.clone());
+                    id = next.clone();
+                }
+                Node::Schedule(s) => {
+                    let state = s.schedule.state_at(self.wall(now));
+                    let (label, next) = match &state {
+                        ScheduleState::Open { band } => {
+                            let by_band = band.as_ref().and_then(|b| {
+                                s.bands.iter().find(|(name, _)| name == b).map(|(_, n)| n)
+                            });
+                            let label = band
+                                .as_ref()
+                                .map_or("open".to_string(), |b| format!("open:{b}"));
+                            (label, by_band.unwrap_or(&s.open).clone())
+                        }
+                        ScheduleState::Closed => ("closed".to_string(), s.closed.clone()),
+                        ScheduleState::Holiday => ("holiday".to_string(), s.holiday.clone()),
+                    };
+                    self.variables.insert("schedule".into(), label);
+                    id = next;
+                }
+                Node::Play {
+                    prompts,
+                    next,
+                    early_media,
+                    barge_in,
+                } => {
+                    if *early_media && !self.answered {
+                        if !self.early_media {
+                            self.early_media = true;
+                            self.actions.push_back(IvrAction::EarlyMedia);
+                        }
+                    } else {
+                        self.ensure_answered();
+                    }
+                    // A key typed ahead skips an interruptible announcement.
+                    if *barge_in && !self.typed_ahead.is_empty() {
+                        id = next.clone();
+                        continue;
+                    }
+                    let prompts = self.resolve(prompts);
+                    return self.play(prompts, *barge_in, After::Next(next.clone()));
+                }
+                Node::SayNumber {
+                    source,
+                    mode,
+                    next,
+                    barge_in,
+                } => {
+                    self.ensure_answered();
+                    let digits = match source {
+                        NumberSource::Literal(n) => n.clone(),
+                        NumberSource::Variable(v) => self.variable(v),
+                    };
+                    let prompts = self.number_prompts(&digits, *mode);
+                    if prompts.is_empty() || (*barge_in && !self.typed_ahead.is_empty()) {
+                        id = next.clone();
+                        continue;
+                    }
+                    return self.play(prompts, *barge_in, After::Next(next.clone()));
+                }
+                Node::Menu(m) => {
+                    self.ensure_answered();
+                    self.attempts = 0;
+                    let prompts = self.resolve(&m.prompts);
+                    return self.present_input(prompts, m.barge_in, now);
+                }
+                Node::Collect(c) => {
+                    self.ensure_answered();
+                    self.attempts = 0;
+                    self.collected.clear();
+                    let prompts = self.resolve(&c.prompts);
+                    return self.present_input(prompts, c.barge_in, now);
+                }
+                Node::Transfer { uri } => {
+                    self.ensure_answered();
+                    let outcome = Outcome::Transferred { uri: uri.clone() };
+                    return self.finish(IvrAction::Transfer { uri: uri.clone() }, outcome);
+                }
+                Node::Queue { queue, fallback } => {
+                    self.ensure_answered();
+                    let action = IvrAction::Queue {
+                        queue: queue.clone(),
+                        fallback: self.resolve(fallback),
+                    };
+                    return self.finish(
+                        action,
+                        Outcome::Queued {
+                            queue: queue.clone(),
+                        },
+                    );
+                }
+                Node::Voicemail { mailbox, greeting } => {
+                    self.ensure_answered();
+                    let action = IvrAction::Voicemail {
+                        mailbox: mailbox.clone(),
+                        greeting: self.resolve(greeting),
+                    };
+                    let outcome = Outcome::Voicemail {
+                        mailbox: mailbox.clone(),
+                    };
+                    return self.finish(action, outcome);
+                }
+                Node::Hangup { reason } => return self.hang_up(reason.clone()),
+            }
+        }
+    }
+
+    fn play(&mut self, prompts: Vec<PromptRef>, interruptible: bool, after: After) {
+        self.hops = 0;
+        self.actions.push_back(IvrAction::Play {
+            prompts,
+            interruptible,
+        });
+        self.wait = Wait::Prompt {
+            after,
+            interruptible,
+        };
+    }
+
+    /// Plays a menu/collect prompt, or goes straight to waiting when there is nothing to play
+    /// or the caller already typed ahead into an interruptible prompt.
+    fn present_input(&mut self, prompts: Vec<PromptRef>, interruptible: bool, now: Instant) {
+        if prompts.is_empty() || (interruptible && !self.typed_ahead.is_empty()) {
+            self.start_input(now);
+        } else {
+            self.play(prompts, interruptible, After::Input);
+        }
+    }
+
+    /// Starts waiting for keys (the timeout runs from the end of the prompt), consuming any
+    /// typed-ahead keys first.
+    fn start_input(&mut self, now: Instant) {
+        self.hops = 0;
+        let timeout = match self.flow.nodes.get(&self.node) {
+            Some(Node::Menu(m)) => m.timeout,
+            Some(Node::Collect(c)) if self.collected.is_empty() => c.timeout,
+            Some(Node::Collect(c)) => c.inter_digit_timeout,
+            _ => return self.hang_up(format!("node {} cannot take input", self.node)),
+        };
+        self.wait = Wait::Input {
+            deadline: now + timeout,
+        };
+        while matches!(self.wait, Wait::Input { .. }) {
+            let Some(d) = self.typed_ahead.pop_front() else {
+                break;
+            };
+            self.input_digit(d, now);
+        }
+    }
+
+    fn input_digit(&mut self, d: char, now: Instant) {
+        let flow = self.flow.clone();
+        match flow.nodes.get(&self.node) {
+            Some(Node::Menu(m)) => match m.choices.get(&d) {
+                Some(target) => {
+                    self.choices.push((self.node.clone(), d));
+                    self.goto(target.clone(), now);
+                }
+                None => {
+                    // Later keys were typed on the assumption this one was valid.
+                    self.typed_ahead.clear();
+                    self.menu_retry(true, now);
+                }
+            },
+            Some(Node::Collect(c)) => {
+                if Some(d) == c.terminator {
+                    return self.collect_finish(now);
+                }
+                self.collected.push(d);
+                if self.collected.len() >= c.max_digits {
+                    self.collect_finish(now);
+                } else {
+                    self.wait = Wait::Input {
+                        deadline: now + c.inter_digit_timeout,
+                    };
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn menu_retry(&mut self, invalid: bool, now: Instant) {
+        let flow = self.flow.clone();
+        let Some(Node::Menu(m)) = flow.nodes.get(&self.node) else {
+            return;
+        };
+        self.attempts += 1;
+        if self.attempts > m.retries {
+            let why = if invalid {
+                "invalid choice"
+            } else {
+                "no input"
+            };
+            return match &m.on_failure {
+                Some(n) => self.goto(n.clone(), now),
+                None => self.hang_up(format!(
+                    "menu {}: {why} after {} attempts",
+                    self.node, self.attempts
+                )),
+            };
+        }
+        let extra = if invalid {
+            &m.invalid_prompts
+        } else {
+            &m.no_input_prompts
+        };
+        let mut prompts = self.resolve(extra);
+        prompts.extend(self.resolve(&m.prompts));
+        self.present_input(prompts, m.barge_in, now);
+    }
+
+    fn collect_finish(&mut self, now: Instant) {
+        let flow = self.flow.clone();
+        let Some(Node::Collect(c)) = flow.nodes.get(&self.node) else {
+            return;
+        };
+        if self.collected.len() >= c.min_digits {
+            let value = std::mem::take(&mut self.collected);
+            self.variables.insert(c.into.clone(), value);
+            self.goto(c.next.clone(), now);
+        } else {
+            self.collect_retry(true, now);
+        }
+    }
+
+    fn collect_retry(&mut self, invalid: bool, now: Instant) {
+        let flow = self.flow.clone();
+        let Some(Node::Collect(c)) = flow.nodes.get(&self.node) else {
+            return;
+        };
+        self.collected.clear();
+        self.typed_ahead.clear();
+        self.attempts += 1;
+        if self.attempts > c.retries {
+            let why = if invalid {
+                "too few digits"
+            } else {
+                "no input"
+            };
+            return match &c.on_failure {
+                Some(n) => self.goto(n.clone(), now),
+                None => self.hang_up(format!(
+                    "collect {}: {why} after {} attempts",
+                    self.node, self.attempts
+                )),
+            };
+        }
+        let extra = if invalid {
+            &c.invalid_prompts
+        } else {
+            &c.no_input_prompts
+        };
+        let mut prompts = self.resolve(extra);
+        prompts.extend(self.resolve(&c.prompts));
+        self.present_input(prompts, c.barge_in, now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::PromptCatalog;
+    use crate::loader::parse_flow;
+    use chrono::TimeZone;
+    use chrono_tz::Europe::Rome;
+    use std::path::Path;
+    use std::time::Duration;
+
+    /// Every prompt exists in Italian; English has only the listed ones.
+    struct ItalianPlus(Vec<&'static str>);
+
+    impl PromptCatalog for ItalianPlus {
+        fn has(&self, lang: &str, name: &str) -> bool {
+            lang == "it" || self.0.contains(&name)
+        }
+    }
+
+    fn flow(text: &str) -> Arc<Flow> {
+        flow_with(text, &ItalianPlus(vec![]))
+    }
+
+    fn flow_with(text: &str, catalog: &dyn PromptCatalog) -> Arc<Flow> {
+        match parse_flow(text, Path::new("test.yaml"), catalog) {
+            Ok(f) => Arc::new(f),
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+
+    fn rome(y: i32, mo: u32, d: u32, h: u32, mi: u32) -> DateTime<Utc> {
+        Rome.with_ymd_and_hms(y, mo, d, h, mi, 0)
+            .single()
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    struct Call {
+        ivr: Interpreter,
+        now: Instant,
+    }
+
+    impl Call {
+        fn new(flow: Arc<Flow>) -> Self {
+            Self::at(flow, rome(2026, 5, 14, 10, 0))
+        }
+        fn at(flow: Arc<Flow>, wall: DateTime<Utc>) -> Self {
+            let now = Instant::now();
+            let call = CallInfo {
+                call_id: "c1".into(),
+                caller: "3331234567".into(),
+                did: "800111222".into(),
+            };
+            Call {
+                ivr: Interpreter::new(flow, call, wall, now),
+                now,
+            }
+        }
+        fn send(&mut self, e: IvrEvent) -> Vec<IvrAction> {
+            self.ivr.handle(e, self.now);
+            self.actions()
+        }
+        fn digit(&mut self, d: char) -> Vec<IvrAction> {
+            self.send(IvrEvent::Digit(d))
+        }
+        fn actions(&mut self) -> Vec<IvrAction> {
+            std::iter::from_fn(|| self.ivr.poll_action()).collect()
+        }
+        /// Advances to the pending timeout and fires it.
+        fn time_out(&mut self) -> Vec<IvrAction> {
+            let at = self.ivr.poll_timeout().expect("a timeout is armed");
+            self.now = at;
+            self.ivr.handle_timeout(self.now);
+            self.actions()
+        }
+    }
+
+    fn names(actions: &[IvrAction]) -> Vec<String> {
+        actions
+            .iter()
+            .map(|a| match a {
+                IvrAction::Play { prompts, .. } => format!(
+                    "play {}",
+                    prompts
+                        .iter()
+                        .map(|p| format!("{}/{}", p.lang, p.name))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                ),
+                IvrAction::Queue { queue, .. } => format!("queue {queue}"),
+                IvrAction::Hangup { reason } => format!("hangup {reason}"),
+                IvrAction::Transfer { uri } => format!("transfer {uri}"),
+                IvrAction::Voicemail { mailbox, .. } => format!("voicemail {mailbox}"),
+                other => format!("{other:?}"),
+            })
+            .collect()
+    }
+
+    const HEAD: &str = "name: t\nnumbers: [\"800111222\"]\nlanguages: [it, en]\nstart: a\nnodes:\n";
+
+    fn text(nodes: &str) -> String {
+        format!("{HEAD}{nodes}")
+    }
+
+    const MENU: &str = r##"  a:
+    type: menu
+    prompts: [choose]
+    choices: { 1: one, 2: two }
+    timeout: 5
+    retries: 1
+    invalid_prompts: [invalid]
+    no_input_prompts: [no_input]
+    on_failure: failed
+  one: { type: queue, queue: q1, fallback: [hold] }
+  two: { type: transfer, uri: "sip:desk@example.org" }
+  failed: { type: hangup, reason: menu_failed }
+"##;
+
+    #[test]
+    fn play_then_hangup() {
+        let mut c = Call::new(flow(&text(
+            "  a: { type: play, prompts: [hi, there], next: b }\n  b: { type: hangup }\n",
+        )));
+        assert!(
+            c.send(IvrEvent::PromptDone).is_empty(),
+            "nothing happens before Start"
+        );
+        assert_eq!(
+            names(&c.send(IvrEvent::Start)),
+            ["Answer", "play it/hi,it/there"]
+        );
+        assert_eq!(c.ivr.poll_timeout(), None);
+        assert_eq!(names(&c.send(IvrEvent::PromptDone)), ["hangup completed"]);
+        assert!(c.ivr.is_done());
+        assert_eq!(
+            c.ivr.outcome(),
+            Some(&Outcome::HungUp {
+                reason: "completed".into()
+            })
+        );
+        assert_eq!(c.ivr.path(), ["a", "b"]);
+    }
+
+    #[test]
+    fn early_media_precedes_the_answer() {
+        let f = flow(&text("  a: { type: play, prompts: [ring], early_media: true, next: m }\n  m:\n    type: menu\n    prompts: [choose]\n    choices: { 1: b }\n  b: { type: hangup }\n"));
+        let mut c = Call::new(f);
+        assert_eq!(
+            names(&c.send(IvrEvent::Start)),
+            ["EarlyMedia", "play it/ring"]
+        );
+        assert_eq!(
+            names(&c.send(IvrEvent::PromptDone)),
+            ["Answer", "play it/choose"]
+        );
+    }
+
+    #[test]
+    fn menu_choice_reaches_its_node() {
+        let mut c = Call::new(flow(&text(MENU)));
+        c.send(IvrEvent::Start);
+        c.send(IvrEvent::PromptDone);
+        assert_eq!(names(&c.digit('1')), ["queue q1"]);
+        assert_eq!(c.ivr.choices(), [("a".to_string(), '1')]);
+        assert_eq!(
+            c.ivr.outcome(),
+            Some(&Outcome::Queued { queue: "q1".into() })
+        );
+        // Events after the end change nothing.
+        assert!(c.digit('2').is_empty());
+        assert!(c.send(IvrEvent::Hangup).is_empty());
+        assert_eq!(c.ivr.outcome().unwrap().to_string(), "queued:q1");
+    }
+
+    #[test]
+    fn menu_timeout_starts_when_the_prompt_ends() {
+        let mut c = Call::new(flow(&text(MENU)));
+        let t0 = c.now;
+        c.send(IvrEvent::Start);
+        assert_eq!(
+            c.ivr.poll_timeout(),
+            None,
+            "no timer while the prompt plays"
+        );
+        c.now = t0 + Duration::from_secs(3);
+        c.send(IvrEvent::PromptDone);
+        assert_eq!(c.ivr.poll_timeout(), Some(t0 + Duration::from_secs(8)));
+        // An early call to handle_timeout does nothing.
+        c.ivr.handle_timeout(t0 + Duration::from_secs(7));
+        assert!(c.actions().is_empty());
+    }
+
+    #[test]
+    fn menu_invalid_and_no_input_then_failure() {
+        let mut c = Call::new(flow(&text(MENU)));
+        c.send(IvrEvent::Start);
+        c.send(IvrEvent::PromptDone);
+        assert_eq!(names(&c.digit('9')), ["play it/invalid,it/choose"]);
+        c.send(IvrEvent::PromptDone);
+        // retries: 1 -> the second failure goes to on_failure.
+        assert_eq!(names(&c.time_out()), ["hangup menu_failed"]);
+        assert_eq!(c.ivr.path(), ["a", "failed"]);
+
+        let mut c = Call::new(flow(&text(MENU)));
+        c.send(IvrEvent::Start);
+        c.send(IvrEvent::PromptDone);
+        assert_eq!(names(&c.time_out()), ["play it/no_input,it/choose"]);
+        c.send(IvrEvent::PromptDone);
+        assert_eq!(names(&c.digit('2')), ["transfer sip:desk@example.org"]);
+    }
+
+    #[test]
+    fn menu_default_on_timeout_and_hangup_without_on_failure() {
+        let nodes = MENU
+            .replace("    on_failure: failed\n", "    default: two\n")
+            .replace("  failed: { type: hangup, reason: menu_failed }\n", "");
+        let mut c = Call::new(flow(&text(&nodes)));
+        c.send(IvrEvent::Start);
+        c.send(IvrEvent::PromptDone);
+        assert_eq!(names(&c.time_out()), ["transfer sip:desk@example.org"]);
+
+        let nodes = MENU
+            .replace("    on_failure: failed\n", "")
+            .replace("  failed: { type: hangup, reason: menu_failed }\n", "");
+        let mut c = Call::new(flow(&text(&nodes)));
+        c.send(IvrEvent::Start);
+        c.send(IvrEvent::PromptDone);
+        c.digit('7');
+        c.send(IvrEvent::PromptDone);
+        let out = names(&c.digit('8'));
+        assert_eq!(out.len(), 1);
+        assert!(
+            out[0].starts_with("hangup menu a: invalid choice"),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn barge_in_stops_the_prompt() {
+        let mut c = Call::new(flow(&text(MENU)));
+        c.send(IvrEvent::Start);
+        assert_eq!(names(&c.digit('1')), ["StopPlayback", "queue q1"]);
+    }
+
+    #[test]
+    fn no_barge_in_buffers_until_the_prompt_ends() {
+        let nodes = MENU.replace("    retries: 1\n", "    retries: 1\n    barge_in: false\n");
+        let mut c = Call::new(flow(&text(&nodes)));
+        let start = c.send(IvrEvent::Start);
+        assert!(matches!(
+            start[1],
+            IvrAction::Play {
+                interruptible: false,
+                ..
+            }
+        ));
+        assert!(c.digit('2').is_empty());
+        assert_eq!(
+            names(&c.send(IvrEvent::PromptDone)),
+            ["transfer sip:desk@example.org"]
+        );
+    }
+
+    #[test]
+    fn type_ahead_skips_prompts() {
+        let nodes = format!(
+            "  a: {{ type: play, prompts: [welcome], barge_in: true, next: b }}\n  b: {{ type: play, prompts: [notice], next: c }}\n{}",
+            MENU.replace("  a:\n", "  c:\n")
+        );
+        let mut c = Call::new(flow(&text(&nodes)));
+        c.send(IvrEvent::Start);
+        // Barge into the welcome: the key is kept for the menu; the notice is not interruptible.
+        assert_eq!(names(&c.digit('2')), ["StopPlayback", "play it/notice"]);
+        c.digit('9'); // typed during the notice: buffered too
+                      // The menu prompt is skipped and the first buffered key chooses.
+        assert_eq!(
+            names(&c.send(IvrEvent::PromptDone)),
+            ["transfer sip:desk@example.org"]
+        );
+        assert_eq!(c.ivr.path(), ["a", "b", "c", "two"]);
+    }
+
+    #[test]
+    fn invalid_type_ahead_is_discarded() {
+        let nodes = format!(
+            "  a: {{ type: play, prompts: [notice], next: c }}\n{}",
+            MENU.replace("  a:\n", "  c:\n")
+        );
+        let mut c = Call::new(flow(&text(&nodes)));
+        c.send(IvrEvent::Start);
+        c.digit('9');
+        c.digit('1');
+        // 9 is invalid: the 1 typed after it is dropped and the menu is replayed.
+        assert_eq!(
+            names(&c.send(IvrEvent::PromptDone)),
+            ["play it/invalid,it/choose"]
+        );
+        assert_eq!(c.ivr.poll_timeout(), None);
+    }
+
+    const COLLECT: &str = r##"  a:
+    type: collect
+    prompts: [enter_code]
+    min_digits: 3
+    max_digits: 5
+    timeout: 5
+    inter_digit_timeout: 2
+    into: code
+    retries: 1
+    invalid_prompts: [invalid]
+    on_failure: failed
+    next: done
+  done: { type: hangup, reason: ok }
+  failed: { type: hangup, reason: collect_failed }
+"##;
+
+    #[test]
+    fn collect_with_terminator() {
+        let mut c = Call::new(flow(&text(COLLECT)));
+        c.send(IvrEvent::Start);
+        assert_eq!(names(&c.digit('1')), ["StopPlayback"]);
+        c.digit('2');
+        c.digit('3');
+        assert_eq!(names(&c.digit('#')), ["hangup ok"]);
+        assert_eq!(c.ivr.variables()["code"], "123");
+    }
+
+    #[test]
+    fn collect_stops_at_max_digits_and_keeps_the_rest_typed_ahead() {
+        let nodes = COLLECT.replace("next: done", "next: again").replace(
+            "  done: { type: hangup, reason: ok }\n",
+            "  again:\n    type: collect\n    into: second\n    next: done\n  done: { type: hangup, reason: ok }\n",
+        );
+        let mut c = Call::new(flow(&text(&nodes)));
+        c.send(IvrEvent::Start);
+        c.send(IvrEvent::PromptDone);
+        for d in "12345".chars() {
+            c.digit(d);
+        }
+        assert_eq!(c.ivr.variables()["code"], "12345");
+        assert_eq!(c.ivr.path(), ["a", "again"]);
+        // The second collect has no prompt: it waits with its own 5 s default timeout.
+        c.digit('7');
+        assert_eq!(names(&c.digit('#')), ["hangup ok"]);
+        assert_eq!(c.ivr.variables()["second"], "7");
+    }
+
+    #[test]
+    fn collect_inter_digit_timeout_finishes_when_long_enough() {
+        let mut c = Call::new(flow(&text(COLLECT)));
+        c.send(IvrEvent::Start);
+        c.send(IvrEvent::PromptDone);
+        let t = c.now;
+        c.digit('4');
+        c.digit('5');
+        c.digit('6');
+        assert_eq!(c.ivr.poll_timeout(), Some(t + Duration::from_secs(2)));
+        assert_eq!(names(&c.time_out()), ["hangup ok"]);
+        assert_eq!(c.ivr.variables()["code"], "456");
+    }
+
+    #[test]
+    fn collect_too_short_retries_then_fails() {
+        let mut c = Call::new(flow(&text(COLLECT)));
+        c.send(IvrEvent::Start);
+        c.send(IvrEvent::PromptDone);
+        c.digit('1');
+        assert_eq!(names(&c.digit('#')), ["play it/invalid,it/enter_code"]);
+        c.send(IvrEvent::PromptDone);
+        assert_eq!(names(&c.time_out()), ["hangup collect_failed"]);
+        assert!(!c.ivr.variables().contains_key("code"));
+    }
+
+    #[test]
+    fn schedule_branches_by_time_band_and_holiday() {
+        let nodes = r#"  a:
+    type: schedule
+    hours: { mon-fri: ["08:00-19:00"], sat: ["08:00-13:00"] }
+    bands:
+      - { name: morning, hours: "00:00-13:00", next: morning }
+      - { name: afternoon, hours: "13:00-24:00", next: afternoon }
+    open: morning
+    closed: closed
+    holiday: holiday
+  morning: { type: hangup, reason: morning }
+  afternoon: { type: hangup, reason: afternoon }
+  closed: { type: hangup, reason: closed }
+  holiday: { type: hangup, reason: holiday }
+"#;
+        let f = flow(&text(nodes));
+        let cases = [
+            (rome(2026, 5, 14, 9, 0), "morning"),
+            (rome(2026, 5, 14, 15, 0), "afternoon"),
+            (rome(2026, 5, 16, 12, 59), "morning"),
+            (rome(2026, 5, 16, 13, 0), "closed"),
+            (rome(2026, 4, 6, 10, 0), "holiday"),
+            (rome(2026, 5, 14, 19, 30), "closed"),
+        ];
+        for (wall, expected) in cases {
+            let mut c = Call::at(f.clone(), wall);
+            assert_eq!(
+                names(&c.send(IvrEvent::Start)),
+                [format!("hangup {expected}")],
+                "at {wall}"
+            );
+        }
+        // Wall time moves with the call: a caller who waits past 13:00 gets the afternoon.
+        let nodes = format!("  w: {{ type: menu, prompts: [hold], choices: {{ 1: a }} }}\n{nodes}")
+            .replace("start: a", "start: w");
+        let f = flow(&text(&nodes).replace("start: a", "start: w"));
+        let mut c = Call::at(f, rome(2026, 5, 14, 12, 59));
+        c.send(IvrEvent::Start);
+        c.now += Duration::from_secs(120);
+        assert_eq!(names(&c.digit('1')), ["StopPlayback", "hangup afternoon"]);
+        assert_eq!(c.ivr.variables()["schedule"], "open:afternoon");
+    }
+
+    #[test]
+    fn language_switch_with_fallback_to_the_default() {
+        let nodes = "  a: { type: language, language: en, next: b }\n  b: { type: play, prompts: [hello, legal], next: c }\n  c: { type: hangup }\n";
+        let mut c = Call::new(flow_with(&text(nodes), &ItalianPlus(vec!["hello"])));
+        assert_eq!(
+            names(&c.send(IvrEvent::Start)),
+            ["Answer", "play en/hello,it/legal"]
+        );
+        assert_eq!(c.ivr.language(), "en");
+        assert_eq!(c.ivr.variables()["language"], "en");
+    }
+
+    #[test]
+    fn set_goto_and_say_number() {
+        let nodes = r#"  a: { type: set, variables: { position: "21" }, next: b }
+  b: { type: goto, next: c }
+  c: { type: say_number, variable: position, next: d }
+  d: { type: language, language: en, next: e }
+  e: { type: say_number, number: "315", next: f }
+  f: { type: say_number, number: "0612", next: g }
+  g: { type: say_number, variable: caller, mode: digits, next: h }
+  h: { type: hangup }
+"#;
+        let english = ItalianPlus(vec![
+            "num_3",
+            "num_hundred",
+            "num_15",
+            "num_0",
+            "num_6",
+            "num_1",
+            "num_2",
+        ]);
+        let mut c = Call::new(flow_with(&text(nodes), &english));
+        assert_eq!(
+            names(&c.send(IvrEvent::Start)),
+            ["Answer", "play it/num_20e,it/num_1"]
+        );
+        assert_eq!(
+            names(&c.send(IvrEvent::PromptDone)),
+            ["play en/num_3,en/num_hundred,en/num_15"]
+        );
+        assert_eq!(
+            names(&c.send(IvrEvent::PromptDone)),
+            ["play en/num_0,en/num_6,en/num_1,en/num_2"]
+        );
+        // English lacks some digits of the caller's number: the whole number falls back to Italian.
+        let out = names(&c.send(IvrEvent::PromptDone));
+        assert_eq!(out, ["play it/num_3,it/num_3,it/num_3,it/num_1,it/num_2,it/num_3,it/num_4,it/num_5,it/num_6,it/num_7"]);
+        assert_eq!(c.ivr.variables()["position"], "21");
+    }
+
+    #[test]
+    fn transfer_queue_voicemail_and_caller_hangup() {
+        let mut c = Call::new(flow(&text(
+            "  a: { type: voicemail, mailbox: desk, greeting: [leave_message] }\n",
+        )));
+        let out = c.send(IvrEvent::Start);
+        assert_eq!(out[0], IvrAction::Answer);
+        assert_eq!(
+            out[1],
+            IvrAction::Voicemail {
+                mailbox: "desk".into(),
+                greeting: vec![PromptRef {
+                    lang: "it".into(),
+                    name: "leave_message".into()
+                }]
+            }
+        );
+        let mut c = Call::new(flow(&text(MENU)));
+        c.send(IvrEvent::Start);
+        c.send(IvrEvent::PromptDone);
+        assert_eq!(
+            c.digit('1')[0],
+            IvrAction::Queue {
+                queue: "q1".into(),
+                fallback: vec![PromptRef {
+                    lang: "it".into(),
+                    name: "hold".into()
+                }]
+            }
+        );
+        let mut c = Call::new(flow(&text(MENU)));
+        c.send(IvrEvent::Start);
+        c.send(IvrEvent::Hangup);
+        assert_eq!(
+            c.ivr.outcome(),
+            Some(&Outcome::CallerHangup { node: "a".into() })
+        );
+        assert!(c.ivr.is_done());
+        assert_eq!(c.ivr.poll_timeout(), None);
+    }
+
+    #[test]
+    fn a_flow_spinning_without_waiting_is_hung_up() {
+        // An empty variable makes say_number play nothing: the loader cannot see this loop.
+        let nodes =
+            "  a: { type: say_number, variable: nothing, next: b }\n  b: { type: goto, next: a }\n";
+        let mut c = Call::new(flow(&text(nodes)));
+        let out = names(&c.send(IvrEvent::Start));
+        assert_eq!(out.last().unwrap(), "hangup loop detected at node a");
+        assert!(c.ivr.path().len() <= MAX_HOPS_WITHOUT_WAIT as usize);
+    }
+
+    fn shipped(name: &str) -> Arc<Flow> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let catalog = crate::DirCatalog::new(root.join("sounds"));
+        let path = root.join("ivr-flows").join(name);
+        Arc::new(crate::check_flow_file(&path, &catalog).unwrap())
+    }
+
+    #[test]
+    fn inps_english_pensions() {
+        let mut c = Call::new(shipped("inps.yaml"));
+        assert_eq!(
+            names(&c.send(IvrEvent::Start)),
+            ["Answer", "play it/inps_welcome"]
+        );
+        let menu = names(&c.send(IvrEvent::PromptDone));
+        assert!(
+            menu[0].starts_with("play it/lang_option,en/lang_option,de/lang_option"),
+            "{menu:?}"
+        );
+        assert_eq!(
+            names(&c.digit('2')),
+            ["StopPlayback", "play en/language_selected"]
+        );
+        assert_eq!(
+            names(&c.send(IvrEvent::PromptDone)),
+            ["play en/inps_privacy"]
+        );
+        let svc = names(&c.send(IvrEvent::PromptDone));
+        assert!(svc[0].starts_with("play en/svc_pensions"), "{svc:?}");
+        let out = c.digit('1');
+        assert_eq!(out[0], IvrAction::StopPlayback);
+        let IvrAction::Queue { queue, fallback } = &out[1] else {
+            panic!("{out:?}")
+        };
+        assert_eq!(queue, "pensions");
+        assert_eq!(
+            fallback.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
+            ["please_hold", "operators_busy"]
+        );
+        assert!(fallback.iter().all(|p| p.lang == "en"));
+    }
+
+    #[test]
+    fn inps_language_menu_times_out_to_italian() {
+        let mut c = Call::new(shipped("inps.yaml"));
+        c.send(IvrEvent::Start);
+        c.send(IvrEvent::PromptDone);
+        c.send(IvrEvent::PromptDone);
+        assert_eq!(names(&c.time_out()), ["play it/language_selected"]);
+        // German has no service-menu recordings: Italian is played instead.
+        let mut c = Call::new(shipped("inps.yaml"));
+        c.send(IvrEvent::Start);
+        c.send(IvrEvent::PromptDone);
+        c.digit('3');
+        assert_eq!(
+            names(&c.send(IvrEvent::PromptDone)),
+            ["play de/inps_privacy"]
+        );
+        let svc = names(&c.send(IvrEvent::PromptDone));
+        assert!(svc[0].starts_with("play it/svc_pensions"), "{svc:?}");
+        assert_eq!(names(&c.digit('0')), ["StopPlayback", "queue operator"]);
+    }
+
+    #[test]
+    fn facilities_greeting_depends_on_the_time_and_offers_voicemail_when_closed() {
+        let f = shipped("university-facilities.yaml");
+        let mut c = Call::at(f.clone(), rome(2026, 5, 14, 9, 0));
+        assert_eq!(
+            names(&c.send(IvrEvent::Start)),
+            ["Answer", "play it/facilities_good_morning"]
+        );
+        let mut c = Call::at(f.clone(), rome(2026, 5, 14, 16, 0));
+        assert_eq!(
+            names(&c.send(IvrEvent::Start)),
+            ["Answer", "play it/facilities_good_afternoon"]
+        );
+        c.send(IvrEvent::PromptDone);
+        assert_eq!(names(&c.digit('1')), ["StopPlayback", "queue facilities"]);
+        // Sunday: closed, hours, then 1 leaves a message.
+        let mut c = Call::at(f, rome(2026, 5, 17, 11, 0));
+        assert_eq!(
+            names(&c.send(IvrEvent::Start)),
+            [
+                "Answer",
+                "play it/facilities_closed,it/hours_weekdays,it/hours_saturday"
+            ]
+        );
+        c.send(IvrEvent::PromptDone);
+        assert_eq!(
+            names(&c.digit('1')),
+            ["StopPlayback", "voicemail facilities"]
+        );
+    }
+
+    #[test]
+    fn helpdesk_is_closed_on_easter_monday() {
+        let f = shipped("teaching-helpdesk.yaml");
+        let mut c = Call::at(f.clone(), rome(2026, 4, 6, 10, 0));
+        assert_eq!(
+            names(&c.send(IvrEvent::Start)),
+            ["Answer", "play it/helpdesk_closed,it/hours_weekdays"]
+        );
+        assert_eq!(names(&c.send(IvrEvent::PromptDone)), ["play it/goodbye"]);
+        assert_eq!(names(&c.send(IvrEvent::PromptDone)), ["hangup completed"]);
+        let mut c = Call::at(f, rome(2026, 4, 7, 10, 0));
+        c.send(IvrEvent::Start);
+        c.send(IvrEvent::PromptDone);
+        c.send(IvrEvent::PromptDone);
+        assert_eq!(names(&c.digit('1')), ["queue teaching"]);
+    }
+}

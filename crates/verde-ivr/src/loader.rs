@@ -1,0 +1,1631 @@
+//! Reading and validating flow files. The only module that uses `serde_yaml` (archived upstream),
+//! so swapping the YAML parser touches this file alone.
+//!
+//! serde_yaml reports syntax, type and unknown-field errors with their location. Everything
+//! checked afterwards (targets, prompts, schedules...) gets its line from [`LineIndex`], which
+//! scans the text, because parsed values carry no positions.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Weekday;
+use serde::Deserialize;
+
+use crate::flow::{
+    Collect, Flow, FlowError, FlowSet, Menu, Node, NumberMode, NumberSource, PromptCatalog,
+    PromptSpec, ScheduleNode,
+};
+use crate::lines::LineIndex;
+use crate::numbers;
+use crate::schedule::{self, HolidayRule, Schedule, ScheduleError, TimeRange};
+
+const DTMF_KEYS: &str = "0123456789*#ABCD";
+const MAX_TIMEOUT_SECS: f64 = 300.0;
+const MAX_COLLECT_DIGITS: usize = 64;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFlow {
+    name: String,
+    #[serde(default)]
+    #[allow(dead_code)]
+    description: Option<String>,
+    numbers: Vec<String>,
+    #[serde(default = "default_language")]
+    language: String,
+    #[serde(default)]
+    languages: Vec<String>,
+    #[serde(default = "default_timezone")]
+    timezone: String,
+    #[serde(default)]
+    holidays: Vec<String>,
+    start: String,
+    nodes: BTreeMap<String, RawNode>,
+}
+
+fn default_language() -> String {
+    "it".into()
+}
+
+fn default_timezone() -> String {
+    "Europe/Rome".into()
+}
+
+/// Every field any node type may have; which ones a type accepts is checked afterwards so the
+/// error can say "`choices` does not apply to a play node" with its line.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawNode {
+    #[serde(rename = "type")]
+    kind: String,
+    description: Option<String>,
+    prompts: Option<Vec<String>>,
+    next: Option<String>,
+    early_media: Option<bool>,
+    barge_in: Option<bool>,
+    choices: Option<BTreeMap<String, String>>,
+    timeout: Option<f64>,
+    inter_digit_timeout: Option<f64>,
+    retries: Option<u32>,
+    invalid_prompts: Option<Vec<String>>,
+    no_input_prompts: Option<Vec<String>>,
+    default: Option<String>,
+    on_failure: Option<String>,
+    min_digits: Option<usize>,
+    max_digits: Option<usize>,
+    terminator: Option<String>,
+    into: Option<String>,
+    hours: Option<BTreeMap<String, Vec<String>>>,
+    overrides: Option<BTreeMap<String, RawOverride>>,
+    national_holidays: Option<bool>,
+    bands: Option<Vec<RawBand>>,
+    open: Option<String>,
+    closed: Option<String>,
+    holiday: Option<String>,
+    language: Option<String>,
+    variables: Option<BTreeMap<String, String>>,
+    number: Option<String>,
+    variable: Option<String>,
+    mode: Option<String>,
+    uri: Option<String>,
+    queue: Option<String>,
+    fallback: Option<Vec<String>>,
+    mailbox: Option<String>,
+    greeting: Option<Vec<String>>,
+    reason: Option<String>,
+}
+
+impl RawNode {
+    fn present_fields(&self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        macro_rules! check {
+            ($($f:ident),*) => { $( if self.$f.is_some() { v.push(stringify!($f)); } )* };
+        }
+        check!(
+            prompts,
+            next,
+            early_media,
+            barge_in,
+            choices,
+            timeout,
+            inter_digit_timeout,
+            retries,
+            invalid_prompts,
+            no_input_prompts,
+            default,
+            on_failure,
+            min_digits,
+            max_digits,
+            terminator,
+            into,
+            hours,
+            overrides,
+            national_holidays,
+            bands,
+            open,
+            closed,
+            holiday,
+            language,
+            variables,
+            number,
+            variable,
+            mode,
+            uri,
+            queue,
+            fallback,
+            mailbox,
+            greeting,
+            reason
+        );
+        v
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawOverride {
+    Closed(String),
+    Hours(Vec<String>),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBand {
+    name: String,
+    hours: String,
+    next: String,
+}
+
+/// Node types and the fields each accepts (besides `type` and `description`).
+const NODE_TYPES: &[(&str, &[&str])] = &[
+    ("play", &["prompts", "next", "early_media", "barge_in"]),
+    (
+        "menu",
+        &[
+            "prompts",
+            "choices",
+            "timeout",
+            "retries",
+            "invalid_prompts",
+            "no_input_prompts",
+            "default",
+            "on_failure",
+            "barge_in",
+        ],
+    ),
+    (
+        "collect",
+        &[
+            "prompts",
+            "min_digits",
+            "max_digits",
+            "terminator",
+            "timeout",
+            "inter_digit_timeout",
+            "into",
+            "next",
+            "retries",
+            "invalid_prompts",
+            "no_input_prompts",
+            "on_failure",
+            "barge_in",
+        ],
+    ),
+    (
+        "schedule",
+        &[
+            "hours",
+            "overrides",
+            "national_holidays",
+            "bands",
+            "open",
+            "closed",
+            "holiday",
+        ],
+    ),
+    ("language", &["language", "next"]),
+    ("set", &["variables", "next"]),
+    ("goto", &["next"]),
+    (
+        "say_number",
+        &["number", "variable", "mode", "next", "barge_in"],
+    ),
+    ("transfer", &["uri"]),
+    ("queue", &["queue", "fallback"]),
+    ("voicemail", &["mailbox", "greeting"]),
+    ("hangup", &["reason"]),
+];
+
+/// Accumulates errors and warnings for one file.
+struct Ctx<'a> {
+    file: &'a Path,
+    lines: LineIndex,
+    errors: Vec<FlowError>,
+    warnings: Vec<FlowError>,
+    /// Every prompt use, with the path of the field that names it.
+    prompt_uses: Vec<(PromptSpec, Vec<String>)>,
+    /// Every node reference: (source node, target, path of the field).
+    targets: Vec<(String, String, Vec<String>)>,
+}
+
+impl Ctx<'_> {
+    fn line(&self, path: &[&str]) -> usize {
+        self.lines.line(path)
+    }
+
+    fn error(&mut self, path: &[&str], reason: impl Into<String>) {
+        let line = self.line(path);
+        self.errors.push(FlowError {
+            file: self.file.to_path_buf(),
+            line,
+            reason: reason.into(),
+        });
+    }
+
+    fn warn(&mut self, path: &[&str], reason: impl Into<String>) {
+        let line = self.line(path);
+        self.warnings.push(FlowError {
+            file: self.file.to_path_buf(),
+            line,
+            reason: reason.into(),
+        });
+    }
+}
+
+fn is_ident(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+fn is_variable_name(s: &str) -> bool {
+    let mut b = s.bytes();
+    matches!(b.next(), Some(c) if c.is_ascii_lowercase() || c == b'_')
+        && b.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_')
+        && s.len() <= 64
+}
+
+fn is_language_code(s: &str) -> bool {
+    let (base, region) = match s.split_once('-') {
+        Some((a, b)) => (a, Some(b)),
+        None => (s, None),
+    };
+    (2..=3).contains(&base.len())
+        && base.bytes().all(|b| b.is_ascii_lowercase())
+        && region.is_none_or(|r| {
+            (2..=8).contains(&r.len()) && r.bytes().all(|b| b.is_ascii_alphanumeric())
+        })
+}
+
+fn is_number(s: &str) -> bool {
+    let digits = s.strip_prefix('+').unwrap_or(s);
+    (2..=20).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Strips serde_yaml's " at line N column M" suffix: the line is reported separately.
+fn strip_location(msg: &str) -> String {
+    match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg.to_string(),
+    }
+}
+
+/// Parses and validates one flow from its text. `file` is used in error messages only.
+pub fn parse_flow(
+    text: &str,
+    file: &Path,
+    catalog: &dyn PromptCatalog,
+) -> Result<Flow, Vec<FlowError>> {
+    let raw: RawFlow = match serde_yaml::from_str(text) {
+        Ok(raw) => raw,
+        Err(e) => {
+            return Err(vec![FlowError {
+                file: file.to_path_buf(),
+                line: e.location().map_or(1, |l| l.line()),
+                reason: strip_location(&e.to_string()),
+            }])
+        }
+    };
+    let mut ctx = Ctx {
+        file,
+        lines: LineIndex::new(text),
+        errors: Vec::new(),
+        warnings: Vec::new(),
+        prompt_uses: Vec::new(),
+        targets: Vec::new(),
+    };
+
+    if raw.name.trim().is_empty() {
+        ctx.error(&["name"], "the flow `name` is empty");
+    }
+    if raw.numbers.is_empty() {
+        ctx.error(
+            &["numbers"],
+            "`numbers` is empty: list the called numbers this flow serves",
+        );
+    }
+    let mut seen = HashSet::new();
+    let mut number_lines = Vec::new();
+    for (i, n) in raw.numbers.iter().enumerate() {
+        let idx = i.to_string();
+        number_lines.push(ctx.line(&["numbers", &idx]));
+        if !is_number(n) {
+            ctx.error(
+                &["numbers", &idx],
+                format!("number `{n}` is not a phone number (2-20 digits, optional leading +)"),
+            );
+        } else if !seen.insert(n.as_str()) {
+            ctx.error(&["numbers", &idx], format!("number `{n}` is listed twice"));
+        }
+    }
+
+    if !is_language_code(&raw.language) {
+        ctx.error(
+            &["language"],
+            format!(
+                "`{}` is not a language code (e.g. it, en, pt-BR)",
+                raw.language
+            ),
+        );
+    }
+    let mut languages = vec![raw.language.clone()];
+    for (i, l) in raw.languages.iter().enumerate() {
+        if !is_language_code(l) {
+            ctx.error(
+                &["languages", &i.to_string()],
+                format!("`{l}` is not a language code (e.g. it, en, pt-BR)"),
+            );
+        } else if !languages.contains(l) {
+            languages.push(l.clone());
+        }
+    }
+
+    let timezone = match schedule::parse_timezone(&raw.timezone) {
+        Ok(tz) => tz,
+        Err(e) => {
+            ctx.error(&["timezone"], e.to_string());
+            chrono_tz::Europe::Rome
+        }
+    };
+    let mut holidays = Vec::new();
+    for (i, h) in raw.holidays.iter().enumerate() {
+        match HolidayRule::parse(h) {
+            Ok(rule) => holidays.push(rule),
+            Err(e) => ctx.error(&["holidays", &i.to_string()], e.to_string()),
+        }
+    }
+
+    let env = Env {
+        languages: &languages,
+        timezone,
+        holidays: &holidays,
+    };
+    let mut nodes = HashMap::new();
+    for (id, node) in &raw.nodes {
+        if !is_ident(id) {
+            ctx.error(
+                &["nodes", id],
+                format!("node id `{id}` may only use letters, digits, `_` and `-`"),
+            );
+        }
+        if let Some(built) = build_node(&mut ctx, &env, id, node) {
+            nodes.insert(id.clone(), built);
+        }
+    }
+
+    if !raw.nodes.contains_key(&raw.start) {
+        ctx.error(
+            &["start"],
+            format!("start node `{}` is not defined under `nodes`", raw.start),
+        );
+    }
+    for (from, to, path) in ctx.targets.clone() {
+        if !raw.nodes.contains_key(&to) {
+            let p: Vec<&str> = path.iter().map(String::as_str).collect();
+            ctx.error(
+                &p,
+                format!("node `{from}` goes to `{to}`, which is not defined"),
+            );
+        }
+    }
+    check_graph(&mut ctx, &raw, &nodes);
+
+    let available = check_prompts(&mut ctx, catalog, &languages, &raw.language, &nodes);
+
+    if !ctx.errors.is_empty() {
+        ctx.errors.sort_by_key(|e| e.line);
+        return Err(ctx.errors);
+    }
+    for w in &ctx.warnings {
+        tracing::warn!("{w}");
+    }
+    Ok(Flow {
+        name: raw.name,
+        file: file.to_path_buf(),
+        numbers: raw.numbers,
+        language: raw.language,
+        languages,
+        timezone,
+        start: raw.start,
+        nodes,
+        available,
+        warnings: ctx.warnings,
+        number_lines,
+        name_line: ctx.lines.line(&["name"]),
+    })
+}
+
+/// Flow-wide settings a node needs while being built.
+struct Env<'a> {
+    languages: &'a [String],
+    timezone: chrono_tz::Tz,
+    holidays: &'a [HolidayRule],
+}
+
+fn build_node(ctx: &mut Ctx, env: &Env, id: &str, raw: &RawNode) -> Option<Node> {
+    let Some((_, allowed)) = NODE_TYPES.iter().find(|(t, _)| *t == raw.kind) else {
+        let names: Vec<&str> = NODE_TYPES.iter().map(|(t, _)| *t).collect();
+        ctx.error(
+            &["nodes", id, "type"],
+            format!(
+                "unknown node type `{}` (expected one of: {})",
+                raw.kind,
+                names.join(", ")
+            ),
+        );
+        return None;
+    };
+    let _ = &raw.description;
+    let errors_before = ctx.errors.len();
+    for field in raw.present_fields() {
+        if !allowed.contains(&field) {
+            ctx.error(
+                &["nodes", id, field],
+                format!("`{field}` does not apply to a {} node", raw.kind),
+            );
+        }
+    }
+
+    // Helpers record errors and keep going, so one pass reports everything.
+    let required = |ctx: &mut Ctx, field: &str, v: &Option<String>| -> String {
+        match v {
+            Some(s) => s.clone(),
+            None => {
+                ctx.error(
+                    &["nodes", id],
+                    format!("node `{id}`: `{field}` is required for a {} node", raw.kind),
+                );
+                String::new()
+            }
+        }
+    };
+    let target = |ctx: &mut Ctx, field: &str, v: &str| {
+        if v.is_empty() {
+            return; // already reported as a missing field
+        }
+        ctx.targets.push((
+            id.to_string(),
+            v.to_string(),
+            vec!["nodes".into(), id.into(), field.into()],
+        ));
+    };
+
+    let node = match raw.kind.as_str() {
+        "play" => {
+            let next = required(ctx, "next", &raw.next);
+            target(ctx, "next", &next);
+            let prompts = prompt_list(ctx, id, "prompts", raw.prompts.as_deref(), true);
+            Node::Play {
+                prompts,
+                next,
+                early_media: raw.early_media.unwrap_or(false),
+                barge_in: raw.barge_in.unwrap_or(false),
+            }
+        }
+        "menu" => {
+            let mut choices = BTreeMap::new();
+            match &raw.choices {
+                Some(c) if !c.is_empty() => {
+                    for (key, to) in c {
+                        ctx.targets.push((
+                            id.to_string(),
+                            to.clone(),
+                            vec!["nodes".into(), id.into(), "choices".into(), key.clone()],
+                        ));
+                        match dtmf_key(key) {
+                            Some(k) => {
+                                choices.insert(k, to.clone());
+                            }
+                            None => {
+                                ctx.error(
+                                    &["nodes", id, "choices", key],
+                                    format!(
+                                        "choice key `{key}` is not a single DTMF key (0-9, *, #, A-D; quote * and #)"
+                                    ),
+                                );
+                            }
+                        }
+                    }
+                }
+                _ => {
+                    ctx.error(
+                        &["nodes", id],
+                        format!("menu `{id}` needs at least one entry in `choices`"),
+                    );
+                }
+            }
+            for (field, v) in [("default", &raw.default), ("on_failure", &raw.on_failure)] {
+                if let Some(v) = v {
+                    target(ctx, field, v);
+                }
+            }
+            Node::Menu(Menu {
+                prompts: prompt_list(ctx, id, "prompts", raw.prompts.as_deref(), false),
+                choices,
+                timeout: seconds(ctx, id, "timeout", raw.timeout, 5.0),
+                retries: raw.retries.unwrap_or(2),
+                invalid_prompts: prompt_list(
+                    ctx,
+                    id,
+                    "invalid_prompts",
+                    raw.invalid_prompts.as_deref(),
+                    false,
+                ),
+                no_input_prompts: prompt_list(
+                    ctx,
+                    id,
+                    "no_input_prompts",
+                    raw.no_input_prompts.as_deref(),
+                    false,
+                ),
+                default: raw.default.clone(),
+                on_failure: raw.on_failure.clone(),
+                barge_in: raw.barge_in.unwrap_or(true),
+            })
+        }
+        "collect" => {
+            let next = required(ctx, "next", &raw.next);
+            target(ctx, "next", &next);
+            if let Some(f) = &raw.on_failure {
+                target(ctx, "on_failure", f);
+            }
+            let into = required(ctx, "into", &raw.into);
+            if raw.into.is_some() && (!is_variable_name(&into) || into == "language") {
+                ctx.error(
+                    &["nodes", id, "into"],
+                    format!("`{into}` is not a usable variable name (lowercase letters, digits, _; not `language`)"),
+                );
+            }
+            let min = raw.min_digits.unwrap_or(1);
+            let max = raw.max_digits.unwrap_or(20);
+            if min == 0 || min > max || max > MAX_COLLECT_DIGITS {
+                let field = if raw.max_digits.is_some() {
+                    "max_digits"
+                } else {
+                    "min_digits"
+                };
+                ctx.error(
+                    &["nodes", id, field],
+                    format!("need 1 <= min_digits ({min}) <= max_digits ({max}) <= {MAX_COLLECT_DIGITS}"),
+                );
+            }
+            let terminator = match raw.terminator.as_deref() {
+                None => Some('#'),
+                Some("") => None,
+                Some(t) => match dtmf_key(t) {
+                    Some(k) if !k.is_ascii_digit() => Some(k),
+                    _ => {
+                        ctx.error(
+                            &["nodes", id, "terminator"],
+                            format!("terminator `{t}` must be one of *, #, A-D (or \"\" for none)"),
+                        );
+                        None
+                    }
+                },
+            };
+            Node::Collect(Collect {
+                prompts: prompt_list(ctx, id, "prompts", raw.prompts.as_deref(), false),
+                min_digits: min,
+                max_digits: max,
+                terminator,
+                timeout: seconds(ctx, id, "timeout", raw.timeout, 5.0),
+                inter_digit_timeout: seconds(
+                    ctx,
+                    id,
+                    "inter_digit_timeout",
+                    raw.inter_digit_timeout,
+                    3.0,
+                ),
+                into,
+                next,
+                retries: raw.retries.unwrap_or(2),
+                invalid_prompts: prompt_list(
+                    ctx,
+                    id,
+                    "invalid_prompts",
+                    raw.invalid_prompts.as_deref(),
+                    false,
+                ),
+                no_input_prompts: prompt_list(
+                    ctx,
+                    id,
+                    "no_input_prompts",
+                    raw.no_input_prompts.as_deref(),
+                    false,
+                ),
+                on_failure: raw.on_failure.clone(),
+                barge_in: raw.barge_in.unwrap_or(true),
+            })
+        }
+        "schedule" => {
+            let open = required(ctx, "open", &raw.open);
+            let closed = required(ctx, "closed", &raw.closed);
+            target(ctx, "open", &open);
+            target(ctx, "closed", &closed);
+            let holiday = raw.holiday.clone().unwrap_or_else(|| closed.clone());
+            if raw.holiday.is_some() {
+                target(ctx, "holiday", &holiday);
+            }
+            let (schedule, bands) = build_schedule(ctx, env, id, raw);
+            Node::Schedule(Box::new(ScheduleNode {
+                schedule,
+                open,
+                closed,
+                holiday,
+                bands,
+            }))
+        }
+        "language" => {
+            let language = required(ctx, "language", &raw.language);
+            let next = required(ctx, "next", &raw.next);
+            target(ctx, "next", &next);
+            if raw.language.is_some() && !env.languages.contains(&language) {
+                ctx.error(
+                    &["nodes", id, "language"],
+                    format!(
+                        "language `{language}` is not among the flow's `languages` ({})",
+                        env.languages.join(", ")
+                    ),
+                );
+            }
+            Node::Language { language, next }
+        }
+        "set" => {
+            let next = required(ctx, "next", &raw.next);
+            target(ctx, "next", &next);
+            let mut variables = Vec::new();
+            for (k, v) in raw.variables.iter().flatten() {
+                if !is_variable_name(k) || k == "language" {
+                    ctx.error(
+                        &["nodes", id, "variables", k],
+                        format!("`{k}` is not a usable variable name (lowercase letters, digits, _; use a language node for `language`)"),
+                    );
+                }
+                variables.push((k.clone(), v.clone()));
+            }
+            Node::Set { variables, next }
+        }
+        "goto" => {
+            let next = required(ctx, "next", &raw.next);
+            target(ctx, "next", &next);
+            Node::Goto { next }
+        }
+        "say_number" => {
+            let next = required(ctx, "next", &raw.next);
+            target(ctx, "next", &next);
+            let source = match (&raw.number, &raw.variable) {
+                (Some(n), None) => {
+                    if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+                        ctx.error(
+                            &["nodes", id, "number"],
+                            format!("`{n}` is not a number (digits only)"),
+                        );
+                    }
+                    NumberSource::Literal(n.clone())
+                }
+                (None, Some(v)) => NumberSource::Variable(v.clone()),
+                _ => {
+                    ctx.error(
+                        &["nodes", id],
+                        format!("say_number `{id}` needs exactly one of `number` or `variable`"),
+                    );
+                    NumberSource::Literal(String::new())
+                }
+            };
+            let mode = match raw.mode.as_deref() {
+                None | Some("number") => NumberMode::Number,
+                Some("digits") => NumberMode::Digits,
+                Some(m) => {
+                    ctx.error(
+                        &["nodes", id, "mode"],
+                        format!("mode `{m}` must be `number` or `digits`"),
+                    );
+                    NumberMode::Number
+                }
+            };
+            Node::SayNumber {
+                source,
+                mode,
+                next,
+                barge_in: raw.barge_in.unwrap_or(false),
+            }
+        }
+        "transfer" => {
+            let uri = required(ctx, "uri", &raw.uri);
+            if raw.uri.is_some() && !["sip:", "sips:", "tel:"].iter().any(|p| uri.starts_with(p)) {
+                ctx.error(
+                    &["nodes", id, "uri"],
+                    format!("`{uri}` is not a sip:, sips: or tel: URI"),
+                );
+            }
+            Node::Transfer { uri }
+        }
+        "queue" => {
+            let queue = required(ctx, "queue", &raw.queue);
+            if raw.queue.is_some() && !is_ident(&queue) {
+                ctx.error(
+                    &["nodes", id, "queue"],
+                    format!("queue name `{queue}` may only use letters, digits, `_` and `-`"),
+                );
+            }
+            Node::Queue {
+                queue,
+                fallback: prompt_list(ctx, id, "fallback", raw.fallback.as_deref(), false),
+            }
+        }
+        "voicemail" => {
+            let mailbox = required(ctx, "mailbox", &raw.mailbox);
+            if raw.mailbox.is_some() && !is_ident(&mailbox) {
+                ctx.error(
+                    &["nodes", id, "mailbox"],
+                    format!("mailbox name `{mailbox}` may only use letters, digits, `_` and `-`"),
+                );
+            }
+            Node::Voicemail {
+                mailbox,
+                greeting: prompt_list(ctx, id, "greeting", raw.greeting.as_deref(), false),
+            }
+        }
+        "hangup" => Node::Hangup {
+            reason: raw.reason.clone().unwrap_or_else(|| "completed".into()),
+        },
+        _ => unreachable!("NODE_TYPES covers every arm"),
+    };
+    (ctx.errors.len() == errors_before).then_some(node)
+}
+
+fn dtmf_key(key: &str) -> Option<char> {
+    let mut chars = key.chars();
+    match (chars.next(), chars.next()) {
+        (Some(c), None) => {
+            let c = c.to_ascii_uppercase();
+            DTMF_KEYS.contains(c).then_some(c)
+        }
+        _ => None,
+    }
+}
+
+fn seconds(ctx: &mut Ctx, id: &str, field: &str, v: Option<f64>, default: f64) -> Duration {
+    let s = v.unwrap_or(default);
+    if !(s > 0.0 && s <= MAX_TIMEOUT_SECS) {
+        ctx.error(
+            &["nodes", id, field],
+            format!("`{field}` must be between 0 and {MAX_TIMEOUT_SECS} seconds (got {s})"),
+        );
+        return Duration::from_secs_f64(default);
+    }
+    Duration::from_secs_f64(s)
+}
+
+fn prompt_list(
+    ctx: &mut Ctx,
+    id: &str,
+    field: &str,
+    list: Option<&[String]>,
+    required: bool,
+) -> Vec<PromptSpec> {
+    let list = list.unwrap_or_default();
+    if required && list.is_empty() {
+        ctx.error(
+            &["nodes", id],
+            format!("node `{id}` needs at least one prompt in `{field}`"),
+        );
+    }
+    let mut out = Vec::new();
+    for (i, item) in list.iter().enumerate() {
+        let path = vec![
+            "nodes".to_string(),
+            id.to_string(),
+            field.to_string(),
+            i.to_string(),
+        ];
+        let (name, lang) = match item.split_once('@') {
+            Some((n, l)) => (n, Some(l)),
+            None => (item.as_str(), None),
+        };
+        if !is_ident(name) || lang.is_some_and(|l| !is_language_code(l)) {
+            let p: Vec<&str> = path.iter().map(String::as_str).collect();
+            ctx.error(
+                &p,
+                format!("prompt `{item}` must be a name (letters, digits, _, -) optionally pinned to a language as name@lang"),
+            );
+            continue;
+        }
+        let spec = PromptSpec {
+            name: name.to_string(),
+            lang: lang.map(str::to_string),
+        };
+        ctx.prompt_uses.push((spec.clone(), path));
+        out.push(spec);
+    }
+    out
+}
+
+fn build_schedule(
+    ctx: &mut Ctx,
+    env: &Env,
+    id: &str,
+    raw: &RawNode,
+) -> (Schedule, Vec<(String, String)>) {
+    let mut s = Schedule::new(env.timezone);
+    s.set_national_holidays(raw.national_holidays.unwrap_or(true));
+    for rule in env.holidays {
+        s.add_holiday(rule.clone());
+    }
+    let mut assigned: HashMap<Weekday, String> = HashMap::new();
+    let mut any_hours = false;
+    for (key, ranges) in raw.hours.iter().flatten() {
+        let path = ["nodes", id, "hours", key.as_str()];
+        let days = match schedule::parse_weekdays(key) {
+            Ok(d) => d,
+            Err(e) => {
+                ctx.error(&path, e.to_string());
+                continue;
+            }
+        };
+        let Some(parsed) = parse_ranges(ctx, &path, ranges) else {
+            continue;
+        };
+        for day in days {
+            if let Some(prev) = assigned.insert(day, key.clone()) {
+                ctx.error(
+                    &path,
+                    format!(
+                        "{} (in `{prev}` and `{key}`)",
+                        ScheduleError::DuplicateWeekday(format!("{day:?}"))
+                    ),
+                );
+                continue;
+            }
+            if let Err(e) = s.set_hours(day, parsed.clone()) {
+                ctx.error(&path, e.to_string());
+            }
+            any_hours |= !parsed.is_empty();
+        }
+    }
+    if !any_hours && raw.overrides.is_none() {
+        ctx.warn(
+            &["nodes", id],
+            format!("schedule `{id}` has no opening hours: it is always closed"),
+        );
+    }
+    for (date, value) in raw.overrides.iter().flatten() {
+        let path = ["nodes", id, "overrides", date.as_str()];
+        let d = match schedule::parse_date(date) {
+            Ok(d) => d,
+            Err(e) => {
+                ctx.error(&path, e.to_string());
+                continue;
+            }
+        };
+        let ranges = match value {
+            RawOverride::Closed(c) if c == "closed" => Vec::new(),
+            RawOverride::Closed(c) => {
+                ctx.error(
+                    &path,
+                    format!("override `{c}`: expected `closed` or a list of HH:MM-HH:MM ranges"),
+                );
+                continue;
+            }
+            RawOverride::Hours(r) => match parse_ranges(ctx, &path, r) {
+                Some(r) => r,
+                None => continue,
+            },
+        };
+        if let Err(e) = s.set_override(d, ranges) {
+            ctx.error(&path, e.to_string());
+        }
+    }
+    let mut bands = Vec::new();
+    for (i, band) in raw.bands.iter().flatten().enumerate() {
+        let idx = i.to_string();
+        let path = ["nodes", id, "bands", idx.as_str()];
+        ctx.targets.push((
+            id.to_string(),
+            band.next.clone(),
+            path.iter().map(|s| s.to_string()).collect(),
+        ));
+        if !is_ident(&band.name) {
+            ctx.error(
+                &path,
+                format!(
+                    "band name `{}` may only use letters, digits, `_` and `-`",
+                    band.name
+                ),
+            );
+        }
+        match TimeRange::parse(&band.hours).and_then(|r| s.add_band(&band.name, r)) {
+            Ok(()) => bands.push((band.name.clone(), band.next.clone())),
+            Err(e) => ctx.error(&path, e.to_string()),
+        }
+    }
+    (s, bands)
+}
+
+fn parse_ranges(ctx: &mut Ctx, path: &[&str], ranges: &[String]) -> Option<Vec<TimeRange>> {
+    let mut out = Vec::new();
+    for r in ranges {
+        match TimeRange::parse(r) {
+            Ok(r) => out.push(r),
+            Err(e) => {
+                ctx.error(path, e.to_string());
+                return None;
+            }
+        }
+    }
+    match schedule::check_ranges(out) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            ctx.error(path, e.to_string());
+            None
+        }
+    }
+}
+
+/// Unreachable nodes, and cycles that never play or wait (they would spin forever).
+fn check_graph(ctx: &mut Ctx, raw: &RawFlow, nodes: &HashMap<String, Node>) {
+    let mut edges: HashMap<&str, Vec<&str>> = HashMap::new();
+    let targets = ctx.targets.clone();
+    for (from, to, _) in &targets {
+        edges.entry(from).or_default().push(to);
+    }
+    if raw.nodes.contains_key(&raw.start) {
+        let mut seen: HashSet<&str> = HashSet::from([raw.start.as_str()]);
+        let mut queue = VecDeque::from([raw.start.as_str()]);
+        while let Some(n) = queue.pop_front() {
+            for &t in edges.get(n).into_iter().flatten() {
+                if raw.nodes.contains_key(t) && seen.insert(t) {
+                    queue.push_back(t);
+                }
+            }
+        }
+        for id in raw.nodes.keys() {
+            if !seen.contains(id.as_str()) {
+                ctx.error(
+                    &["nodes", id],
+                    format!(
+                        "node `{id}` is unreachable from the start node `{}`",
+                        raw.start
+                    ),
+                );
+            }
+        }
+    }
+
+    // Depth-first search restricted to instant nodes.
+    let instant = |id: &str| nodes.get(id).is_some_and(Node::is_instant);
+    let mut state: HashMap<&str, u8> = HashMap::new(); // 1 = on stack, 2 = done
+    let mut reported = false;
+    for root in raw
+        .nodes
+        .keys()
+        .map(String::as_str)
+        .filter(|id| instant(id))
+    {
+        if reported || state.contains_key(root) {
+            continue;
+        }
+        let mut stack: Vec<(&str, usize)> = vec![(root, 0)];
+        state.insert(root, 1);
+        while let Some(&mut (node, ref mut i)) = stack.last_mut() {
+            let next = edges.get(node).and_then(|e| e.get(*i)).copied();
+            *i += 1;
+            match next {
+                None => {
+                    state.insert(node, 2);
+                    stack.pop();
+                }
+                Some(t) if !instant(t) => {}
+                Some(t) => match state.get(t) {
+                    Some(1) => {
+                        let start = stack.iter().position(|(n, _)| *n == t).unwrap_or(0);
+                        let mut cycle: Vec<&str> = stack[start..].iter().map(|(n, _)| *n).collect();
+                        cycle.push(t);
+                        ctx.error(
+                            &["nodes", t],
+                            format!(
+                                "nodes {} loop without playing anything or waiting for the caller",
+                                cycle.join(" -> ")
+                            ),
+                        );
+                        reported = true;
+                        break;
+                    }
+                    Some(_) => {}
+                    None => {
+                        state.insert(t, 1);
+                        stack.push((t, 0));
+                    }
+                },
+            }
+        }
+    }
+}
+
+/// Checks every prompt exists where it must and returns the (lang, name) pairs that exist.
+///
+/// A prompt missing in the default language, or pinned with `name@lang` to a language that lacks
+/// it, is an error. A prompt missing in another offered language is a warning (one per
+/// language): callers who chose that language hear the default-language recording.
+fn check_prompts(
+    ctx: &mut Ctx,
+    catalog: &dyn PromptCatalog,
+    languages: &[String],
+    default: &str,
+    nodes: &HashMap<String, Node>,
+) -> HashSet<(String, String)> {
+    let mut available = HashSet::new();
+    let mut missing: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    let uses = std::mem::take(&mut ctx.prompt_uses);
+    let mut checked: HashSet<(String, String)> = HashSet::new();
+    for (spec, path) in &uses {
+        let p: Vec<&str> = path.iter().map(String::as_str).collect();
+        match &spec.lang {
+            Some(lang) => {
+                if catalog.has(lang, &spec.name) {
+                    available.insert((lang.clone(), spec.name.clone()));
+                } else {
+                    ctx.error(
+                        &p,
+                        format!(
+                            "prompt `{}` has no recording sounds/{lang}/{}.(wav|flac|mp3|ogg)",
+                            spec.name, spec.name
+                        ),
+                    );
+                }
+            }
+            None => {
+                if !catalog.has(default, &spec.name) {
+                    ctx.error(
+                        &p,
+                        format!(
+                            "prompt `{}` has no recording in the default language: add sounds/{default}/{}.wav (or .flac, .mp3, .ogg)",
+                            spec.name, spec.name
+                        ),
+                    );
+                }
+                for lang in languages {
+                    if !checked.insert((lang.clone(), spec.name.clone())) {
+                        continue;
+                    }
+                    if catalog.has(lang, &spec.name) {
+                        available.insert((lang.clone(), spec.name.clone()));
+                    } else if lang != default {
+                        missing.entry(lang).or_default().push(spec.name.clone());
+                    }
+                }
+            }
+        }
+    }
+    for (lang, names) in missing {
+        ctx.warn(
+            &["languages"],
+            format!(
+                "language `{lang}` has no recording for {}: callers who chose it hear the `{default}` ones",
+                names.join(", ")
+            ),
+        );
+    }
+
+    let says_numbers = nodes.values().any(|n| matches!(n, Node::SayNumber { .. }));
+    if says_numbers {
+        for lang in languages {
+            for name in numbers::all_prompt_names() {
+                if catalog.has(lang, &name) {
+                    available.insert((lang.clone(), name));
+                }
+            }
+        }
+        let digits_missing: Vec<String> = (0..10)
+            .map(|d| format!("num_{d}"))
+            .filter(|n| !available.contains(&(default.to_string(), n.clone())))
+            .collect();
+        if !digits_missing.is_empty() {
+            let id = nodes
+                .iter()
+                .filter(|(_, n)| matches!(n, Node::SayNumber { .. }))
+                .map(|(id, _)| id.as_str())
+                .min()
+                .unwrap_or_default()
+                .to_string();
+            ctx.error(
+                &["nodes", &id],
+                format!(
+                    "say_number needs the digit recordings in the default language; missing sounds/{default}/{}.wav",
+                    digits_missing.join(", ")
+                ),
+            );
+        }
+    }
+    available
+}
+
+/// Reads and validates one flow file (for `verde check` and editors).
+pub fn check_flow_file(path: &Path, catalog: &dyn PromptCatalog) -> Result<Flow, Vec<FlowError>> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        vec![FlowError {
+            file: path.to_path_buf(),
+            line: 0,
+            reason: format!("cannot read the flow file: {e}"),
+        }]
+    })?;
+    parse_flow(&text, path, catalog)
+}
+
+fn flow_files(dir: &Path) -> Result<Vec<PathBuf>, FlowError> {
+    let entries = std::fs::read_dir(dir).map_err(|e| FlowError {
+        file: dir.to_path_buf(),
+        line: 0,
+        reason: format!("cannot read the flows directory: {e}"),
+    })?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            let hidden = p
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_none_or(|n| n.starts_with('.'));
+            let yaml = matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"));
+            yaml && !hidden && p.is_file()
+        })
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// Loads every `*.yaml`/`*.yml` file of `dir` (hidden files skipped), all or nothing: any error
+/// in any file returns every error found. Use at startup and in `verde check`.
+pub fn load_flows(dir: &Path, catalog: &dyn PromptCatalog) -> Result<FlowSet, Vec<FlowError>> {
+    let (set, errors) = reload_flows(dir, catalog, &FlowSet::default());
+    if errors.is_empty() {
+        Ok(set)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Hot reload with per-file granularity: every file is reloaded; a file that fails keeps its
+/// previous version from `previous` (if it had one), so one broken edit refuses only that
+/// flow. Files that disappeared are dropped. A flow claiming a number (or name) already taken by
+/// a flow from an earlier file (in file-name order) is refused. Returns the new set and the
+/// errors; the caller swaps its `Arc<FlowSet>` and logs the errors.
+pub fn reload_flows(
+    dir: &Path,
+    catalog: &dyn PromptCatalog,
+    previous: &FlowSet,
+) -> (FlowSet, Vec<FlowError>) {
+    let mut errors = Vec::new();
+    let files = match flow_files(dir) {
+        Ok(f) => f,
+        Err(e) => {
+            // Without a listing nothing can be trusted to be gone: keep everything.
+            let kept = FlowSet {
+                flows: previous.flows.clone(),
+                by_number: previous.by_number.clone(),
+            };
+            return (kept, vec![e]);
+        }
+    };
+    let mut candidates: Vec<Arc<Flow>> = Vec::new();
+    for file in files {
+        match check_flow_file(&file, catalog) {
+            Ok(flow) => candidates.push(Arc::new(flow)),
+            Err(errs) => {
+                if let Some(old) = previous.flows.iter().find(|f| f.file == file) {
+                    tracing::warn!(file = %file.display(), "flow file refused, keeping its previous version");
+                    candidates.push(old.clone());
+                }
+                errors.extend(errs);
+            }
+        }
+    }
+    let mut set = FlowSet::default();
+    'flows: for flow in candidates {
+        if let Some(other) = set.flows.iter().find(|f| f.name == flow.name) {
+            errors.push(FlowError {
+                file: flow.file.clone(),
+                line: flow.name_line,
+                reason: format!(
+                    "flow name `{}` is already used by {}; this flow is not loaded",
+                    flow.name,
+                    other.file.display()
+                ),
+            });
+            continue;
+        }
+        for (i, n) in flow.numbers.iter().enumerate() {
+            if let Some(other) = set.by_number.get(n) {
+                errors.push(FlowError {
+                    file: flow.file.clone(),
+                    line: flow.number_lines.get(i).copied().unwrap_or(1),
+                    reason: format!(
+                        "number `{n}` is already served by flow `{}` ({}); this flow is not loaded",
+                        other.name,
+                        other.file.display()
+                    ),
+                });
+                continue 'flows;
+            }
+        }
+        for n in &flow.numbers {
+            set.by_number.insert(n.clone(), flow.clone());
+        }
+        set.flows.push(flow);
+    }
+    (set, errors)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A catalog that has every prompt except the listed `lang/name` pairs.
+    struct AllBut(Vec<&'static str>);
+
+    impl PromptCatalog for AllBut {
+        fn has(&self, lang: &str, name: &str) -> bool {
+            !self.0.contains(&format!("{lang}/{name}").as_str())
+        }
+    }
+
+    /// Only these languages have recordings.
+    struct Langs(Vec<&'static str>);
+
+    impl PromptCatalog for Langs {
+        fn has(&self, lang: &str, _: &str) -> bool {
+            self.0.contains(&lang)
+        }
+    }
+
+    fn all() -> AllBut {
+        AllBut(vec![])
+    }
+
+    const BASE: &str = r##"name: demo
+numbers: ["800111222"]
+language: it
+languages: [it, en]
+start: welcome
+nodes:
+  welcome:
+    type: play
+    prompts: [hello]
+    next: menu
+  menu:
+    type: menu
+    prompts: [choose]
+    choices:
+      1: bye
+      "#": bye
+  bye:
+    type: hangup
+"##;
+
+    /// 1-based line of the first line containing `needle`.
+    fn line_of(text: &str, needle: &str) -> usize {
+        text.lines()
+            .position(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("`{needle}` not in the text"))
+            + 1
+    }
+
+    fn errors(text: &str) -> Vec<FlowError> {
+        errors_with(text, &all())
+    }
+
+    fn errors_with(text: &str, catalog: &dyn PromptCatalog) -> Vec<FlowError> {
+        match parse_flow(text, Path::new("flows/demo.yaml"), catalog) {
+            Ok(_) => panic!("flow accepted:\n{text}"),
+            Err(e) => e,
+        }
+    }
+
+    /// Asserts exactly one error, on the line containing `marker`, whose reason contains `what`.
+    fn assert_one_error(text: &str, marker: &str, what: &str) {
+        let errs = errors(text);
+        assert_eq!(errs.len(), 1, "expected one error, got {errs:?}");
+        assert_eq!(
+            errs[0].line,
+            line_of(text, marker),
+            "wrong line for {:?}",
+            errs[0]
+        );
+        assert!(
+            errs[0].reason.contains(what),
+            "reason {:?} lacks {what:?}",
+            errs[0].reason
+        );
+    }
+
+    #[test]
+    fn base_flow_is_valid() {
+        let flow = parse_flow(BASE, Path::new("demo.yaml"), &all()).unwrap();
+        assert_eq!(flow.name(), "demo");
+        assert_eq!(flow.numbers(), ["800111222"]);
+        assert_eq!(flow.languages(), ["it", "en"]);
+        assert_eq!(flow.timezone(), chrono_tz::Europe::Rome);
+        assert!(flow.warnings().is_empty());
+    }
+
+    #[test]
+    fn error_display_is_file_line_reason() {
+        let text = BASE.replace("next: menu", "next: nowhere");
+        let e = &errors(&text)[0];
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "flows/demo.yaml:{}: {}",
+                line_of(&text, "next: nowhere"),
+                e.reason
+            )
+        );
+    }
+
+    #[test]
+    fn yaml_syntax_error_has_its_line() {
+        let text = BASE.replace("    next: menu", "    next: [menu");
+        let errs = errors(&text);
+        assert_eq!(errs.len(), 1);
+        assert!(errs[0].line >= line_of(&text, "next: [menu"), "{errs:?}");
+    }
+
+    #[test]
+    fn unknown_fields_are_located() {
+        let text = BASE.replace("    next: menu", "    next: menu\n    colour: red");
+        assert_one_error(&text, "colour: red", "unknown field `colour`");
+        let text = BASE.replace("start: welcome", "start: welcome\nowner: me");
+        assert_one_error(&text, "owner: me", "unknown field `owner`");
+    }
+
+    #[test]
+    fn unknown_node_type() {
+        let text = BASE.replace("type: hangup", "type: hang_up");
+        assert_one_error(&text, "type: hang_up", "unknown node type `hang_up`");
+    }
+
+    #[test]
+    fn field_of_another_node_type() {
+        let text = BASE.replace("    type: hangup", "    type: hangup\n    next: welcome");
+        assert_one_error(&text, "next: welcome", "does not apply to a hangup node");
+    }
+
+    #[test]
+    fn dangling_targets() {
+        let text = BASE.replace("next: menu", "next: nowhere");
+        let errs = errors(&text);
+        // The menu and bye become unreachable too; the dangling `next` is the first error.
+        assert_eq!(errs[0].line, line_of(&text, "next: nowhere"));
+        assert!(errs[0].reason.contains("`nowhere`, which is not defined"));
+        let text = BASE.replace("1: bye", "1: byebye");
+        assert_one_error(&text, "1: byebye", "`byebye`, which is not defined");
+    }
+
+    #[test]
+    fn missing_start_node() {
+        let text = BASE.replace("start: welcome", "start: hello");
+        let errs = errors(&text);
+        assert_eq!(errs[0].line, line_of(&text, "start: hello"));
+        assert!(errs[0].reason.contains("start node `hello`"));
+    }
+
+    #[test]
+    fn unreachable_node() {
+        let text = format!("{BASE}  orphan:\n    type: hangup\n");
+        assert_one_error(&text, "orphan:", "unreachable");
+    }
+
+    #[test]
+    fn invalid_digit_keys() {
+        let text = BASE.replace("1: bye", "12: bye");
+        assert_one_error(&text, "12: bye", "not a single DTMF key");
+        let text = BASE.replace("1: bye", "x: bye");
+        assert_one_error(&text, "x: bye", "not a single DTMF key");
+    }
+
+    #[test]
+    fn missing_prompts() {
+        let errs = errors_with(BASE, &AllBut(vec!["it/choose"]));
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].line, line_of(BASE, "prompts: [choose]"));
+        assert!(errs[0].reason.contains("sounds/it/choose.wav"));
+        // Missing only in an offered language: a warning, the flow loads.
+        let flow = parse_flow(BASE, Path::new("demo.yaml"), &AllBut(vec!["en/choose"])).unwrap();
+        assert_eq!(flow.warnings().len(), 1);
+        assert_eq!(flow.warnings()[0].line, line_of(BASE, "languages:"));
+        assert!(flow.warnings()[0].reason.contains("choose"));
+        // A language-pinned prompt must exist in that language.
+        let text = BASE.replace("prompts: [hello]", "prompts: [hello@de]");
+        let errs = errors_with(&text, &Langs(vec!["it"]));
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(errs[0].reason.contains("sounds/de/hello"));
+    }
+
+    #[test]
+    fn bad_prompt_names() {
+        let text = BASE.replace("prompts: [hello]", "prompts: [../etc/passwd]");
+        assert_one_error(&text, "passwd", "must be a name");
+    }
+
+    fn with_schedule(hours: &str) -> String {
+        BASE.replace(
+            "start: welcome\nnodes:\n",
+            &format!(
+                "start: hours\nnodes:\n  hours:\n    type: schedule\n{hours}    open: welcome\n    closed: bye\n"
+            ),
+        )
+    }
+
+    #[test]
+    fn schedule_errors() {
+        let ok = with_schedule("    hours:\n      mon-fri: [\"08:00-19:00\"]\n");
+        parse_flow(&ok, Path::new("demo.yaml"), &all()).unwrap();
+        let cases = [
+            ("      mon: [\"8-19\"]\n", "mon:", "bad time range"),
+            (
+                "      mon: [\"19:00-08:00\"]\n",
+                "mon:",
+                "ends before it starts",
+            ),
+            (
+                "      mon: [\"08:00-13:00\", \"12:00-19:00\"]\n",
+                "mon:",
+                "overlap",
+            ),
+            ("      lun: [\"08:00-13:00\"]\n", "lun:", "bad weekday"),
+            (
+                "      mon-fri: [\"08:00-13:00\"]\n      fri: [\"14:00-15:00\"]\n",
+                "fri:",
+                "twice",
+            ),
+        ];
+        for (hours, marker, what) in cases {
+            let text = with_schedule(&format!("    hours:\n{hours}"));
+            assert_one_error(&text, marker, what);
+        }
+        let text = with_schedule(
+            "    hours:\n      mon: [\"08:00-13:00\"]\n    overrides:\n      \"2026-02-30\": closed\n",
+        );
+        assert_one_error(&text, "2026-02-30", "bad date");
+        let text = with_schedule(
+            "    hours:\n      mon: [\"08:00-13:00\"]\n    overrides:\n      \"2026-12-24\": open\n",
+        );
+        assert_one_error(&text, "2026-12-24", "expected `closed`");
+        let text = with_schedule("    hours:\n      mon: [\"08:00-13:00\"]\n    bands:\n      - { name: am, hours: \"00:00-13:00\", next: welcome }\n      - { name: pm, hours: \"12:00-24:00\", next: welcome }\n");
+        assert_one_error(&text, "name: pm", "overlap");
+        let text = ok.replace("start: hours", "timezone: Europe/Milano\nstart: hours");
+        assert_one_error(&text, "timezone:", "bad time zone");
+        let text = ok.replace("start: hours", "holidays: [\"2026-13-01\"]\nstart: hours");
+        assert_one_error(&text, "holidays:", "bad date");
+    }
+
+    #[test]
+    fn loops_that_never_wait_are_refused() {
+        let text = BASE.replace(
+            "  bye:\n    type: hangup\n",
+            "  bye:\n    type: goto\n    next: again\n  again:\n    type: set\n    variables: { x: \"1\" }\n    next: bye\n",
+        );
+        let errs = errors(&text);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(errs[0].reason.contains("loop without playing"), "{errs:?}");
+    }
+
+    #[test]
+    fn several_errors_are_reported_together() {
+        let text = BASE
+            .replace("next: menu", "next: nowhere\n    early_media: true")
+            .replace("1: bye", "1: gone");
+        let errs = errors(&text);
+        assert!(errs
+            .iter()
+            .any(|e| e.line == line_of(&text, "next: nowhere")));
+        assert!(errs.iter().any(|e| e.line == line_of(&text, "1: gone")));
+    }
+
+    #[test]
+    fn bad_numbers_and_languages() {
+        let text = BASE.replace("[\"800111222\"]", "[\"800111222\", \"80011A\"]");
+        assert_one_error(&text, "80011A", "not a phone number");
+        let text = BASE.replace("      1: bye\n", "      1: lang\n").replace(
+            "  bye:\n",
+            "  lang:\n    type: language\n    language: fr\n    next: bye\n  bye:\n",
+        );
+        assert_one_error(&text, "language: fr", "not among the flow's `languages`");
+    }
+
+    fn write(dir: &Path, name: &str, text: &str) {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+
+    #[test]
+    fn a_broken_file_is_refused_while_the_others_load() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "a.yaml", BASE);
+        let other = BASE
+            .replace("name: demo", "name: other")
+            .replace("800111222", "800333444");
+        write(dir.path(), "b.yaml", &other);
+        write(dir.path(), ".b.yaml.swp", "not yaml: [");
+        let set = load_flows(dir.path(), &all()).unwrap();
+        assert_eq!(set.len(), 2);
+        assert_eq!(set.for_number("800333444").unwrap().name(), "other");
+
+        // Break b.yaml: strict loading refuses everything, reload keeps the old b.
+        let broken = other.replace("next: menu", "next: nowhere");
+        write(dir.path(), "b.yaml", &broken);
+        let errs = load_flows(dir.path(), &all()).unwrap_err();
+        let b = dir.path().join("b.yaml");
+        assert!(errs.iter().all(|e| e.file == b));
+        assert_eq!(errs[0].line, line_of(&broken, "next: nowhere"));
+        assert!(errs[0]
+            .to_string()
+            .starts_with(&format!("{}:{}:", b.display(), errs[0].line)));
+
+        let (reloaded, errs) = reload_flows(dir.path(), &all(), &set);
+        assert!(!errs.is_empty());
+        assert_eq!(reloaded.len(), 2);
+        assert!(Arc::ptr_eq(
+            &reloaded.for_number("800333444").unwrap(),
+            &set.for_number("800333444").unwrap()
+        ));
+        assert!(!Arc::ptr_eq(
+            &reloaded.for_number("800111222").unwrap(),
+            &set.for_number("800111222").unwrap()
+        ));
+
+        // A new broken file with no previous version is simply absent.
+        write(dir.path(), "c.yaml", "name: c\nnumbers: [\n");
+        let (reloaded, errs) = reload_flows(dir.path(), &all(), &set);
+        assert_eq!(reloaded.len(), 2);
+        assert!(errs.iter().any(|e| e.file == dir.path().join("c.yaml")));
+    }
+
+    #[test]
+    fn duplicate_number_across_files() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "a.yaml", BASE);
+        let dup = BASE
+            .replace("name: demo", "name: dup")
+            .replace("[\"800111222\"]", "\n  - \"800999999\"\n  - \"800111222\"");
+        write(dir.path(), "b.yaml", &dup);
+        let errs = load_flows(dir.path(), &all()).unwrap_err();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].file, dir.path().join("b.yaml"));
+        assert_eq!(errs[0].line, line_of(&dup, "- \"800111222\""));
+        assert!(errs[0].reason.contains("already served by flow `demo`"));
+        let (set, _) = reload_flows(dir.path(), &all(), &FlowSet::default());
+        assert_eq!(set.len(), 1);
+        assert!(set.for_number("800999999").is_none());
+    }
+
+    #[test]
+    fn shipped_flows_load_with_the_shipped_prompts() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let catalog = crate::DirCatalog::new(root.join("sounds"));
+        let set = load_flows(&root.join("ivr-flows"), &catalog).unwrap_or_else(|errs| {
+            panic!(
+                "{}",
+                errs.iter()
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            )
+        });
+        assert_eq!(set.len(), 3);
+        assert_eq!(set.for_number("803164").unwrap().name(), "inps");
+        assert_eq!(
+            set.for_number("800022399").unwrap().name(),
+            "university-facilities"
+        );
+        assert_eq!(
+            set.for_number("800779366").unwrap().name(),
+            "teaching-helpdesk"
+        );
+        // The service menu is only recorded in it/en: the other languages get a warning each.
+        let inps = set.get("inps").unwrap();
+        assert_eq!(inps.warnings().len(), 6, "{:?}", inps.warnings());
+        assert_eq!(set.get("teaching-helpdesk").unwrap().schedules().count(), 1);
+    }
+}

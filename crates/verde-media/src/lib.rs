@@ -1,0 +1,26 @@
+//! verde-media: everything a call leg needs to speak G.711 over RTP.
+//!
+//! It owns SDP offer/answer ([`sdp`]), RTP/RTCP ([`rtp`]), G.711 companding ([`g711`]),
+//! DTMF by RFC 4733 and in-band Goertzel detection ([`dtmf`]), the prompt cache ([`prompt`])
+//! and the per-leg [`MediaSession`] that ties them together.
+//!
+//! It is sans-IO: callers pass `now: Instant` (and wall-clock time where RTCP needs it) and
+//! move datagrams in and out; nothing here opens sockets, sleeps or reads the clock. The
+//! only I/O is [`PromptCache::load`] reading audio files at startup/reload.
+//!
+//! It must not know about SIP (it sees SDP bodies as strings and reports errors the caller
+//! maps to 400/488) nor about IVR flows (it plays what it is given and reports digits).
+
+pub mod dtmf;
+pub mod g711;
+pub mod prompt;
+pub mod rtp;
+pub mod sdp;
+pub mod session;
+
+pub use prompt::{Prompt, PromptCache, PromptError};
+pub use sdp::{answer, Codec, Direction, LocalSdp, Negotiated, SdpError};
+pub use session::{
+    DtmfSource, InbandDtmf, MediaConfig, MediaEvent, MediaSession, MediaStats, Socket,
+    TapDirection, TapFrame, Transmit,
+};

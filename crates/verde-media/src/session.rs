@@ -1,0 +1,1097 @@
+//! `MediaSession`: one call leg's media, sans-IO.
+//!
+//! The binary owns two UDP sockets (RTP and RTP+1 for RTCP), feeds what arrives to
+//! [`MediaSession::handle_packet`], calls [`MediaSession::handle_timeout`] at
+//! [`MediaSession::poll_timeout`], and sends whatever [`MediaSession::poll_transmit`] yields on
+//! the socket it names.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+
+use crate::dtmf::{InbandDetector, Rfc4733Receiver};
+use crate::g711;
+use crate::prompt::Prompt;
+use crate::rtp::{
+    self, JitterBuffer, ReceiveStats, RtcpPacket, RtpPacket, RtpSender, SenderInfo, FRAME_DURATION,
+    SAMPLES_PER_FRAME,
+};
+use crate::sdp::{Codec, Direction, Negotiated};
+
+/// Which of the leg's two sockets a datagram belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Socket {
+    Rtp,
+    Rtcp,
+}
+
+/// A datagram to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    pub socket: Socket,
+    pub to: SocketAddr,
+    pub bytes: Bytes,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DtmfSource {
+    Rfc4733,
+    Inband,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MediaEvent {
+    Dtmf {
+        digit: char,
+        duration_ms: u32,
+        source: DtmfSource,
+    },
+    /// Everything queued by `play` has been sent and has had time to be heard.
+    PlaybackFinished,
+    /// We now send RTP to this address (symmetric RTP: where the remote's media comes from).
+    RemoteLatched(SocketAddr),
+}
+
+/// When to run the in-band DTMF detector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum InbandDtmf {
+    /// Only if the remote did not negotiate telephone-event.
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+/// Per-session options; `Default` suits a trunk leg.
+#[derive(Debug, Clone)]
+pub struct MediaConfig {
+    /// Our SSRC; random when `None`.
+    pub ssrc: Option<u32>,
+    pub inband_dtmf: InbandDtmf,
+    /// How long a packet waits for a missing predecessor.
+    pub jitter_depth: Duration,
+    pub rtcp_interval: Duration,
+    /// Wall-clock time at the `now` given to `new`, for RTCP SR NTP timestamps.
+    pub wall_clock: Option<SystemTime>,
+    /// RTCP SDES CNAME.
+    pub cname: String,
+    /// Queue decoded received and sent audio for [`MediaSession::poll_audio`] (recording,
+    /// future bridging). Off by default so unused sessions do not decode.
+    pub audio_tap: bool,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        MediaConfig {
+            ssrc: None,
+            inband_dtmf: InbandDtmf::Auto,
+            jitter_depth: Duration::from_millis(60),
+            rtcp_interval: Duration::from_secs(5),
+            wall_clock: None,
+            cname: "verde".to_owned(),
+            audio_tap: false,
+        }
+    }
+}
+
+/// Which way a tapped frame went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TapDirection {
+    Received,
+    Sent,
+}
+
+/// A decoded audio frame from the tap (normally 160 samples at 8 kHz).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TapFrame {
+    pub direction: TapDirection,
+    /// RTP timestamp of the frame on its own stream.
+    pub timestamp: u32,
+    pub pcm: Vec<i16>,
+}
+
+/// Counters for the call record and monitoring.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MediaStats {
+    pub packets_sent: u32,
+    pub octets_sent: u32,
+    pub packets_received: u64,
+    /// Cumulative loss per RFC 3550 (expected - received).
+    pub packets_lost: i64,
+    /// Interarrival jitter in milliseconds.
+    pub jitter_ms: f64,
+    /// Packets dropped as too late for the jitter buffer.
+    pub late_packets: u64,
+    /// Datagrams that were not valid RTP/RTCP, or from an unexpected source.
+    pub ignored_packets: u64,
+    pub remote_ssrc: Option<u32>,
+    pub remote: SocketAddr,
+    /// Loss fraction (0-255) the remote last reported about our stream.
+    pub remote_fraction_lost: Option<u8>,
+    /// Jitter the remote last reported about our stream, in milliseconds.
+    pub remote_jitter_ms: Option<f64>,
+    /// Round-trip time from the remote's last report (RFC 3550 §6.4.1).
+    pub rtt: Option<Duration>,
+}
+
+/// A new SSRC from a new address may take over after the current one is silent this long.
+const SOURCE_TAKEOVER: Duration = Duration::from_secs(2);
+const TAP_CAPACITY: usize = 100;
+
+struct Source {
+    addr: SocketAddr,
+    stats: ReceiveStats,
+    last_seen: Instant,
+}
+
+struct Playback {
+    queue: VecDeque<Arc<Prompt>>,
+    offset: usize,
+    origin: Instant,
+    frames: u64,
+    /// Set once the queue has been drained: the time the last frame has been heard.
+    finish_at: Option<Instant>,
+}
+
+pub struct MediaSession {
+    codec: Codec,
+    payload_type: u8,
+    dtmf_pt: Option<u8>,
+    direction: Direction,
+    config: MediaConfig,
+    created: Instant,
+
+    sender: RtpSender,
+    remote_rtp: SocketAddr,
+    remote_rtcp: SocketAddr,
+    rtcp_latched: bool,
+    source: Option<Source>,
+    jitter: JitterBuffer,
+    rfc4733: Rfc4733Receiver,
+    inband: Option<InbandDetector>,
+
+    playback: Option<Playback>,
+    frame: Vec<u8>,
+    pcm: Vec<i16>,
+
+    next_rtcp: Instant,
+    sent_at_last_report: u32,
+    last_sr: Option<(u32, Instant)>,
+    remote_fraction_lost: Option<u8>,
+    remote_jitter: Option<u32>,
+    rtt: Option<Duration>,
+    ignored: u64,
+
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<MediaEvent>,
+    tap: VecDeque<TapFrame>,
+}
+
+impl MediaSession {
+    pub fn new(negotiated: &Negotiated, config: MediaConfig, now: Instant) -> Self {
+        let mut sender = RtpSender::random(negotiated.payload_type, now);
+        if let Some(ssrc) = config.ssrc {
+            sender = RtpSender::new(
+                ssrc,
+                negotiated.payload_type,
+                rand::random(),
+                rand::random(),
+                now,
+            );
+        }
+        let mut session = MediaSession {
+            codec: negotiated.codec,
+            payload_type: negotiated.payload_type,
+            dtmf_pt: negotiated.dtmf_pt,
+            direction: negotiated.direction,
+            created: now,
+            sender,
+            remote_rtp: negotiated.remote,
+            remote_rtcp: negotiated.remote_rtcp,
+            rtcp_latched: false,
+            source: None,
+            jitter: JitterBuffer::new(config.jitter_depth),
+            rfc4733: Rfc4733Receiver::new(),
+            inband: None,
+            playback: None,
+            frame: Vec::with_capacity(SAMPLES_PER_FRAME),
+            pcm: Vec::with_capacity(SAMPLES_PER_FRAME),
+            next_rtcp: now + config.rtcp_interval / 2,
+            sent_at_last_report: 0,
+            last_sr: None,
+            remote_fraction_lost: None,
+            remote_jitter: None,
+            rtt: None,
+            ignored: 0,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            tap: VecDeque::new(),
+            config,
+        };
+        session.configure_inband();
+        session
+    }
+
+    fn configure_inband(&mut self) {
+        let wanted = match self.config.inband_dtmf {
+            InbandDtmf::Always => true,
+            InbandDtmf::Never => false,
+            InbandDtmf::Auto => self.dtmf_pt.is_none(),
+        };
+        if wanted != self.inband.is_some() {
+            self.inband = wanted.then(InbandDetector::new);
+        }
+    }
+
+    /// Applies a re-negotiation (re-INVITE): codec, DTMF, direction and remote address.
+    pub fn update(&mut self, negotiated: &Negotiated, now: Instant) {
+        if negotiated.payload_type != self.payload_type {
+            // A codec change starts a new talkspurt so the marker flags the switch.
+            self.sender.end_talkspurt();
+            let ssrc = self.sender.ssrc();
+            self.sender = RtpSender::new(
+                ssrc,
+                negotiated.payload_type,
+                rand::random(),
+                self.sender.timestamp_at(now),
+                now,
+            );
+        }
+        self.codec = negotiated.codec;
+        self.payload_type = negotiated.payload_type;
+        self.dtmf_pt = negotiated.dtmf_pt;
+        self.configure_inband();
+        self.set_direction(negotiated.direction);
+        if !negotiated.remote.ip().is_unspecified() && negotiated.remote != self.remote_rtp {
+            // The remote moved its media: relatch from scratch.
+            self.remote_rtp = negotiated.remote;
+            self.remote_rtcp = negotiated.remote_rtcp;
+            self.rtcp_latched = false;
+            self.source = None;
+            self.jitter.reset();
+        }
+    }
+
+    /// Our direction (hold/unhold). No RTP is sent unless it includes sending.
+    pub fn set_direction(&mut self, direction: Direction) {
+        if !direction.sends() {
+            self.sender.end_talkspurt();
+        }
+        self.direction = direction;
+    }
+
+    pub fn direction(&self) -> Direction {
+        self.direction
+    }
+
+    pub fn codec(&self) -> Codec {
+        self.codec
+    }
+
+    pub fn ssrc(&self) -> u32 {
+        self.sender.ssrc()
+    }
+
+    /// Queues prompts after whatever is playing; they are sent back to back as one talkspurt.
+    /// To replace the current playback, call [`Self::stop_playback`] first.
+    pub fn play(&mut self, prompts: Vec<Arc<Prompt>>, now: Instant) {
+        let pb = self.playback.get_or_insert_with(|| Playback {
+            queue: VecDeque::new(),
+            offset: 0,
+            origin: now,
+            frames: 0,
+            finish_at: None,
+        });
+        pb.queue
+            .extend(prompts.into_iter().filter(|p| !p.pcm.is_empty()));
+        if !pb.queue.is_empty() {
+            pb.finish_at = None;
+        } else if pb.frames == 0 {
+            // Nothing audible was queued: done at once.
+            self.playback = None;
+            self.events.push_back(MediaEvent::PlaybackFinished);
+        }
+    }
+
+    /// Stops playback at once. Does not emit `PlaybackFinished`.
+    pub fn stop_playback(&mut self, _now: Instant) {
+        self.playback = None;
+        self.sender.end_talkspurt();
+    }
+
+    pub fn is_playing(&self) -> bool {
+        self.playback.is_some()
+    }
+
+    /// Sends an RTCP BYE; call when the leg ends.
+    pub fn close(&mut self, _now: Instant) {
+        self.stop_playback(_now);
+        if self.remote_known() {
+            self.transmits.push_back(Transmit {
+                socket: Socket::Rtcp,
+                to: self.remote_rtcp,
+                bytes: rtp::build_bye(self.sender.ssrc(), &self.config.cname),
+            });
+        }
+    }
+
+    fn remote_known(&self) -> bool {
+        !self.remote_rtp.ip().is_unspecified() && self.remote_rtp.port() != 0
+    }
+
+    /// Feeds one datagram received on `socket` from `from`.
+    pub fn handle_packet(&mut self, socket: Socket, bytes: Bytes, from: SocketAddr, now: Instant) {
+        match socket {
+            Socket::Rtp => self.handle_rtp(bytes, from, now),
+            Socket::Rtcp => self.handle_rtcp(&bytes, from, now),
+        }
+    }
+
+    fn handle_rtp(&mut self, bytes: Bytes, from: SocketAddr, now: Instant) {
+        let Some(pkt) = RtpPacket::parse(&bytes) else {
+            self.ignored += 1;
+            return;
+        };
+        let is_audio = pkt.payload_type == self.payload_type;
+        if !is_audio && Some(pkt.payload_type) != self.dtmf_pt {
+            // Comfort noise and anything not negotiated.
+            self.ignored += 1;
+            return;
+        }
+        if !self.accept_source(&pkt, from, now) {
+            self.ignored += 1;
+            return;
+        }
+        let source = self.source.as_mut().expect("accept_source sets the source");
+        source.last_seen = now;
+        let Some(ext) = source
+            .stats
+            .update(pkt.sequence, pkt.timestamp, is_audio, now)
+        else {
+            return;
+        };
+        self.jitter.push(ext, pkt, now);
+        self.drain_jitter(now);
+    }
+
+    /// Symmetric RTP latching. Returns whether the packet's source is the one we listen to.
+    fn accept_source(&mut self, pkt: &RtpPacket, from: SocketAddr, now: Instant) -> bool {
+        let take = match &self.source {
+            None => true,
+            Some(src) if src.stats.ssrc() == pkt.ssrc => {
+                if src.addr != from {
+                    // Same stream, new address: NAT rebinding or a media relay change.
+                    self.latch(from);
+                    if let Some(src) = self.source.as_mut() {
+                        src.addr = from;
+                    }
+                }
+                return true;
+            }
+            Some(src) => {
+                src.addr == from || now.saturating_duration_since(src.last_seen) >= SOURCE_TAKEOVER
+            }
+        };
+        if take {
+            self.source = Some(Source {
+                addr: from,
+                stats: ReceiveStats::new(pkt.ssrc, pkt.sequence, now),
+                last_seen: now,
+            });
+            self.jitter.reset();
+            self.latch(from);
+        }
+        take
+    }
+
+    fn latch(&mut self, from: SocketAddr) {
+        if self.remote_rtp == from {
+            return;
+        }
+        tracing::debug!(old = %self.remote_rtp, new = %from, "RTP latched");
+        self.remote_rtp = from;
+        if !self.rtcp_latched {
+            self.remote_rtcp = SocketAddr::new(from.ip(), from.port().wrapping_add(1));
+        }
+        self.events.push_back(MediaEvent::RemoteLatched(from));
+    }
+
+    fn drain_jitter(&mut self, now: Instant) {
+        while let Some(pkt) = self.jitter.pop(now) {
+            if Some(pkt.payload_type) == self.dtmf_pt && pkt.payload_type != self.payload_type {
+                self.rfc4733.handle(pkt.timestamp, &pkt.payload, now);
+                while let Some(d) = self.rfc4733.poll_digit() {
+                    self.events.push_back(MediaEvent::Dtmf {
+                        digit: d.digit,
+                        duration_ms: d.duration_ms,
+                        source: DtmfSource::Rfc4733,
+                    });
+                }
+                continue;
+            }
+            if self.inband.is_none() && !self.config.audio_tap {
+                continue;
+            }
+            match self.codec {
+                Codec::Pcmu => g711::decode_ulaw(&pkt.payload, &mut self.pcm),
+                Codec::Pcma => g711::decode_alaw(&pkt.payload, &mut self.pcm),
+            }
+            if let Some(det) = self.inband.as_mut() {
+                det.process(&self.pcm);
+                while let Some(d) = det.poll_digit() {
+                    self.events.push_back(MediaEvent::Dtmf {
+                        digit: d.digit,
+                        duration_ms: d.duration_ms,
+                        source: DtmfSource::Inband,
+                    });
+                }
+            }
+            if self.config.audio_tap {
+                self.push_tap(TapDirection::Received, pkt.timestamp);
+            }
+        }
+    }
+
+    fn push_tap(&mut self, direction: TapDirection, timestamp: u32) {
+        if self.tap.len() == TAP_CAPACITY {
+            self.tap.pop_front();
+        }
+        self.tap.push_back(TapFrame {
+            direction,
+            timestamp,
+            pcm: self.pcm.clone(),
+        });
+    }
+
+    fn handle_rtcp(&mut self, bytes: &[u8], from: SocketAddr, now: Instant) {
+        let packets = match rtp::parse_rtcp(bytes) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::debug!(%from, error = %e, "ignoring RTCP");
+                self.ignored += 1;
+                return;
+            }
+        };
+        if !self.rtcp_latched || self.remote_rtcp != from {
+            self.rtcp_latched = true;
+            self.remote_rtcp = from;
+        }
+        let ours = self.sender.ssrc();
+        for p in packets {
+            let reports = match p {
+                RtcpPacket::SenderReport { ntp, reports, .. } => {
+                    self.last_sr = Some(((ntp >> 16) as u32, now));
+                    reports
+                }
+                RtcpPacket::ReceiverReport { reports, .. } => reports,
+                _ => continue,
+            };
+            for rb in reports.iter().filter(|rb| rb.ssrc == ours) {
+                self.remote_fraction_lost = Some(rb.fraction_lost);
+                self.remote_jitter = Some(rb.jitter);
+                if rb.last_sr != 0 {
+                    let now_mid = (self.ntp_at(now) >> 16) as u32;
+                    let rtt = now_mid
+                        .wrapping_sub(rb.last_sr)
+                        .wrapping_sub(rb.delay_since_last_sr);
+                    // Guard against clocks that make the difference "negative".
+                    if rtt < 0x8000_0000 {
+                        self.rtt = Some(Duration::from_micros(u64::from(rtt) * 1_000_000 / 65536));
+                    }
+                }
+            }
+        }
+    }
+
+    fn ntp_at(&self, now: Instant) -> u64 {
+        let since = now.saturating_duration_since(self.created);
+        let unix = match self.config.wall_clock {
+            Some(w) => w.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default() + since,
+            None => since,
+        };
+        rtp::ntp_from_unix(unix)
+    }
+
+    /// Advances timers: due RTP frames, RTCP reports, jitter buffer and DTMF timeouts.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.drain_jitter(now);
+        self.rfc4733.handle_timeout(now);
+        while let Some(d) = self.rfc4733.poll_digit() {
+            self.events.push_back(MediaEvent::Dtmf {
+                digit: d.digit,
+                duration_ms: d.duration_ms,
+                source: DtmfSource::Rfc4733,
+            });
+        }
+        self.run_playback(now);
+        if now >= self.next_rtcp {
+            self.send_rtcp(now);
+            // Keep the reporting grid fixed, but never schedule in the past after a stall.
+            while self.next_rtcp <= now {
+                self.next_rtcp += self.config.rtcp_interval;
+            }
+        }
+    }
+
+    fn run_playback(&mut self, now: Instant) {
+        loop {
+            let Some(pb) = self.playback.as_mut() else {
+                return;
+            };
+            if let Some(finish) = pb.finish_at {
+                if now >= finish {
+                    self.playback = None;
+                    self.sender.end_talkspurt();
+                    self.events.push_back(MediaEvent::PlaybackFinished);
+                }
+                return;
+            }
+            let due = pb.origin + FRAME_DURATION * pb.frames as u32;
+            if due > now {
+                return;
+            }
+            pb.frames += 1;
+            // Fill one frame across prompt boundaries so back-to-back prompts have no gap.
+            self.frame.clear();
+            if self.config.audio_tap {
+                self.pcm.clear();
+            }
+            while self.frame.len() < SAMPLES_PER_FRAME {
+                let Some(prompt) = pb.queue.front() else {
+                    break;
+                };
+                let want = SAMPLES_PER_FRAME - self.frame.len();
+                let end = (pb.offset + want).min(prompt.pcm.len());
+                self.frame
+                    .extend_from_slice(&prompt.encoded(self.codec)[pb.offset..end]);
+                if self.config.audio_tap {
+                    self.pcm.extend_from_slice(&prompt.pcm[pb.offset..end]);
+                }
+                pb.offset = end;
+                if pb.offset == prompt.pcm.len() {
+                    pb.queue.pop_front();
+                    pb.offset = 0;
+                }
+            }
+            let silence = match self.codec {
+                Codec::Pcmu => g711::ULAW_SILENCE,
+                Codec::Pcma => g711::ALAW_SILENCE,
+            };
+            self.frame.resize(SAMPLES_PER_FRAME, silence);
+            if pb.queue.is_empty() {
+                pb.finish_at = Some(due + FRAME_DURATION);
+            }
+            if self.direction.sends() && self.remote_known() {
+                if !self.sender.in_talkspurt() {
+                    // Anchor timestamps to the schedule, not to when we got around to it.
+                    self.sender.start_talkspurt(due);
+                }
+                let ts = self.sender.timestamp_at(due);
+                if let Some(bytes) = self.sender.build_frame(&self.frame) {
+                    self.transmits.push_back(Transmit {
+                        socket: Socket::Rtp,
+                        to: self.remote_rtp,
+                        bytes,
+                    });
+                }
+                if self.config.audio_tap {
+                    self.pcm.resize(SAMPLES_PER_FRAME, 0);
+                    self.push_tap(TapDirection::Sent, ts);
+                }
+            }
+        }
+    }
+
+    fn send_rtcp(&mut self, now: Instant) {
+        if !self.remote_known() {
+            return;
+        }
+        let sent = self.sender.packets_sent();
+        let sender_info = (sent != self.sent_at_last_report).then(|| SenderInfo {
+            ntp: self.ntp_at(now),
+            rtp_timestamp: self.sender.timestamp_at(now),
+            packets: sent,
+            octets: self.sender.octets_sent(),
+        });
+        self.sent_at_last_report = sent;
+        let (lsr, dlsr) = match self.last_sr {
+            Some((lsr, at)) => {
+                let d = now.saturating_duration_since(at);
+                (lsr, (d.as_micros() * 65536 / 1_000_000) as u32)
+            }
+            None => (0, 0),
+        };
+        let block = self
+            .source
+            .as_mut()
+            .map(|s| s.stats.report_block(lsr, dlsr));
+        self.transmits.push_back(Transmit {
+            socket: Socket::Rtcp,
+            to: self.remote_rtcp,
+            bytes: rtp::build_report(self.sender.ssrc(), sender_info, block, &self.config.cname),
+        });
+    }
+
+    /// The next instant `handle_timeout` must be called at.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let playback = self.playback.as_ref().map(|pb| {
+            pb.finish_at
+                .unwrap_or_else(|| pb.origin + FRAME_DURATION * pb.frames as u32)
+        });
+        [
+            playback,
+            Some(self.next_rtcp),
+            self.jitter.poll_timeout(),
+            self.rfc4733.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<MediaEvent> {
+        self.events.pop_front()
+    }
+
+    /// Decoded audio, when `MediaConfig::audio_tap` is on (bounded: oldest frames are dropped).
+    pub fn poll_audio(&mut self) -> Option<TapFrame> {
+        self.tap.pop_front()
+    }
+
+    pub fn stats(&self) -> MediaStats {
+        let src = self.source.as_ref();
+        MediaStats {
+            packets_sent: self.sender.packets_sent(),
+            octets_sent: self.sender.octets_sent(),
+            packets_received: src.map_or(0, |s| s.stats.received()),
+            packets_lost: src.map_or(0, |s| s.stats.lost()),
+            jitter_ms: src.map_or(0.0, |s| s.stats.jitter() / 8.0),
+            late_packets: self.jitter.dropped_late(),
+            ignored_packets: self.ignored,
+            remote_ssrc: src.map(|s| s.stats.ssrc()),
+            remote: self.remote_rtp,
+            remote_fraction_lost: self.remote_fraction_lost,
+            remote_jitter_ms: self.remote_jitter.map(|j| f64::from(j) / 8.0),
+            rtt: self.rtt,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dtmf::{self, rfc4733_packets};
+    use crate::rtp::{RtpSender, SAMPLES_PER_FRAME};
+    use crate::sdp::Codec;
+
+    const REMOTE: &str = "198.51.100.7:30000";
+
+    fn negotiated(dtmf_pt: Option<u8>) -> Negotiated {
+        Negotiated {
+            answer: String::new(),
+            codec: Codec::Pcmu,
+            payload_type: 0,
+            dtmf_pt,
+            remote: REMOTE.parse().unwrap(),
+            remote_rtcp: "198.51.100.7:30001".parse().unwrap(),
+            direction: Direction::SendRecv,
+        }
+    }
+
+    fn config() -> MediaConfig {
+        MediaConfig {
+            ssrc: Some(0x1234),
+            // Keep RTCP out of the way unless a test wants it.
+            rtcp_interval: Duration::from_secs(3600),
+            ..MediaConfig::default()
+        }
+    }
+
+    fn tone_prompt(ms: u32) -> Arc<Prompt> {
+        let pcm = (0..ms * 8)
+            .map(|n| (8000.0 * (n as f32 * 0.3).sin()) as i16)
+            .collect();
+        Arc::new(Prompt::from_pcm(pcm))
+    }
+
+    /// Drives the session at its own timeouts (plus `lateness`), collecting RTP until idle.
+    fn drive(
+        s: &mut MediaSession,
+        until: Instant,
+        lateness: impl Fn(u64) -> Duration,
+    ) -> Vec<(Instant, RtpPacket)> {
+        let mut out = vec![];
+        let mut i = 0;
+        while let Some(t) = s.poll_timeout() {
+            if t > until {
+                break;
+            }
+            let now = t + lateness(i);
+            i += 1;
+            s.handle_timeout(now);
+            while let Some(tx) = s.poll_transmit() {
+                if tx.socket == Socket::Rtp {
+                    out.push((now, RtpPacket::parse(&tx.bytes).unwrap()));
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn one_second_prompt_is_fifty_paced_packets() {
+        let t0 = Instant::now();
+        let mut s = MediaSession::new(&negotiated(Some(101)), config(), t0);
+        s.play(vec![tone_prompt(1000)], t0);
+        assert_eq!(s.poll_timeout(), Some(t0));
+        let pkts = drive(&mut s, t0 + Duration::from_secs(5), |_| Duration::ZERO);
+        assert_eq!(pkts.len(), 50);
+        for (i, (at, p)) in pkts.iter().enumerate() {
+            assert_eq!(*at, t0 + FRAME_DURATION * i as u32, "packet {i} due time");
+            assert_eq!(p.ssrc, 0x1234);
+            assert_eq!(p.payload.len(), SAMPLES_PER_FRAME);
+            assert_eq!(p.marker, i == 0);
+            if i > 0 {
+                let prev = &pkts[i - 1].1;
+                assert_eq!(p.sequence, prev.sequence.wrapping_add(1));
+                assert_eq!(p.timestamp, prev.timestamp.wrapping_add(160));
+            }
+        }
+        assert_eq!(s.poll_event(), Some(MediaEvent::PlaybackFinished));
+        assert_eq!(s.poll_event(), None);
+        assert!(!s.is_playing());
+        assert_eq!(s.stats().packets_sent, 50);
+    }
+
+    #[test]
+    fn playback_finished_comes_after_the_last_frame_is_heard() {
+        let t0 = Instant::now();
+        let mut s = MediaSession::new(&negotiated(None), config(), t0);
+        s.play(vec![tone_prompt(40)], t0);
+        s.handle_timeout(t0 + Duration::from_millis(20));
+        assert_eq!(std::iter::from_fn(|| s.poll_transmit()).count(), 2);
+        assert_eq!(s.poll_event(), None);
+        assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_millis(40)));
+        s.handle_timeout(t0 + Duration::from_millis(40));
+        assert_eq!(s.poll_event(), Some(MediaEvent::PlaybackFinished));
+    }
+
+    #[test]
+    fn prompts_back_to_back_form_one_talkspurt() {
+        let t0 = Instant::now();
+        let mut s = MediaSession::new(&negotiated(None), config(), t0);
+        // 30 ms + 50 ms + silence 20 ms = 100 ms = 5 frames, no padding between prompts.
+        s.play(vec![tone_prompt(30), tone_prompt(50)], t0);
+        s.play(
+            vec![Arc::new(Prompt::silence(20))],
+            t0 + Duration::from_millis(5),
+        );
+        let pkts = drive(&mut s, t0 + Duration::from_secs(1), |_| Duration::ZERO);
+        assert_eq!(pkts.len(), 5);
+        assert_eq!(pkts.iter().filter(|(_, p)| p.marker).count(), 1);
+        // Frame 1 straddles the two tone prompts: samples 160..240 of the first, 0..80 of the second.
+        let a = tone_prompt(30);
+        let b = tone_prompt(50);
+        assert_eq!(&pkts[1].1.payload[..80], &a.ulaw[160..240]);
+        assert_eq!(&pkts[1].1.payload[80..], &b.ulaw[..80]);
+        assert_eq!(s.poll_event(), Some(MediaEvent::PlaybackFinished));
+        assert_eq!(s.poll_event(), None);
+    }
+
+    #[test]
+    fn ten_minute_prompt_with_jittery_driver_does_not_drift() {
+        let t0 = Instant::now();
+        let mut s = MediaSession::new(&negotiated(None), config(), t0);
+        s.play(vec![tone_prompt(600_000)], t0);
+        // The driver wakes 0-7 ms late, pseudo-randomly.
+        let pkts = drive(&mut s, t0 + Duration::from_secs(700), |i| {
+            Duration::from_micros(i * 7919 % 7000)
+        });
+        assert_eq!(pkts.len(), 30_000);
+        let first_ts = pkts[0].1.timestamp;
+        for (i, (at, p)) in pkts.iter().enumerate() {
+            let due = t0 + FRAME_DURATION * i as u32;
+            assert!(
+                *at >= due && *at < due + Duration::from_millis(8),
+                "packet {i} sent at wrong time"
+            );
+            assert_eq!(p.timestamp, first_ts.wrapping_add(160 * i as u32));
+        }
+        let last = pkts.last().unwrap().0;
+        assert!(last < t0 + Duration::from_millis(599_980 + 8));
+    }
+
+    #[test]
+    fn idle_gap_keeps_timestamps_consistent_and_sets_marker() {
+        let t0 = Instant::now();
+        let mut s = MediaSession::new(&negotiated(None), config(), t0);
+        s.play(vec![tone_prompt(40)], t0);
+        let first = drive(&mut s, t0 + Duration::from_millis(100), |_| Duration::ZERO);
+        let t1 = t0 + Duration::from_millis(1000);
+        s.play(vec![tone_prompt(40)], t1);
+        let second = drive(&mut s, t1 + Duration::from_millis(100), |_| Duration::ZERO);
+        assert!(second[0].1.marker);
+        assert_eq!(
+            second[0].1.timestamp.wrapping_sub(first[0].1.timestamp),
+            8000
+        );
+        assert_eq!(second[0].1.sequence, first[1].1.sequence.wrapping_add(1));
+    }
+
+    #[test]
+    fn hold_stops_rtp_but_playback_time_runs() {
+        let t0 = Instant::now();
+        let mut s = MediaSession::new(&negotiated(None), config(), t0);
+        s.set_direction(Direction::RecvOnly);
+        s.play(vec![tone_prompt(100)], t0);
+        let pkts = drive(&mut s, t0 + Duration::from_secs(1), |_| Duration::ZERO);
+        assert!(pkts.is_empty());
+        assert_eq!(s.poll_event(), Some(MediaEvent::PlaybackFinished));
+        s.set_direction(Direction::SendRecv);
+        s.play(vec![tone_prompt(100)], t0 + Duration::from_secs(2));
+        assert_eq!(
+            drive(&mut s, t0 + Duration::from_secs(3), |_| Duration::ZERO).len(),
+            5
+        );
+    }
+
+    #[test]
+    fn stop_playback_stops_at_once() {
+        let t0 = Instant::now();
+        let mut s = MediaSession::new(&negotiated(None), config(), t0);
+        s.play(vec![tone_prompt(1000)], t0);
+        s.handle_timeout(t0 + Duration::from_millis(40));
+        assert_eq!(std::iter::from_fn(|| s.poll_transmit()).count(), 3);
+        s.stop_playback(t0 + Duration::from_millis(50));
+        assert!(drive(&mut s, t0 + Duration::from_secs(2), |_| Duration::ZERO).is_empty());
+        assert_eq!(s.poll_event(), None);
+    }
+
+    fn remote_sender(pt: u8, t0: Instant) -> RtpSender {
+        RtpSender::new(0xABCD, pt, 100, 5000, t0)
+    }
+
+    #[test]
+    fn rfc4733_digit_becomes_one_event_and_latches() {
+        let t0 = Instant::now();
+        let mut s = MediaSession::new(&negotiated(Some(101)), config(), t0);
+        let from: SocketAddr = "203.0.113.5:40000".parse().unwrap();
+        let mut remote = remote_sender(0, t0);
+        remote.start_talkspurt(t0);
+        let audio = remote.build_frame(&[0xFF; 160]).unwrap();
+        s.handle_packet(Socket::Rtp, audio, from, t0);
+        assert_eq!(s.poll_event(), Some(MediaEvent::RemoteLatched(from)));
+        for p in rfc4733_packets('9', 100, 10).unwrap() {
+            let pkt = remote.build(101, p.marker, 8000, &p.payload);
+            s.handle_packet(Socket::Rtp, pkt, from, t0 + p.offset);
+        }
+        assert_eq!(
+            s.poll_event(),
+            Some(MediaEvent::Dtmf {
+                digit: '9',
+                duration_ms: 100,
+                source: DtmfSource::Rfc4733
+            })
+        );
+        assert_eq!(s.poll_event(), None);
+
+        // Our RTP now goes to the latched address.
+        s.play(vec![tone_prompt(20)], t0);
+        s.handle_timeout(t0);
+        assert_eq!(s.poll_transmit().unwrap().to, from);
+        let st = s.stats();
+        assert_eq!((st.packets_received, st.packets_lost), (6, 0));
+        assert_eq!(st.remote_ssrc, Some(0xABCD));
+    }
+
+    #[test]
+    fn inband_tone_as_pcmu_becomes_one_event_only_without_telephone_event() {
+        for (dtmf_pt, expect) in [(None, true), (Some(101), false)] {
+            let t0 = Instant::now();
+            let mut s = MediaSession::new(&negotiated(dtmf_pt), config(), t0);
+            let mut pcm = vec![0i16; 800];
+            pcm.extend(dtmf::synthesize('#', 100, 5000.0));
+            pcm.extend(vec![0i16; 1600]);
+            let mut remote = remote_sender(0, t0);
+            remote.start_talkspurt(t0);
+            let from: SocketAddr = REMOTE.parse().unwrap();
+            for (i, chunk) in pcm.chunks(160).enumerate() {
+                let mut ulaw = Vec::new();
+                g711::encode_ulaw(chunk, &mut ulaw);
+                let pkt = remote.build_frame(&ulaw).unwrap();
+                s.handle_packet(Socket::Rtp, pkt, from, t0 + FRAME_DURATION * i as u32);
+            }
+            let events: Vec<_> = std::iter::from_fn(|| s.poll_event()).collect();
+            let dtmf: Vec<_> = events
+                .iter()
+                .filter(|e| matches!(e, MediaEvent::Dtmf { .. }))
+                .collect();
+            if expect {
+                assert_eq!(dtmf.len(), 1, "{events:?}");
+                assert!(matches!(
+                    dtmf[0],
+                    MediaEvent::Dtmf {
+                        digit: '#',
+                        source: DtmfSource::Inband,
+                        ..
+                    }
+                ));
+            } else {
+                assert!(dtmf.is_empty());
+            }
+            // Same address as the SDP: no latch event.
+            assert!(!events
+                .iter()
+                .any(|e| matches!(e, MediaEvent::RemoteLatched(_))));
+        }
+    }
+
+    #[test]
+    fn reordered_packets_are_delivered_in_order_to_the_tap() {
+        let t0 = Instant::now();
+        let cfg = MediaConfig {
+            audio_tap: true,
+            ..config()
+        };
+        let mut s = MediaSession::new(&negotiated(Some(101)), cfg, t0);
+        let mut remote = remote_sender(0, t0);
+        remote.start_talkspurt(t0);
+        let from: SocketAddr = REMOTE.parse().unwrap();
+        let pkts: Vec<Bytes> = (0..4)
+            .map(|i| remote.build_frame(&[i as u8; 160]).unwrap())
+            .collect();
+        for i in [0usize, 2, 1, 3] {
+            s.handle_packet(Socket::Rtp, pkts[i].clone(), from, t0);
+        }
+        let got: Vec<i16> = std::iter::from_fn(|| s.poll_audio())
+            .map(|f| f.pcm[0])
+            .collect();
+        let want: Vec<i16> = (0..4).map(|i| g711::ulaw_to_linear(i as u8)).collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn stranger_with_other_ssrc_is_ignored_while_source_is_live() {
+        let t0 = Instant::now();
+        let mut s = MediaSession::new(&negotiated(None), config(), t0);
+        let from: SocketAddr = REMOTE.parse().unwrap();
+        let mut remote = remote_sender(0, t0);
+        remote.start_talkspurt(t0);
+        s.handle_packet(
+            Socket::Rtp,
+            remote.build_frame(&[0xFF; 160]).unwrap(),
+            from,
+            t0,
+        );
+        let mut stranger = RtpSender::new(0x9999, 0, 1, 1, t0);
+        stranger.start_talkspurt(t0);
+        let evil: SocketAddr = "192.0.2.66:1234".parse().unwrap();
+        s.handle_packet(
+            Socket::Rtp,
+            stranger.build_frame(&[0; 160]).unwrap(),
+            evil,
+            t0,
+        );
+        assert_eq!(s.stats().remote, from);
+        assert_eq!(s.stats().ignored_packets, 1);
+        // Same SSRC from a new port (NAT rebinding) relatches.
+        let moved: SocketAddr = "198.51.100.7:30100".parse().unwrap();
+        s.handle_packet(
+            Socket::Rtp,
+            remote.build_frame(&[0xFF; 160]).unwrap(),
+            moved,
+            t0,
+        );
+        assert_eq!(s.poll_event(), Some(MediaEvent::RemoteLatched(moved)));
+        // After the old source is silent, a new stream may take over.
+        let later = t0 + SOURCE_TAKEOVER;
+        s.handle_packet(
+            Socket::Rtp,
+            stranger.build_frame(&[0; 160]).unwrap(),
+            evil,
+            later,
+        );
+        assert_eq!(s.stats().remote, evil);
+        s.handle_packet(Socket::Rtp, Bytes::from_static(b"garbage"), evil, later);
+        assert_eq!(s.stats().ignored_packets, 2);
+    }
+
+    #[test]
+    fn rtcp_sr_when_sending_rr_otherwise_and_rtt() {
+        let t0 = Instant::now();
+        let cfg = MediaConfig {
+            rtcp_interval: Duration::from_secs(5),
+            wall_clock: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)),
+            ..config()
+        };
+        let mut s = MediaSession::new(&negotiated(None), cfg, t0);
+        assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_millis(2500)));
+        s.handle_timeout(t0 + Duration::from_millis(2500));
+        let rr = s.poll_transmit().unwrap();
+        assert_eq!(rr.socket, Socket::Rtcp);
+        assert_eq!(rr.to, "198.51.100.7:30001".parse().unwrap());
+        assert!(matches!(
+            rtp::parse_rtcp(&rr.bytes).unwrap()[0],
+            RtcpPacket::ReceiverReport { ssrc: 0x1234, .. }
+        ));
+
+        s.play(vec![tone_prompt(100)], t0 + Duration::from_secs(3));
+        let rtp_pkts = drive(&mut s, t0 + Duration::from_millis(7400), |_| Duration::ZERO);
+        assert_eq!(rtp_pkts.len(), 5);
+        let mut sr = None;
+        s.handle_timeout(t0 + Duration::from_millis(7500));
+        while let Some(tx) = s.poll_transmit() {
+            if tx.socket == Socket::Rtcp {
+                sr = Some(tx);
+            }
+        }
+        let sr = rtp::parse_rtcp(&sr.expect("an RTCP report at 7.5 s").bytes).unwrap();
+        let RtcpPacket::SenderReport {
+            packets,
+            octets,
+            ntp,
+            ..
+        } = sr[0]
+        else {
+            panic!("expected SR, got {:?}", sr[0]);
+        };
+        assert_eq!((packets, octets), (5, 800));
+        assert_eq!(ntp >> 32, 2_208_988_800 + 1_700_000_007);
+
+        // The remote reports on us with LSR = our SR's middle bits and a 100 ms DLSR, 150 ms later.
+        let rb = rtp::ReportBlock {
+            ssrc: 0x1234,
+            fraction_lost: 3,
+            cumulative_lost: 1,
+            extended_highest_seq: 5,
+            jitter: 16,
+            last_sr: (ntp >> 16) as u32,
+            delay_since_last_sr: 6554,
+        };
+        let rr = rtp::build_report(0xABCD, None, Some(rb), "far");
+        let rtcp_from: SocketAddr = "198.51.100.7:30051".parse().unwrap();
+        s.handle_packet(
+            Socket::Rtcp,
+            rr,
+            rtcp_from,
+            t0 + Duration::from_millis(7650),
+        );
+        let st = s.stats();
+        assert_eq!(st.remote_fraction_lost, Some(3));
+        assert_eq!(st.remote_jitter_ms, Some(2.0));
+        let rtt = st.rtt.unwrap().as_millis();
+        assert!((48..=52).contains(&rtt), "rtt {rtt}");
+        // RTCP now goes where the remote's RTCP comes from.
+        s.close(t0 + Duration::from_secs(8));
+        assert_eq!(s.poll_transmit().unwrap().to, rtcp_from);
+        s.handle_packet(Socket::Rtcp, Bytes::from_static(&[1, 2, 3]), rtcp_from, t0);
+        assert_eq!(s.stats().ignored_packets, 1);
+    }
+}

@@ -1,0 +1,250 @@
+//! UAS dialogs (RFC 3261 12) and the random identifiers SIP needs.
+
+use std::net::{IpAddr, SocketAddr};
+
+use crate::message::{param, split_list, split_name_addr, Method, Peer, Request, Transport};
+
+/// Why an INVITE cannot found a dialog.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DialogError {
+    #[error("INVITE lacks the {0} header")]
+    MissingHeader(&'static str),
+    #[error("INVITE From has no tag (RFC 2543 peers are not supported)")]
+    MissingFromTag,
+}
+
+/// Our side of a dialog created by an INVITE we answered with 2xx (or 1xx with a tag).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dialog {
+    call_id: String,
+    local_tag: String,
+    remote_tag: String,
+    /// Our address-of-record with our tag: the INVITE's To plus `;tag=`.
+    local_uri: String,
+    /// The caller's From, tag included.
+    remote_uri: String,
+    remote_target: String,
+    /// Record-Route entries in request order, each as written (`<sip:p1;lr>`).
+    route_set: Vec<String>,
+    local_contact: String,
+    via_transport: String,
+    via_sent_by: String,
+    local_cseq: u32,
+    last_invite_cseq: u32,
+    remote_cseq: u32,
+}
+
+impl Dialog {
+    /// Builds the UAS dialog state from the dialog-creating INVITE, the To tag we put in our
+    /// answers and the Contact URI we advertise (also used as the Via sent-by of our requests).
+    pub fn uas(
+        invite: &Request,
+        local_tag: &str,
+        local_contact: &str,
+    ) -> Result<Dialog, DialogError> {
+        let call_id = invite
+            .call_id()
+            .ok_or(DialogError::MissingHeader("Call-ID"))?;
+        let remote_uri = invite
+            .headers
+            .get("From")
+            .ok_or(DialogError::MissingHeader("From"))?;
+        let remote_tag = invite.from_tag().ok_or(DialogError::MissingFromTag)?;
+        let to = invite
+            .headers
+            .get("To")
+            .ok_or(DialogError::MissingHeader("To"))?;
+        let remote_target = invite
+            .contact_uri()
+            .ok_or(DialogError::MissingHeader("Contact"))?;
+        let (_, remote_cseq) = invite
+            .cseq()
+            .map(|(n, m)| (m, n))
+            .ok_or(DialogError::MissingHeader("CSeq"))?;
+        let route_set = invite
+            .headers
+            .get_all("Record-Route")
+            .flat_map(split_list)
+            .map(str::to_owned)
+            .collect();
+        let local_contact = split_name_addr(local_contact).0.to_owned();
+        let via_sent_by = uri_host_port(&local_contact)
+            .map(|(h, p)| match (h.contains(':'), p) {
+                (true, Some(p)) => format!("[{h}]:{p}"),
+                (true, None) => format!("[{h}]"),
+                (false, Some(p)) => format!("{h}:{p}"),
+                (false, None) => h.to_owned(),
+            })
+            .unwrap_or_default();
+        let via_transport = invite
+            .top_via()
+            .map(|v| v.transport.to_ascii_uppercase())
+            .unwrap_or_else(|| "UDP".to_owned());
+        let mut local_uri = to.to_owned();
+        if param(split_name_addr(to).1, "tag").is_none() {
+            local_uri.push_str(";tag=");
+            local_uri.push_str(local_tag);
+        }
+        // Our CSeq space is independent of the caller's (RFC 3261 12.1.1): start low and random.
+        let local_cseq = rand::random::<u32>() % 10_000;
+        Ok(Dialog {
+            call_id: call_id.to_owned(),
+            local_tag: local_tag.to_owned(),
+            remote_tag: remote_tag.to_owned(),
+            local_uri,
+            remote_uri: remote_uri.to_owned(),
+            remote_target: remote_target.to_owned(),
+            route_set,
+            local_contact,
+            via_transport,
+            via_sent_by,
+            local_cseq,
+            last_invite_cseq: remote_cseq,
+            remote_cseq,
+        })
+    }
+
+    pub fn call_id(&self) -> &str {
+        &self.call_id
+    }
+
+    pub fn local_tag(&self) -> &str {
+        &self.local_tag
+    }
+
+    pub fn remote_tag(&self) -> &str {
+        &self.remote_tag
+    }
+
+    /// Where in-dialog requests are addressed (the peer's Contact).
+    pub fn remote_target(&self) -> &str {
+        &self.remote_target
+    }
+
+    /// The Record-Route entries learned from the INVITE, in order.
+    pub fn route_set(&self) -> &[String] {
+        &self.route_set
+    }
+
+    /// Highest CSeq seen from the peer; requests below it are out of order (RFC 3261 12.2.2).
+    pub fn remote_cseq(&self) -> u32 {
+        self.remote_cseq
+    }
+
+    /// Records an in-dialog request from the peer; returns false when its CSeq is lower than
+    /// one already seen, which the TU should answer with 500.
+    pub fn accept_remote_cseq(&mut self, cseq: u32) -> bool {
+        if cseq < self.remote_cseq {
+            return false;
+        }
+        self.remote_cseq = cseq;
+        true
+    }
+
+    /// Builds an in-dialog request (RFC 3261 12.2.1.1): Request-URI and Route from the route
+    /// set, a new Via branch, Max-Forwards 70, the next local CSeq. ACK and CANCEL reuse the
+    /// CSeq number of our last INVITE. A target refresh (INVITE, UPDATE) carries our Contact.
+    pub fn request(&mut self, method: Method) -> Request {
+        let (uri, routes) = self.uri_and_routes();
+        let cseq = match method {
+            Method::Ack | Method::Cancel => self.last_invite_cseq,
+            _ => {
+                self.local_cseq += 1;
+                if method == Method::Invite {
+                    self.last_invite_cseq = self.local_cseq;
+                }
+                self.local_cseq
+            }
+        };
+        let mut req = Request::new(method.clone(), uri);
+        let h = &mut req.headers;
+        h.push(
+            "Via",
+            format!(
+                "SIP/2.0/{} {};branch={};rport",
+                self.via_transport,
+                self.via_sent_by,
+                new_branch()
+            ),
+        );
+        h.push("Max-Forwards", "70");
+        for r in routes {
+            h.push("Route", r);
+        }
+        h.push("From", self.local_uri.clone());
+        h.push("To", self.remote_uri.clone());
+        h.push("Call-ID", self.call_id.clone());
+        h.push("CSeq", format!("{cseq} {method}"));
+        if matches!(
+            method,
+            Method::Invite | Method::Update | Method::Subscribe | Method::Notify | Method::Refer
+        ) {
+            h.push("Contact", format!("<{}>", self.local_contact));
+        }
+        req
+    }
+
+    /// The transport address of the next hop for in-dialog requests: the first Route if there
+    /// is a route set, else the remote target. Only IP literals resolve (hostnames give `None`;
+    /// DNS is the binary's business); the port defaults to 5060.
+    pub fn remote_target_peer(&self, transport: Transport) -> Option<Peer> {
+        let next = match self.route_set.first() {
+            Some(route) => split_name_addr(route).0,
+            None => self.remote_target.as_str(),
+        };
+        let (host, port) = uri_host_port(next)?;
+        let ip: IpAddr = host.parse().ok()?;
+        Some(Peer {
+            transport,
+            addr: SocketAddr::new(ip, port.unwrap_or(5060)),
+        })
+    }
+
+    fn uri_and_routes(&self) -> (String, Vec<String>) {
+        let Some(first) = self.route_set.first() else {
+            return (self.remote_target.clone(), Vec::new());
+        };
+        let (first_uri, _) = split_name_addr(first);
+        let loose = first_uri
+            .split_once(';')
+            .is_some_and(|(_, params)| param(params, "lr").is_some());
+        if loose {
+            return (self.remote_target.clone(), self.route_set.clone());
+        }
+        // Strict routing (RFC 2543 proxies): the first route becomes the Request-URI and the
+        // remote target goes last in Route.
+        let mut routes: Vec<String> = self.route_set[1..].to_vec();
+        routes.push(format!("<{}>", self.remote_target));
+        (first_uri.to_owned(), routes)
+    }
+}
+
+/// `host` and `port` of a SIP URI such as `sip:user;npdi@[::1]:5070;transport=udp`.
+pub(crate) fn uri_host_port(uri: &str) -> Option<(&str, Option<u16>)> {
+    let uri = uri.trim();
+    let (scheme, rest) = uri.split_once(':')?;
+    if !scheme.eq_ignore_ascii_case("sip") && !scheme.eq_ignore_ascii_case("sips") {
+        return None;
+    }
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+    let end = rest.find([';', '?', '>']).unwrap_or(rest.len());
+    crate::message::split_host_port(&rest[..end])
+}
+
+/// A random From/To tag.
+pub fn new_tag() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+/// A random RFC 3261 branch (`z9hG4bK` magic cookie plus 64 random bits).
+pub fn new_branch() -> String {
+    format!("z9hG4bK{:016x}", rand::random::<u64>())
+}
+
+/// A random Call-ID, `<128 random bits>@host`.
+pub fn new_call_id(host: &str) -> String {
+    format!("{:032x}@{host}", rand::random::<u128>())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,151 @@
+use std::net::SocketAddr;
+
+use super::*;
+use crate::message::Message;
+use crate::testdata::invite;
+
+fn parse(s: &str) -> Request {
+    match Message::parse(s.as_bytes()).unwrap() {
+        Message::Request(r) => r,
+        Message::Response(_) => unreachable!(),
+    }
+}
+
+const CONTACT: &str = "<sip:verde@10.0.0.1:5080>";
+
+#[test]
+fn uas_dialog_builds_bye_through_record_route() {
+    let inv = parse(&invite("z9hG4bK-d", "d@x"));
+    let mut d = Dialog::uas(&inv, "ourtag", CONTACT).unwrap();
+    assert_eq!(d.call_id(), "d@x");
+    assert_eq!(d.remote_tag(), "12345SIPpTag001");
+    assert_eq!(d.remote_target(), "sip:sipp@10.1.2.3:5061");
+    assert_eq!(d.route_set(), ["<sip:10.9.9.9;lr>".to_owned()]);
+    let bye = d.request(Method::Bye);
+    assert_eq!(bye.method, Method::Bye);
+    assert_eq!(
+        bye.uri, "sip:sipp@10.1.2.3:5061",
+        "loose routing keeps the target"
+    );
+    assert_eq!(
+        bye.headers.get_all("Route").collect::<Vec<_>>(),
+        ["<sip:10.9.9.9;lr>"]
+    );
+    assert_eq!(bye.from_tag(), Some("ourtag"));
+    assert_eq!(bye.to_tag(), Some("12345SIPpTag001"));
+    assert!(bye
+        .headers
+        .get("From")
+        .unwrap()
+        .contains("sip:800123456@10.0.0.1"));
+    assert_eq!(bye.call_id(), Some("d@x"));
+    assert_eq!(bye.headers.max_forwards(), Some(70));
+    assert_eq!(bye.headers.get("Contact"), None);
+    let via = bye.top_via().unwrap();
+    assert_eq!(
+        (via.transport.as_str(), via.sent_by().as_str()),
+        ("UDP", "10.0.0.1:5080")
+    );
+    assert!(via.branch().unwrap().starts_with("z9hG4bK"));
+    // Each request gets a new branch and the next CSeq; ACK reuses the INVITE's number.
+    let (n1, _) = bye.cseq().unwrap();
+    let reinvite = d.request(Method::Invite);
+    let (n2, m2) = reinvite.cseq().unwrap();
+    assert_eq!((n2, m2), (n1 + 1, Method::Invite));
+    assert_eq!(reinvite.contact_uri(), Some("sip:verde@10.0.0.1:5080"));
+    assert_ne!(reinvite.top_via().unwrap().branch(), via.branch());
+    assert_eq!(d.request(Method::Ack).cseq(), Some((n2, Method::Ack)));
+    // The next hop is the first route.
+    assert_eq!(
+        d.remote_target_peer(Transport::Udp),
+        Some(Peer {
+            transport: Transport::Udp,
+            addr: "10.9.9.9:5060".parse::<SocketAddr>().unwrap()
+        })
+    );
+    // The request is acceptable to the transaction layer as is.
+    let mut ep = crate::Endpoint::new(crate::Config::default());
+    let peer = d.remote_target_peer(Transport::Udp).unwrap();
+    assert!(ep
+        .send_request(bye, peer, std::time::Instant::now())
+        .is_ok());
+}
+
+#[test]
+fn strict_route_and_direct_target() {
+    let strict = invite("z9hG4bK-s", "s@x").replacen(
+        "Record-Route: <sip:10.9.9.9;lr>",
+        "Record-Route: <sip:10.8.8.8:5070>, <sip:10.9.9.9;lr>",
+        1,
+    );
+    let mut d = Dialog::uas(&parse(&strict), "t", CONTACT).unwrap();
+    let bye = d.request(Method::Bye);
+    assert_eq!(bye.uri, "sip:10.8.8.8:5070");
+    assert_eq!(
+        bye.headers.get_all("Route").collect::<Vec<_>>(),
+        ["<sip:10.9.9.9;lr>", "<sip:sipp@10.1.2.3:5061>"]
+    );
+    assert_eq!(
+        d.remote_target_peer(Transport::Tcp).map(|p| p.addr),
+        Some("10.8.8.8:5070".parse().unwrap())
+    );
+    let direct = invite("z9hG4bK-n", "n@x").replacen("Record-Route: <sip:10.9.9.9;lr>\r\n", "", 1);
+    let d = Dialog::uas(&parse(&direct), "t", CONTACT).unwrap();
+    assert!(d.route_set().is_empty());
+    assert_eq!(
+        d.remote_target_peer(Transport::Udp).map(|p| p.addr),
+        Some("10.1.2.3:5061".parse().unwrap())
+    );
+    let named = direct.replacen(
+        "Contact: sip:sipp@10.1.2.3:5061",
+        "Contact: <sip:sipp@pbx.example>",
+        1,
+    );
+    let d = Dialog::uas(&parse(&named), "t", CONTACT).unwrap();
+    assert_eq!(d.remote_target_peer(Transport::Udp), None);
+    let v6 = direct.replacen(
+        "Contact: sip:sipp@10.1.2.3:5061",
+        "Contact: <sip:sipp@[2001:db8::5]>;expires=60",
+        1,
+    );
+    let d = Dialog::uas(&parse(&v6), "t", CONTACT).unwrap();
+    assert_eq!(
+        d.remote_target_peer(Transport::Udp).map(|p| p.addr),
+        Some("[2001:db8::5]:5060".parse().unwrap())
+    );
+}
+
+#[test]
+fn dialog_needs_from_tag_and_contact() {
+    let no_tag = invite("z9hG4bK-x", "x@x").replacen(";tag=12345SIPpTag001", "", 1);
+    assert_eq!(
+        Dialog::uas(&parse(&no_tag), "t", CONTACT),
+        Err(DialogError::MissingFromTag)
+    );
+    let no_contact =
+        invite("z9hG4bK-x", "x@x").replacen("Contact: sip:sipp@10.1.2.3:5061\r\n", "", 1);
+    assert_eq!(
+        Dialog::uas(&parse(&no_contact), "t", CONTACT),
+        Err(DialogError::MissingHeader("Contact"))
+    );
+}
+
+#[test]
+fn remote_cseq_must_not_go_backwards() {
+    let mut d = Dialog::uas(&parse(&invite("z9hG4bK-r", "r@x")), "t", CONTACT).unwrap();
+    assert!(d.accept_remote_cseq(2));
+    assert!(!d.accept_remote_cseq(1));
+    assert_eq!(d.remote_cseq(), 2);
+}
+
+#[test]
+fn identifiers_are_random_and_well_formed() {
+    let branches: std::collections::HashSet<_> = (0..100).map(|_| new_branch()).collect();
+    assert_eq!(branches.len(), 100);
+    assert!(branches
+        .iter()
+        .all(|b| b.starts_with("z9hG4bK") && b.len() > 7 + 8));
+    assert_ne!(new_tag(), new_tag());
+    let cid = new_call_id("10.0.0.1");
+    assert!(cid.ends_with("@10.0.0.1") && cid.len() > 20);
+}

@@ -1,0 +1,281 @@
+//! The engine's configuration: one YAML file, every option with a default.
+//!
+//! The defaults are the embedded `default-config.yaml`, so `verde` with no file runs the demo.
+//! A user file is read over the same structure (unknown fields refused), then command-line flags
+//! override single values. Every option is documented in `docs/config.md`.
+
+use anyhow::{bail, Context, Result};
+use ipnet::IpNet;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const DEFAULT_CONFIG: &str = include_str!("default-config.yaml");
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub sip: SipConfig,
+    pub media: MediaConfig,
+    pub http: HttpConfig,
+    /// Folder of IVR flow files.
+    pub flows: PathBuf,
+    /// Folder of prompts (`<lang>/<name>.wav`...).
+    pub sounds: PathBuf,
+    /// Folder for the embedded store and other durable files.
+    pub data: PathBuf,
+    pub trunks: Vec<Trunk>,
+    /// DID -> flow name, overriding the `numbers` a flow declares.
+    #[serde(default)]
+    pub numbers: BTreeMap<String, String>,
+    /// How long a graceful shutdown waits for calls in progress.
+    #[serde(with = "humantime_secs")]
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SipConfig {
+    /// Address for SIP over UDP and TCP.
+    pub listen: SocketAddr,
+    pub udp: bool,
+    pub tcp: bool,
+    /// Calls beyond this get 503 with Retry-After.
+    pub max_calls: usize,
+    /// Longest call the engine keeps up, a guard against lost BYEs.
+    #[serde(with = "humantime_secs")]
+    pub max_call_duration: Duration,
+    /// Value of the User-Agent / Server header.
+    pub user_agent: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MediaConfig {
+    /// Address written in SDP. Default: the SIP listen address, or when that is a wildcard the
+    /// address of the interface that routes outwards (127.0.0.1 when there is none).
+    pub ip: Option<IpAddr>,
+    /// RTP port range `LOW-HIGH` (even ports for RTP, the next odd for RTCP).
+    pub rtp_ports: PortRange,
+    /// Detect DTMF tones in the audio when the caller did not offer telephone-event.
+    pub inband_dtmf: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+}
+
+/// A carrier trunk: INVITEs to our numbers are accepted only from these addresses.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Trunk {
+    pub name: String,
+    pub addresses: Vec<IpNet>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortRange {
+    pub low: u16,
+    pub high: u16,
+}
+
+impl std::str::FromStr for PortRange {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (a, b) = s
+            .split_once('-')
+            .ok_or_else(|| format!("port range {s:?}: expected LOW-HIGH, e.g. 20000-29999"))?;
+        let low: u16 = a
+            .trim()
+            .parse()
+            .map_err(|_| format!("port range {s:?}: bad low port"))?;
+        let high: u16 = b
+            .trim()
+            .parse()
+            .map_err(|_| format!("port range {s:?}: bad high port"))?;
+        if low < 1024 || high <= low || high - low < 3 {
+            return Err(format!(
+                "port range {s:?}: need 1024 <= LOW < HIGH with room for at least 2 RTP/RTCP pairs"
+            ));
+        }
+        Ok(PortRange { low, high })
+    }
+}
+
+impl<'de> Deserialize<'de> for PortRange {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Durations written as `30s`, `5m`, `1h` or a bare number of seconds.
+mod humantime_secs {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            S(String),
+        }
+        let secs = match Raw::deserialize(d)? {
+            Raw::N(n) => n,
+            Raw::S(s) => super::parse_duration_secs(&s).map_err(serde::de::Error::custom)?,
+        };
+        Ok(Duration::from_secs(secs))
+    }
+}
+
+/// Maps are merged key by key; anything else in `top` replaces what is below.
+fn overlay(base: &mut serde_yaml::Value, top: serde_yaml::Value) {
+    match (base, top) {
+        (serde_yaml::Value::Mapping(b), serde_yaml::Value::Mapping(t)) => {
+            for (k, v) in t {
+                match b.get_mut(&k) {
+                    Some(slot) => overlay(slot, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (slot, top) if !top.is_null() => *slot = top,
+        _ => {}
+    }
+}
+
+fn parse_duration_secs(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, mul) = match s.chars().last() {
+        Some('s') => (&s[..s.len() - 1], 1),
+        Some('m') => (&s[..s.len() - 1], 60),
+        Some('h') => (&s[..s.len() - 1], 3600),
+        _ => (s, 1),
+    };
+    num.trim()
+        .parse::<u64>()
+        .map(|n| n * mul)
+        .map_err(|_| format!("duration {s:?}: expected e.g. 30s, 5m, 1h"))
+}
+
+impl Config {
+    /// The embedded defaults, overlaid with the file at `path` if given: the file needs only the
+    /// options it changes; unknown options are refused with their name.
+    pub fn load(path: Option<&Path>) -> Result<Config> {
+        let mut merged: serde_yaml::Value =
+            serde_yaml::from_str(DEFAULT_CONFIG).context("embedded default-config.yaml")?;
+        let mut name = "<embedded default-config.yaml>".to_string();
+        if let Some(p) = path {
+            name = p.display().to_string();
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read config file {name}"))?;
+            let user: serde_yaml::Value =
+                serde_yaml::from_str(&text).map_err(|e| match e.location() {
+                    Some(loc) => anyhow::anyhow!("{name}:{}: {e}", loc.line()),
+                    None => anyhow::anyhow!("{name}: {e}"),
+                })?;
+            overlay(&mut merged, user);
+        }
+        let cfg: Config =
+            serde_yaml::from_value(merged).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+        cfg.validate(&name)?;
+        Ok(cfg)
+    }
+
+    fn validate(&self, name: &str) -> Result<()> {
+        if !self.sip.udp && !self.sip.tcp {
+            bail!("{name}: sip: enable at least one of udp and tcp");
+        }
+        if self.sip.max_calls == 0 {
+            bail!("{name}: sip.max_calls must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// The trunk an address belongs to, if any.
+    pub fn trunk_for(&self, ip: IpAddr) -> Option<&Trunk> {
+        self.trunks
+            .iter()
+            .find(|t| t.addresses.iter().any(|net| net.contains(&ip)))
+    }
+
+    /// The address written in SDP.
+    pub fn media_ip(&self) -> IpAddr {
+        if let Some(ip) = self.media.ip {
+            return ip;
+        }
+        let bind = self.sip.listen.ip();
+        if !bind.is_unspecified() {
+            return bind;
+        }
+        // Connecting a UDP socket sends nothing; it only asks the kernel which local address
+        // routes outwards. 192.0.2.1 is TEST-NET-1, never a real destination.
+        std::net::UdpSocket::bind("0.0.0.0:0")
+            .and_then(|s| s.connect("192.0.2.1:9").map(|_| s))
+            .and_then(|s| s.local_addr())
+            .map(|a| a.ip())
+            .unwrap_or(IpAddr::from([127, 0, 0, 1]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_defaults_parse_and_admit_only_loopback_trunk() {
+        let c = Config::load(None).unwrap();
+        assert_eq!(c.sip.listen.port(), 5060);
+        assert!(c.trunk_for("127.0.0.1".parse().unwrap()).is_some());
+        assert!(c.trunk_for("127.0.0.2".parse().unwrap()).is_none());
+        assert!(c.trunk_for("10.1.2.3".parse().unwrap()).is_none());
+    }
+
+    #[test]
+    fn port_ranges_and_durations_are_checked() {
+        assert_eq!(
+            "20000-20100".parse::<PortRange>(),
+            Ok(PortRange {
+                low: 20000,
+                high: 20100
+            })
+        );
+        assert!("20100-20000".parse::<PortRange>().is_err());
+        assert!("80-90".parse::<PortRange>().is_err());
+        assert_eq!(parse_duration_secs("5m"), Ok(300));
+        assert_eq!(parse_duration_secs("12"), Ok(12));
+        assert!(parse_duration_secs("soon").is_err());
+    }
+
+    #[test]
+    fn unknown_fields_are_refused_with_a_line() {
+        let bad = "sip:\n  max_cals: 3\n";
+        let dir = std::env::temp_dir().join(format!("verde-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("bad.yaml");
+        std::fs::write(&p, bad).unwrap();
+        let err = Config::load(Some(&p)).unwrap_err().to_string();
+        assert!(
+            err.contains("bad.yaml") && err.contains("max_cals"),
+            "{err}"
+        );
+        std::fs::write(
+            &p,
+            "sip:\n  max_calls: 3\nhttp:\n  listen: 127.0.0.1:9999\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&p)).unwrap();
+        assert_eq!(
+            (c.sip.max_calls, c.http.listen.port(), c.sip.listen.port()),
+            (3, 9999, 5060)
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,205 @@
+//! The verde telephony engine: configuration, wiring and the tokio layer.
+//!
+//! Everything that decides (SIP transactions, media timing, the IVR) lives in sans-IO crates;
+//! this binary owns what touches the world: sockets, timers, the clock, files, signals. It runs
+//! one task for the SIP transports and transaction layer ([`sip_core`]), one task per call
+//! ([`call`]), the HTTP server ([`http`]) and the flow watcher ([`flows`]).
+
+mod call;
+mod config;
+mod flows;
+mod http;
+mod rtp_ports;
+mod sip_core;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use config::{Config, PortRange};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "verde",
+    version,
+    about = "verde: a telephony engine for toll-free contact centers"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Configuration file overlaid on the embedded defaults.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// SIP address for UDP and TCP (default 0.0.0.0:5060).
+    #[arg(long)]
+    sip: Option<SocketAddr>,
+    /// HTTP address (default 0.0.0.0:8080).
+    #[arg(long)]
+    http: Option<SocketAddr>,
+    /// Data folder for the embedded store (default ./data).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Address written in SDP (default: the SIP address).
+    #[arg(long)]
+    media_ip: Option<IpAddr>,
+    /// RTP port range, LOW-HIGH.
+    #[arg(long)]
+    rtp_ports: Option<PortRange>,
+    /// Folder of IVR flows (default ./ivr-flows).
+    #[arg(long)]
+    flows: Option<PathBuf>,
+    /// Folder of prompts (default ./sounds).
+    #[arg(long)]
+    sounds: Option<PathBuf>,
+    /// Log as JSON lines instead of text.
+    #[arg(long)]
+    log_json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Validate every flow; print `file:line: reason` for each error and exit non-zero if any.
+    CheckFlows {
+        /// Flows folder (default: the configured one).
+        dir: Option<PathBuf>,
+        /// Prompts folder used to check prompt references (default: the configured one).
+        #[arg(long)]
+        sounds: Option<PathBuf>,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("verde: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<std::process::ExitCode> {
+    let mut cfg = Config::load(cli.config.as_deref())?;
+    if let Some(a) = cli.sip {
+        cfg.sip.listen = a;
+    }
+    if let Some(a) = cli.http {
+        cfg.http.listen = a;
+    }
+    if let Some(d) = cli.data {
+        cfg.data = d;
+    }
+    if let Some(ip) = cli.media_ip {
+        cfg.media.ip = Some(ip);
+    }
+    if let Some(r) = cli.rtp_ports {
+        cfg.media.rtp_ports = r;
+    }
+    if let Some(f) = cli.flows {
+        cfg.flows = f;
+    }
+    if let Some(s) = cli.sounds {
+        cfg.sounds = s;
+    }
+
+    if let Some(Command::CheckFlows { dir, sounds }) = cli.command {
+        let dir = dir.unwrap_or(cfg.flows.clone());
+        let sounds = sounds.unwrap_or(cfg.sounds.clone());
+        return Ok(flows::check_flows_cli(&dir, &sounds));
+    }
+
+    init_tracing(cli.log_json);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    rt.block_on(serve(Arc::new(cfg)))?;
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+fn init_tracing(json: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("VERDE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn serve(cfg: Arc<Config>) -> Result<()> {
+    std::fs::create_dir_all(&cfg.data)
+        .with_context(|| format!("cannot create data folder {}", cfg.data.display()))?;
+    let store: Arc<dyn verde_store::Store> = Arc::new(
+        verde_store::SqliteStore::open(&cfg.data.join("verde.db"))
+            .context("cannot open the embedded store")?,
+    );
+    let prompts = Arc::new(verde_media::PromptCache::load(&cfg.sounds).map_err(|errs| {
+        let lines: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        anyhow::anyhow!(
+            "cannot load prompts from {}:\n{}",
+            cfg.sounds.display(),
+            lines.join("\n")
+        )
+    })?);
+    tracing::info!(prompts = prompts.len(), dir = %cfg.sounds.display(), "prompts loaded");
+    let flows = flows::FlowsHandle::load(&cfg.flows, &cfg.sounds, &cfg.numbers)?;
+    let _watcher = flows.watch()?;
+
+    let shutdown = tokio_util_shutdown();
+    let media_ip = cfg.media_ip();
+    let engine = Arc::new(sip_core::Engine::new(
+        cfg.clone(),
+        media_ip,
+        flows.clone(),
+        prompts,
+        store.clone(),
+    ));
+    let sip = sip_core::start(engine.clone()).await?;
+    let http = http::start(cfg.http.listen, store, engine.clone()).await?;
+    tracing::info!(
+        sip = %cfg.sip.listen,
+        http = %http,
+        media_ip = %media_ip,
+        flows = %cfg.flows.display(),
+        "verde ready"
+    );
+
+    shutdown.await;
+    tracing::info!(
+        calls = engine.active_calls(),
+        grace_s = cfg.shutdown_grace.as_secs(),
+        "shutting down: refusing new calls, waiting for calls in progress"
+    );
+    engine.drain(cfg.shutdown_grace).await;
+    sip.abort();
+    tracing::info!("verde stopped");
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+fn tokio_util_shutdown() -> impl std::future::Future<Output = ()> {
+    async {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("SIGTERM handler");
+            tokio::select! {
+                _ = ctrl_c => {},
+                _ = term.recv() => {},
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = ctrl_c.await;
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! RTP/RTCP port pairs for call legs.
+
+use crate::config::PortRange;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU32, Ordering};
+use tokio::net::UdpSocket;
+
+/// Hands out even/odd port pairs from the configured range, round-robin, so a port just
+/// released is not reused at once (late packets of an old call must not reach a new one).
+pub struct RtpPorts {
+    range: PortRange,
+    next: AtomicU32,
+}
+
+pub struct RtpPair {
+    pub rtp: UdpSocket,
+    pub rtcp: UdpSocket,
+    pub port: u16,
+}
+
+impl RtpPorts {
+    pub fn new(range: PortRange) -> Self {
+        Self {
+            range,
+            next: AtomicU32::new(0),
+        }
+    }
+
+    fn pairs(&self) -> u32 {
+        let low = self.range.low.next_multiple_of(2) as u32;
+        (self.range.high as u32 + 1 - low) / 2
+    }
+
+    /// Binds the next free pair on `ip`; None when every pair in the range is busy.
+    pub async fn bind(&self, ip: IpAddr) -> Option<RtpPair> {
+        let pairs = self.pairs();
+        let low = self.range.low.next_multiple_of(2) as u32;
+        for _ in 0..pairs {
+            let n = self.next.fetch_add(1, Ordering::Relaxed) % pairs;
+            let port = (low + 2 * n) as u16;
+            let Ok(rtp) = UdpSocket::bind(SocketAddr::new(ip, port)).await else {
+                continue;
+            };
+            let Ok(rtcp) = UdpSocket::bind(SocketAddr::new(ip, port + 1)).await else {
+                continue;
+            };
+            return Some(RtpPair { rtp, rtcp, port });
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn pairs_are_even_odd_and_skip_busy_ports() {
+        let ports = RtpPorts::new(PortRange {
+            low: 41001,
+            high: 41007,
+        });
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let a = ports.bind(ip).await.unwrap();
+        let b = ports.bind(ip).await.unwrap();
+        let c = ports.bind(ip).await.unwrap();
+        let mut got = vec![a.port, b.port, c.port];
+        got.sort();
+        assert_eq!(got, vec![41002, 41004, 41006]);
+        assert_eq!(a.rtcp.local_addr().unwrap().port(), a.port + 1);
+        // Every pair is held: the range is exhausted.
+        assert!(ports.bind(ip).await.is_none());
+        drop(b);
+        assert!(ports.bind(ip).await.is_some());
+    }
+}

@@ -1,0 +1,589 @@
+//! The SIP task: UDP and TCP transports around the sans-IO [`verde_sip::Endpoint`], admission
+//! of new calls (trunk ACL, number, capacity, drain) and demultiplexing to call tasks.
+//!
+//! One task owns the endpoint, so the transaction layer needs no locks; call tasks talk to it
+//! through a bounded channel and it talks to them through their handles in a dashmap keyed by
+//! Call-ID. Answers that need no call (403, 404, 481, 405, OPTIONS) are given right here.
+
+use crate::call::{self, CallInput, CallStart};
+use crate::config::Config;
+use crate::flows::FlowsHandle;
+use crate::rtp_ports::RtpPorts;
+use anyhow::{Context, Result};
+use bytes::{Bytes, BytesMut};
+use dashmap::DashMap;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::mpsc;
+use verde_media::PromptCache;
+use verde_sip::{
+    ClientTxId, Endpoint, Event, Frame, Message, Method, Peer, Request, ServerTxId, Transport,
+};
+use verde_store::Store;
+
+/// What call tasks (and TCP connections) ask of the SIP task.
+pub enum SipCmd {
+    Respond {
+        tx: ServerTxId,
+        response: verde_sip::Response,
+    },
+    Request {
+        call_id: String,
+        request: Request,
+        to: Peer,
+    },
+    CallEnded {
+        call_id: String,
+    },
+    TcpIn {
+        from: SocketAddr,
+        bytes: Bytes,
+    },
+    TcpOpen {
+        peer: SocketAddr,
+        writer: mpsc::Sender<Bytes>,
+    },
+    TcpClosed {
+        peer: SocketAddr,
+    },
+}
+
+/// Shared, read-mostly state of the engine.
+pub struct Engine {
+    pub cfg: Arc<Config>,
+    pub media_ip: IpAddr,
+    pub flows: FlowsHandle,
+    pub prompts: Arc<PromptCache>,
+    pub store: Arc<dyn Store>,
+    pub rtp_ports: RtpPorts,
+    calls: DashMap<String, mpsc::Sender<CallInput>>,
+    draining: AtomicBool,
+    sip_tx: mpsc::Sender<SipCmd>,
+    sip_rx: std::sync::Mutex<Option<mpsc::Receiver<SipCmd>>>,
+}
+
+impl Engine {
+    pub fn new(
+        cfg: Arc<Config>,
+        media_ip: IpAddr,
+        flows: FlowsHandle,
+        prompts: Arc<PromptCache>,
+        store: Arc<dyn Store>,
+    ) -> Self {
+        let (sip_tx, sip_rx) = mpsc::channel(8192);
+        Self {
+            rtp_ports: RtpPorts::new(cfg.media.rtp_ports),
+            cfg,
+            media_ip,
+            flows,
+            prompts,
+            store,
+            calls: DashMap::new(),
+            draining: AtomicBool::new(false),
+            sip_tx,
+            sip_rx: std::sync::Mutex::new(Some(sip_rx)),
+        }
+    }
+
+    pub fn sip(&self) -> &mpsc::Sender<SipCmd> {
+        &self.sip_tx
+    }
+
+    pub fn active_calls(&self) -> usize {
+        self.calls.len()
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// The Contact we give in our dialogs.
+    pub fn contact(&self, transport: Transport) -> String {
+        let host = match self.media_ip {
+            IpAddr::V6(ip) => format!("[{ip}]"),
+            ip => ip.to_string(),
+        };
+        let port = self.cfg.sip.listen.port();
+        match transport {
+            Transport::Tcp => format!("<sip:verde@{host}:{port};transport=tcp>"),
+            _ => format!("<sip:verde@{host}:{port}>"),
+        }
+    }
+
+    /// Stops taking calls, waits for calls in progress up to `grace`, then ends the rest.
+    pub async fn drain(&self, grace: Duration) {
+        self.draining.store(true, Ordering::Relaxed);
+        let deadline = tokio::time::Instant::now() + grace;
+        while !self.calls.is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if self.calls.is_empty() {
+            return;
+        }
+        tracing::warn!(
+            calls = self.calls.len(),
+            "grace period over: hanging up calls"
+        );
+        for c in self.calls.iter() {
+            let _ = c.value().try_send(CallInput::Shutdown);
+        }
+        // Give the calls a moment to send their BYEs through the SIP task.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while !self.calls.is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Binds the transports and starts the SIP task.
+pub async fn start(engine: Arc<Engine>) -> Result<tokio::task::JoinHandle<()>> {
+    let listen = engine.cfg.sip.listen;
+    let udp = if engine.cfg.sip.udp {
+        let s = UdpSocket::bind(listen)
+            .await
+            .with_context(|| format!("cannot bind SIP UDP {listen}"))?;
+        Some(Arc::new(s))
+    } else {
+        None
+    };
+    if engine.cfg.sip.tcp {
+        let l = TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot bind SIP TCP {listen}"))?;
+        tokio::spawn(accept_loop(l, engine.sip().clone()));
+    }
+    let rx = engine
+        .sip_rx
+        .lock()
+        .unwrap()
+        .take()
+        .context("SIP task already started")?;
+    let endpoint = Endpoint::new(verde_sip::Config::default());
+    Ok(tokio::spawn(
+        SipTask {
+            engine,
+            endpoint,
+            udp,
+            tcp: HashMap::new(),
+            client_txs: HashMap::new(),
+            invite_txs: HashMap::new(),
+        }
+        .run(rx),
+    ))
+}
+
+struct SipTask {
+    engine: Arc<Engine>,
+    endpoint: Endpoint,
+    udp: Option<Arc<UdpSocket>>,
+    tcp: HashMap<SocketAddr, mpsc::Sender<Bytes>>,
+    /// Our requests (BYE, REFER...) -> the call that sent them.
+    client_txs: HashMap<ClientTxId, String>,
+    /// The INVITE server transaction of each call -> its Call-ID (CANCEL, ACK timeout).
+    invite_txs: HashMap<ServerTxId, String>,
+}
+
+impl SipTask {
+    async fn run(mut self, mut rx: mpsc::Receiver<SipCmd>) {
+        let mut buf = vec![0u8; 65_535];
+        let udp = self.udp.clone();
+        loop {
+            let deadline = self.endpoint.poll_timeout();
+            let sleep = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                r = async { udp.as_ref().unwrap().recv_from(&mut buf).await }, if udp.is_some() => {
+                    match r {
+                        Ok((n, from)) => {
+                            let peer = Peer { transport: Transport::Udp, addr: from };
+                            self.endpoint.handle_bytes(&buf[..n], peer, Instant::now());
+                        }
+                        // ICMP port unreachable from an earlier send surfaces here on Linux;
+                        // it concerns one peer, never the socket.
+                        Err(e) => tracing::debug!(error = %e, "udp receive error"),
+                    }
+                }
+                cmd = rx.recv() => match cmd {
+                    Some(cmd) => self.command(cmd),
+                    None => return,
+                },
+                _ = sleep => self.endpoint.handle_timeout(Instant::now()),
+            }
+            self.flush().await;
+        }
+    }
+
+    fn command(&mut self, cmd: SipCmd) {
+        let now = Instant::now();
+        match cmd {
+            SipCmd::Respond { tx, response } => {
+                let status = response.status;
+                if let Err(e) = self.endpoint.send_response(tx, response, now) {
+                    // The transaction ended (e.g. the caller cancelled meanwhile): nothing to do.
+                    tracing::debug!(error = ?e, status, "response not sent");
+                }
+            }
+            SipCmd::Request {
+                call_id,
+                request,
+                to,
+            } => match self.endpoint.send_request(request, to, now) {
+                Ok(tx) => {
+                    self.client_txs.insert(tx, call_id);
+                }
+                Err(e) => tracing::warn!(call_id, error = ?e, "request not sent"),
+            },
+            SipCmd::CallEnded { call_id } => {
+                self.engine.calls.remove(&call_id);
+                self.invite_txs.retain(|_, c| *c != call_id);
+            }
+            SipCmd::TcpIn { from, bytes } => {
+                let peer = Peer {
+                    transport: Transport::Tcp,
+                    addr: from,
+                };
+                self.endpoint.handle_bytes(&bytes, peer, now);
+            }
+            SipCmd::TcpOpen { peer, writer } => {
+                self.tcp.insert(peer, writer);
+            }
+            SipCmd::TcpClosed { peer } => {
+                self.tcp.remove(&peer);
+            }
+        }
+    }
+
+    /// Sends what the endpoint has to send, then handles its events, until both are empty
+    /// (events may produce answers: 403, 404, 481...).
+    async fn flush(&mut self) {
+        loop {
+            while let Some(t) = self.endpoint.poll_transmit() {
+                self.transmit(t).await;
+            }
+            let mut any = false;
+            while let Some(ev) = self.endpoint.poll_event() {
+                any = true;
+                self.event(ev);
+            }
+            if !any {
+                return;
+            }
+        }
+    }
+
+    async fn transmit(&mut self, t: verde_sip::Transmit) {
+        match t.to.transport {
+            Transport::Udp => {
+                if let Some(udp) = &self.udp {
+                    if let Err(e) = udp.send_to(&t.bytes, t.to.addr).await {
+                        tracing::debug!(to = %t.to.addr, error = %e, "udp send failed");
+                    }
+                }
+            }
+            Transport::Tcp => match self.tcp.get(&t.to.addr) {
+                Some(w) => {
+                    if w.try_send(t.bytes).is_err() {
+                        tracing::warn!(to = %t.to.addr, "tcp connection backlogged or closed; message dropped");
+                    }
+                }
+                // We answer on connections the peer opened; opening our own comes with the
+                // outbound legs to agents.
+                None => {
+                    tracing::warn!(to = %t.to.addr, "no tcp connection to peer; message dropped")
+                }
+            },
+        }
+    }
+
+    fn to_call(&mut self, call_id: &str, input: CallInput) -> bool {
+        match self.engine.calls.get(call_id) {
+            Some(h) => {
+                if h.try_send(input).is_err() {
+                    // A call that cannot keep up with its own signalling: UDP retransmission
+                    // will offer the request again.
+                    tracing::warn!(call_id, "call task backlogged; SIP event dropped");
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn event(&mut self, ev: Event) {
+        let now = Instant::now();
+        match ev {
+            Event::Request { tx, request, from } => self.request(tx, request, from, now),
+            Event::Cancelled { tx } => {
+                if let Some(call_id) = self.invite_txs.get(&tx).cloned() {
+                    self.to_call(&call_id, CallInput::Cancelled);
+                }
+            }
+            Event::AckTimeout { tx } => {
+                if let Some(call_id) = self.invite_txs.get(&tx).cloned() {
+                    self.to_call(&call_id, CallInput::AckTimeout);
+                }
+            }
+            Event::Ack { request, .. } => {
+                if let Some(call_id) = request.call_id().map(str::to_string) {
+                    self.to_call(&call_id, CallInput::Ack);
+                }
+            }
+            Event::Response { tx, response } => {
+                if let Some(call_id) = self.client_txs.get(&tx).cloned() {
+                    if response.status >= 200 {
+                        self.client_txs.remove(&tx);
+                    }
+                    self.to_call(&call_id, CallInput::Response { tx, response });
+                }
+            }
+            Event::Timeout { tx } => {
+                if let Some(call_id) = self.client_txs.remove(&tx) {
+                    self.to_call(&call_id, CallInput::Timeout { tx });
+                }
+            }
+            Event::Malformed { from, reason } => {
+                tracing::warn!(from = %from.addr, transport = ?from.transport, %reason, "malformed SIP message refused");
+            }
+            #[allow(unreachable_patterns)]
+            _ => {}
+        }
+    }
+
+    fn reply(&mut self, tx: ServerTxId, req: &Request, status: u16, reason: &str, now: Instant) {
+        let mut resp = req.response(status, reason);
+        if status > 100 {
+            resp = resp.with_to_tag(&verde_sip::new_tag());
+        }
+        self.send(tx, resp, now);
+    }
+
+    fn send(&mut self, tx: ServerTxId, resp: verde_sip::Response, now: Instant) {
+        if let Err(e) = self.endpoint.send_response(tx, resp, now) {
+            tracing::debug!(error = ?e, "response not sent");
+        }
+    }
+
+    fn request(&mut self, tx: ServerTxId, req: Request, from: Peer, now: Instant) {
+        let call_id = req.call_id().unwrap_or_default().to_string();
+        let in_dialog = req.to_tag().is_some();
+        if req.method == Method::Invite && !in_dialog {
+            self.new_call(tx, req, from, call_id, now);
+            return;
+        }
+        if self.engine.calls.contains_key(&call_id) {
+            self.to_call(&call_id, CallInput::Request { tx, request: req });
+            return;
+        }
+        match req.method {
+            Method::Options => {
+                let mut resp = req.response(200, "OK");
+                resp.headers.push("Allow", call::ALLOW);
+                resp.headers.push("Accept", "application/sdp");
+                resp.headers.push("Supported", "replaces, timer");
+                self.send(tx, resp, now);
+            }
+            Method::Ack => {}
+            Method::Bye
+            | Method::Info
+            | Method::Invite
+            | Method::Update
+            | Method::Notify
+            | Method::Refer
+            | Method::Prack => self.reply(tx, &req, 481, "Call/Transaction Does Not Exist", now),
+            Method::Other(_) => self.reply(tx, &req, 501, "Not Implemented", now),
+            _ => {
+                let mut resp = req.response(405, "Method Not Allowed");
+                resp.headers.push("Allow", call::ALLOW);
+                self.send(tx, resp, now);
+            }
+        }
+    }
+
+    fn new_call(
+        &mut self,
+        tx: ServerTxId,
+        req: Request,
+        from: Peer,
+        call_id: String,
+        now: Instant,
+    ) {
+        let engine = self.engine.clone();
+        let span = tracing::info_span!("call", call_id = %call_id);
+        let _e = span.enter();
+        if self.engine.calls.contains_key(&call_id) {
+            // Same Call-ID, new transaction and no To tag: a merged/forked duplicate.
+            return self.reply(tx, &req, 482, "Loop Detected", now);
+        }
+        if engine.is_draining() {
+            let mut resp = req.response(503, "Service Unavailable");
+            resp.headers.push("Retry-After", "30");
+            tracing::info!("refused: draining for shutdown");
+            return self.send(tx, resp, now);
+        }
+        let Some(trunk) = engine.cfg.trunk_for(from.addr.ip()) else {
+            tracing::warn!(from = %from.addr, "refused: source is not a configured trunk");
+            return self.reply(tx, &req, 403, "Forbidden", now);
+        };
+        let did = request_user(&req.uri);
+        let Some(flow) = engine.flows.for_number(&did) else {
+            tracing::info!(%did, "refused: number not configured");
+            return self.reply(tx, &req, 404, "Not Found", now);
+        };
+        if engine.calls.len() >= engine.cfg.sip.max_calls {
+            let mut resp = req.response(503, "Service Unavailable");
+            resp.headers.push("Retry-After", "5");
+            tracing::warn!(max = engine.cfg.sip.max_calls, "refused: at capacity");
+            return self.send(tx, resp, now);
+        }
+        self.reply(tx, &req, 100, "Trying", now);
+        let (handle, inbox) = mpsc::channel(64);
+        engine.calls.insert(call_id.clone(), handle);
+        self.invite_txs.insert(tx, call_id.clone());
+        let start = CallStart {
+            call_id,
+            tx,
+            invite: req,
+            from,
+            trunk: trunk.name.clone(),
+            did,
+            flow,
+        };
+        drop(_e);
+        call::spawn(engine, start, inbox, span);
+    }
+}
+
+/// The user part of a SIP URI (`sip:803164@host` -> `803164`), without visual separators.
+fn request_user(uri: &str) -> String {
+    let rest = uri
+        .strip_prefix("sips:")
+        .or_else(|| uri.strip_prefix("sip:"))
+        .or_else(|| uri.strip_prefix("tel:"))
+        .unwrap_or(uri);
+    let user = match rest.split_once('@') {
+        Some((u, _)) => u,
+        None if uri.starts_with("tel:") => rest,
+        None => "",
+    };
+    let user = user.split(';').next().unwrap_or("");
+    user.chars()
+        .filter(|c| !matches!(c, '-' | '.' | '(' | ')' | ' '))
+        .collect()
+}
+
+/// Largest SIP message accepted on a stream; a peer past it without completing a message is
+/// cut off (bounded memory per connection).
+const MAX_TCP_MESSAGE: usize = 65_536;
+
+async fn accept_loop(listener: TcpListener, sip: mpsc::Sender<SipCmd>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(tcp_connection(stream, peer, sip.clone()));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "tcp accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// One TCP connection: frames incoming messages for the SIP task and writes what it sends.
+/// A peer that sends more than the maximum message size without completing a message, or
+/// nothing at all for a long time, is disconnected.
+async fn tcp_connection(stream: TcpStream, peer: SocketAddr, sip: mpsc::Sender<SipCmd>) {
+    let (mut rd, mut wr) = stream.into_split();
+    let (wtx, mut wrx) = mpsc::channel::<Bytes>(256);
+    let pong = wtx.clone();
+    if sip
+        .send(SipCmd::TcpOpen { peer, writer: wtx })
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let writer = tokio::spawn(async move {
+        while let Some(b) = wrx.recv().await {
+            if wr.write_all(&b).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut buf = BytesMut::with_capacity(8192);
+    const IDLE: Duration = Duration::from_secs(300);
+    'conn: loop {
+        match tokio::time::timeout(IDLE, rd.read_buf(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(_)) => {}
+        }
+        loop {
+            match verde_sip::frame(&buf, MAX_TCP_MESSAGE) {
+                Ok(Frame::KeepAlive { len }) => {
+                    let ping = len >= 4;
+                    let _ = buf.split_to(len);
+                    // RFC 5626: a double-CRLF ping gets a single-CRLF pong.
+                    if ping {
+                        let _ = pong.try_send(Bytes::from_static(b"\r\n"));
+                    }
+                }
+                Ok(Frame::Message { len }) => {
+                    let msg = buf.split_to(len).freeze();
+                    if sip
+                        .send(SipCmd::TcpIn {
+                            from: peer,
+                            bytes: msg,
+                        })
+                        .await
+                        .is_err()
+                    {
+                        break 'conn;
+                    }
+                }
+                Ok(Frame::NeedMore) => break,
+                Err(e) => {
+                    tracing::warn!(%peer, error = %e, "tcp stream refused");
+                    break 'conn;
+                }
+            }
+        }
+    }
+    let _ = sip.send(SipCmd::TcpClosed { peer }).await;
+    writer.abort();
+}
+
+/// Message helpers that several places need.
+pub fn is_sdp(msg: &Message) -> bool {
+    let ct = match msg {
+        Message::Request(r) => r.headers.get("content-type"),
+        Message::Response(r) => r.headers.get("content-type"),
+    };
+    ct.map(|c| c.trim().to_ascii_lowercase().starts_with("application/sdp"))
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::request_user;
+
+    #[test]
+    fn numbers_are_read_from_request_uris() {
+        assert_eq!(request_user("sip:803164@127.0.0.1:5060"), "803164");
+        assert_eq!(
+            request_user("sip:800-022-399@example.org;user=phone"),
+            "800022399"
+        );
+        assert_eq!(request_user("tel:800779366"), "800779366");
+        assert_eq!(request_user("sip:example.org"), "");
+    }
+}

@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# verde's test command: everything CI runs, in the order CI runs it.
+#
+#   tests/run.sh            # from anywhere in the repository
+#
+# 1. installs the interop peers when missing (Debian/Ubuntu, apt-get; needs root or sudo):
+#    sip-tester (sipp), baresip, sox, espeak-ng, tshark (dumpcap), iproute2;
+# 2. cargo fmt --check, cargo clippy -D warnings, the unit and integration tests;
+# 3. builds the verde binary and runs the interop tests (crate verde-interop, tests/interop/)
+#    inside a private network namespace that has only lo (unshare -n), so the peers can only
+#    reach verde over loopback and nothing leaks onto the machine's real network.
+#
+# Environment: VERDE_BIN=path uses that binary instead of building target/debug/verde;
+# VERDE_KEEP_TEST_DIRS=1 keeps every test's scratch directory (target/interop/); failing tests
+# always keep theirs. Extra arguments go to the interop `cargo test` (e.g. a test name).
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$(pwd)
+
+step() { printf '\n==> %s\n' "$*"; }
+die() { printf '\nERROR: %s\n' "$*" >&2; exit 1; }
+
+if [ "$(id -u)" -eq 0 ]; then SUDO=(); elif command -v sudo >/dev/null 2>&1; then SUDO=(sudo); else SUDO=(none); fi
+as_root() {
+    if [ "${SUDO[0]:-}" = none ]; then return 1; fi
+    "${SUDO[@]}" "$@"
+}
+
+# --- 1. peers ---------------------------------------------------------------------------------
+# command -> Debian package providing it
+declare -A PEERS=(
+    [sipp]=sip-tester
+    [baresip]=baresip
+    [sox]=sox
+    [espeak-ng]=espeak-ng
+    [dumpcap]=tshark
+    [tshark]=tshark
+    [ip]=iproute2
+    [unshare]=util-linux
+)
+missing=()
+for cmd in "${!PEERS[@]}"; do
+    command -v "$cmd" >/dev/null 2>&1 || missing+=("${PEERS[$cmd]}")
+done
+# sox reads MP3/FLAC/etc. only with the extra formats package.
+if command -v sox >/dev/null 2>&1 && ! sox -h 2>/dev/null | grep -q 'AUDIO FILE FORMATS:.* mp3'; then
+    missing+=(libsox-fmt-all)
+fi
+if [ "${#missing[@]}" -gt 0 ]; then
+    mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+    step "installing interop peers: ${missing[*]}"
+    command -v apt-get >/dev/null 2>&1 \
+        || die "apt-get not found; install these packages by hand: ${missing[*]} (Debian names)"
+    [ "${SUDO[0]:-}" != none ] \
+        || die "installing ${missing[*]} needs root: rerun as root or install them by hand"
+    export DEBIAN_FRONTEND=noninteractive
+    # tshark's package asks whether non-root users may capture; answer "no" so it never blocks.
+    echo "wireshark-common wireshark-common/install-setuid boolean false" | as_root debconf-set-selections \
+        || die "debconf-set-selections failed (is debconf installed?)"
+    as_root apt-get update -q || die "apt-get update failed: no network or no package mirror?"
+    as_root apt-get install -y -q --no-install-recommends "${missing[@]}" libsox-fmt-all \
+        || die "apt-get install ${missing[*]} failed; install them by hand"
+    for cmd in "${!PEERS[@]}"; do
+        command -v "$cmd" >/dev/null 2>&1 || die "$cmd still missing after installing ${PEERS[$cmd]}"
+    done
+fi
+[ -f /usr/share/sip-tester/dtmf_2833_1.pcap ] \
+    || die "/usr/share/sip-tester/dtmf_2833_*.pcap missing: reinstall the sip-tester package"
+
+# --- 2. the Rust checks -----------------------------------------------------------------------
+command -v cargo >/dev/null 2>&1 || die "cargo not found: install a Rust toolchain (rustup.rs)"
+for comp in rustfmt clippy; do
+    if ! cargo "${comp/rustfmt/fmt}" --version >/dev/null 2>&1; then
+        command -v rustup >/dev/null 2>&1 || die "cargo $comp is missing and rustup is not there to add it"
+        step "rustup component add $comp"
+        rustup component add "$comp" || die "rustup component add $comp failed"
+    fi
+done
+
+step "cargo fmt --all -- --check"
+cargo fmt --all -- --check || die "formatting differs: run cargo fmt --all"
+
+step "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "cargo test --workspace --exclude verde-interop"
+cargo test --workspace --exclude verde-interop
+
+# --- 3. interop -------------------------------------------------------------------------------
+if [ -z "${VERDE_BIN:-}" ]; then
+    step "cargo build -p verde"
+    cargo build -p verde
+fi
+# Built outside the namespace: inside it there is no network, so cargo must have nothing to fetch.
+step "cargo test -p verde-interop --no-run"
+cargo test -p verde-interop --no-run
+
+NS=(unshare -n)
+if [ "$(id -u)" -ne 0 ]; then
+    # Without root a user namespace is needed to get a network namespace.
+    NS=(unshare -r -n)
+fi
+"${NS[@]}" true 2>/dev/null \
+    || die "cannot create a network namespace (${NS[*]}): run as root, or enable unprivileged user namespaces"
+
+step "interop tests in a private network namespace (${NS[*]})"
+"${NS[@]}" bash -c 'ip link set lo up && exec cargo test -p verde-interop --offline -- --test-threads=1 "$@"' _ "$@"
+
+step "all tests passed"

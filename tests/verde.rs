@@ -1,0 +1,324 @@
+//! Starting and stopping the `verde` binary for a test, and reading what it stored.
+
+use crate::http::{self, HttpResponse};
+use crate::{free_port, free_ports, read_lossy, repo_root, tail, target_dir, terminate, TestDir};
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How long verde may take to start listening.
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The verde binary: `$VERDE_BIN`, else `target/debug/verde` (tests/run.sh builds it first).
+pub fn verde_bin() -> PathBuf {
+    let bin = match std::env::var_os("VERDE_BIN") {
+        Some(p) => PathBuf::from(p),
+        None => target_dir().join("debug").join("verde"),
+    };
+    if !bin.is_file() {
+        panic!(
+            "verde binary not found at {} (build it with `cargo build -p verde`, set VERDE_BIN, \
+             or run the suite through tests/run.sh, which does both)",
+            bin.display()
+        );
+    }
+    bin
+}
+
+/// What a test can change about the verde it starts. Paths default to the repository's own
+/// `ivr-flows/` and `sounds/`, so the tests exercise what ships.
+#[derive(Debug, Clone)]
+pub struct VerdeOptions {
+    pub flows: PathBuf,
+    pub sounds: PathBuf,
+    pub config: Option<PathBuf>,
+    /// Size of the `--rtp-ports` range.
+    pub rtp_ports: u16,
+    pub extra_args: Vec<String>,
+}
+
+impl Default for VerdeOptions {
+    fn default() -> Self {
+        VerdeOptions {
+            flows: repo_root().join("ivr-flows"),
+            sounds: repo_root().join("sounds"),
+            config: None,
+            rtp_ports: 40,
+            extra_args: Vec::new(),
+        }
+    }
+}
+
+/// A running verde. Dropping it stops the process (SIGTERM, then SIGKILL) and, if the test is
+/// failing, prints the end of its log so the failure can be read without digging in files.
+pub struct Verde {
+    child: Option<Child>,
+    pub sip: SocketAddr,
+    pub http: SocketAddr,
+    pub rtp_ports: (u16, u16),
+    pub data_dir: PathBuf,
+    log_path: PathBuf,
+}
+
+impl Verde {
+    /// Starts verde on fresh loopback ports with a data dir inside `dir` and waits for `/health`.
+    pub fn start(dir: &TestDir, opts: VerdeOptions) -> Verde {
+        let sip_port = free_port();
+        let http_port = free_port();
+        let rtp_low = free_ports(opts.rtp_ports);
+        let rtp_high = rtp_low + opts.rtp_ports - 1;
+        let data_dir = dir.subdir("verde-data");
+        let log_path = dir.join("verde.log");
+        let log = File::create(&log_path).expect("create verde.log");
+        let sip: SocketAddr = format!("127.0.0.1:{sip_port}").parse().unwrap();
+        let http: SocketAddr = format!("127.0.0.1:{http_port}").parse().unwrap();
+
+        let mut cmd = Command::new(verde_bin());
+        if let Some(cfg) = &opts.config {
+            cmd.arg("--config").arg(cfg);
+        }
+        cmd.arg("--sip")
+            .arg(sip.to_string())
+            .arg("--http")
+            .arg(http.to_string())
+            .arg("--data")
+            .arg(&data_dir)
+            .arg("--media-ip")
+            .arg("127.0.0.1")
+            .arg("--rtp-ports")
+            .arg(format!("{rtp_low}-{rtp_high}"))
+            .arg("--flows")
+            .arg(&opts.flows)
+            .arg("--sounds")
+            .arg(&opts.sounds)
+            .args(&opts.extra_args)
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup log"))
+            .stderr(log);
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "debug");
+        }
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", verde_bin().display()));
+        let mut verde = Verde {
+            child: Some(child),
+            sip,
+            http,
+            rtp_ports: (rtp_low, rtp_high),
+            data_dir,
+            log_path,
+        };
+        verde.wait_ready();
+        verde
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "verde exited ({status}) before answering GET /health; its log:\n{}",
+                    tail(&self.logs(), 80)
+                );
+            }
+            let last = match http::get(self.http, "/health", Duration::from_secs(2)) {
+                Ok(r) if r.status == 200 => {
+                    if let Err(e) = r.json() {
+                        panic!("GET /health returned 200 but {e}");
+                    }
+                    return;
+                }
+                Ok(r) => format!("status {}: {}", r.status, r.text()),
+                Err(e) => e,
+            };
+            if Instant::now() >= deadline {
+                panic!(
+                    "timed out after {READY_TIMEOUT:?} waiting for verde's GET /health to return 200 \
+                     (last: {last}); its log:\n{}",
+                    tail(&self.logs(), 80)
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Everything verde wrote to stdout/stderr so far.
+    pub fn logs(&self) -> String {
+        read_lossy(&self.log_path)
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    /// The log lines that mention `call_id`.
+    pub fn call_logs(&self, call_id: &str) -> String {
+        self.logs()
+            .lines()
+            .filter(|l| l.contains(call_id))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Waits for a log line containing `needle` and returns it.
+    pub fn wait_log(&self, needle: &str, timeout: Duration) -> String {
+        crate::try_wait_for(timeout, || {
+            self.logs().lines().find(|l| l.contains(needle)).map(str::to_string)
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "timed out after {timeout:?} waiting for a verde log line containing {needle:?}; log:\n{}",
+                tail(&self.logs(), 60)
+            )
+        })
+    }
+
+    /// Fails the test if verde is no longer running.
+    pub fn assert_running(&mut self) {
+        if let Some(status) = self
+            .child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+        {
+            panic!(
+                "verde exited unexpectedly ({status}); its log:\n{}",
+                tail(&self.logs(), 80)
+            );
+        }
+    }
+
+    pub fn get(&self, path: &str) -> HttpResponse {
+        http::get(self.http, path, Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("{e}; verde log:\n{}", tail(&self.logs(), 40)))
+    }
+
+    /// `GET /api/calls?limit=N` (newest first).
+    pub fn recent_calls(&self, limit: usize) -> Vec<serde_json::Value> {
+        let r = self.get(&format!("/api/calls?limit={limit}"));
+        assert_eq!(r.status, 200, "GET /api/calls?limit={limit}: {}", r.text());
+        match r.json() {
+            Ok(serde_json::Value::Array(a)) => a,
+            Ok(other) => panic!("GET /api/calls returned {other}, not a JSON array"),
+            Err(e) => panic!("GET /api/calls: {e}"),
+        }
+    }
+
+    /// Waits for the stored record of `call_id` (the API answers 404 until the call has ended
+    /// and been written).
+    pub fn wait_call_record(&self, call_id: &str, timeout: Duration) -> serde_json::Value {
+        let path = format!("/api/calls/{}", encode_path_segment(call_id));
+        let mut last = String::new();
+        let found = crate::try_wait_for(timeout, || {
+            match http::get(self.http, &path, Duration::from_secs(2)) {
+                Ok(r) if r.status == 200 => match r.json() {
+                    Ok(v) => return Some(v),
+                    Err(e) => last = e,
+                },
+                Ok(r) => last = format!("status {}: {}", r.status, r.text()),
+                Err(e) => last = e,
+            }
+            None
+        });
+        found.unwrap_or_else(|| {
+            panic!(
+                "timed out after {timeout:?} waiting for the call record GET {path} (last: {last}); \
+                 verde log for this call:\n{}",
+                self.call_logs(call_id)
+            )
+        })
+    }
+
+    /// Stops verde (SIGTERM, SIGKILL after 10 s) and returns how it exited.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        terminate(&mut child, Duration::from_secs(10))
+    }
+}
+
+impl Drop for Verde {
+    fn drop(&mut self) {
+        let status = self.stop();
+        if thread::panicking() {
+            eprintln!(
+                "---- verde log ({}; exit {status:?}), last 150 lines ----\n{}\n---- end of verde log ----",
+                self.log_path.display(),
+                tail(&self.logs(), 150)
+            );
+        }
+    }
+}
+
+/// Percent-encodes what cannot appear raw in a path segment (SIPp call ids contain `@`, which is
+/// legal, but carriers' may contain anything).
+pub fn encode_path_segment(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z'
+            | b'a'..=b'z'
+            | b'0'..=b'9'
+            | b'-'
+            | b'.'
+            | b'_'
+            | b'~'
+            | b'@'
+            | b'!'
+            | b'$'
+            | b'+'
+            | b','
+            | b';'
+            | b'='
+            | b':' => out.push(b as char),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// Reads a string field of a call record, failing with the whole record when it is missing.
+pub fn field<'a>(record: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    record
+        .get(name)
+        .unwrap_or_else(|| panic!("call record has no {name:?} field: {record:#}"))
+}
+
+/// The `path` of a call record as node ids.
+pub fn record_path(record: &serde_json::Value) -> Vec<String> {
+    match field(record, "path") {
+        serde_json::Value::Array(a) => a
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| v.to_string())
+            })
+            .collect(),
+        other => panic!("call record path is {other}, not an array: {record:#}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_segment_encoding_keeps_sipp_call_ids_and_escapes_the_rest() {
+        assert_eq!(encode_path_segment("1-2345@127.0.0.1"), "1-2345@127.0.0.1");
+        assert_eq!(encode_path_segment("a/b c?d#"), "a%2Fb%20c%3Fd%23");
+    }
+
+    #[test]
+    fn record_path_reads_node_ids() {
+        let r = serde_json::json!({"path": ["welcome", "language", 3]});
+        assert_eq!(record_path(&r), vec!["welcome", "language", "3"]);
+    }
+}
