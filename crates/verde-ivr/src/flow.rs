@@ -184,6 +184,8 @@ pub struct Flow {
     pub(crate) file: PathBuf,
     pub(crate) numbers: Vec<String>,
     pub(crate) language: String,
+    /// Tried before `language` when the caller's language lacks a recording.
+    pub(crate) fallback_language: Option<String>,
     pub(crate) languages: Vec<String>,
     pub(crate) timezone: Tz,
     pub(crate) start: String,

@@ -351,14 +351,24 @@ impl Interpreter {
         );
     }
 
+    /// Languages to try for a recording: the caller's, the flow's fallback, the default.
+    fn language_chain(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.language.as_str())
+            .chain(self.flow.fallback_language.as_deref())
+            .chain(std::iter::once(self.flow.language.as_str()))
+    }
+
     fn resolve(&self, specs: &[PromptSpec]) -> Vec<PromptRef> {
         specs
             .iter()
             .map(|s| {
                 let lang = match &s.lang {
                     Some(l) => l.clone(),
-                    None if self.flow.has_prompt(&self.language, &s.name) => self.language.clone(),
-                    None => self.flow.language.clone(),
+                    None => self
+                        .language_chain()
+                        .find(|l| self.flow.has_prompt(l, &s.name))
+                        .unwrap_or(&self.flow.language)
+                        .to_string(),
                 };
                 PromptRef {
                     lang,
@@ -399,18 +409,16 @@ impl Interpreter {
                         .collect()
                 })
         };
-        attempt(&self.language)
-            .or_else(|| attempt(&self.flow.language))
-            .unwrap_or_else(|| {
-                // The loader guarantees digits in the default language.
-                numbers::digit_by_digit(digits)
-                    .into_iter()
-                    .map(|name| PromptRef {
-                        lang: self.flow.language.clone(),
-                        name,
-                    })
-                    .collect()
-            })
+        self.language_chain().find_map(attempt).unwrap_or_else(|| {
+            // The loader guarantees digits in the default language.
+            numbers::digit_by_digit(digits)
+                .into_iter()
+                .map(|name| PromptRef {
+                    lang: self.flow.language.clone(),
+                    name,
+                })
+                .collect()
+        })
     }
 
     /// Runs nodes from `id` until one plays, waits or ends the flow.
@@ -1269,7 +1277,7 @@ mod tests {
         c.send(IvrEvent::PromptDone);
         c.send(IvrEvent::PromptDone);
         assert_eq!(names(&c.time_out()), ["play it/language_selected"]);
-        // German has no service-menu recordings: Italian is played instead.
+        // German has no service-menu recordings: the flow's fallback language (English) is used.
         let mut c = Call::new(shipped("inps.yaml"));
         c.send(IvrEvent::Start);
         c.send(IvrEvent::PromptDone);
@@ -1279,7 +1287,7 @@ mod tests {
             ["play de/inps_privacy"]
         );
         let svc = names(&c.send(IvrEvent::PromptDone));
-        assert!(svc[0].starts_with("play it/svc_pensions"), "{svc:?}");
+        assert!(svc[0].starts_with("play en/svc_pensions"), "{svc:?}");
         assert_eq!(names(&c.digit('0')), ["StopPlayback", "queue operator"]);
     }
 

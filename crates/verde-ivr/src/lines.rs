@@ -29,6 +29,7 @@ impl LineIndex {
         let mut block_scalar: Option<usize> = None;
         for (n, raw) in text.lines().enumerate() {
             let line_no = n + 1;
+            let raw = raw.strip_suffix('\r').unwrap_or(raw);
             let content = raw.trim_start_matches(' ');
             let mut indent = raw.len() - content.len();
             if content.is_empty() || content.starts_with('#') {
@@ -202,6 +203,12 @@ list:
         assert_eq!(idx.line(&["nodes", "end", "type"]), 22);
         assert_eq!(idx.line(&["list", "1", "a"]), 26);
         assert_eq!(idx.line(&["list", "0", "b"]), 25);
+    }
+
+    #[test]
+    fn crlf_line_endings() {
+        let idx = LineIndex::new(&TEXT.replace('\n', "\r\n"));
+        assert_eq!(idx.line(&["nodes", "menu", "choices", "2"]), 19);
     }
 
     #[test]

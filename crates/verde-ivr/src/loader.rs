@@ -37,6 +37,8 @@ struct RawFlow {
     language: String,
     #[serde(default)]
     languages: Vec<String>,
+    #[serde(default)]
+    fallback_language: Option<String>,
     #[serde(default = "default_timezone")]
     timezone: String,
     #[serde(default)]
@@ -285,11 +287,19 @@ fn is_number(s: &str) -> bool {
     (2..=20).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit())
 }
 
-/// Strips serde_yaml's " at line N column M" suffix: the line is reported separately.
-fn strip_location(msg: &str) -> String {
-    match msg.rfind(" at line ") {
-        Some(i) => msg[..i].to_string(),
-        None => msg.to_string(),
+/// Strips serde_yaml's " at line N column M" suffix (the line is reported separately) and the
+/// list of every field any node may have, which is noise for one node type.
+fn tidy_serde_message(msg: &str) -> String {
+    let msg = match msg.rfind(" at line ") {
+        Some(i) => &msg[..i],
+        None => msg,
+    };
+    match msg.find(", expected one of") {
+        Some(i) if msg.starts_with("nodes.") && msg.contains("unknown field") => format!(
+            "{} (docs/flows.md lists the fields of each node type)",
+            &msg[..i]
+        ),
+        _ => msg.to_string(),
     }
 }
 
@@ -305,7 +315,7 @@ pub fn parse_flow(
             return Err(vec![FlowError {
                 file: file.to_path_buf(),
                 line: e.location().map_or(1, |l| l.line()),
-                reason: strip_location(&e.to_string()),
+                reason: tidy_serde_message(&e.to_string()),
             }])
         }
     };
@@ -362,6 +372,14 @@ pub fn parse_flow(
             languages.push(l.clone());
         }
     }
+    if let Some(f) = &raw.fallback_language {
+        if !languages.contains(f) || *f == raw.language {
+            ctx.error(
+                &["fallback_language"],
+                format!("fallback_language `{f}` must be one of the offered `languages` other than the default"),
+            );
+        }
+    }
 
     let timezone = match schedule::parse_timezone(&raw.timezone) {
         Ok(tz) => tz,
@@ -413,7 +431,14 @@ pub fn parse_flow(
     }
     check_graph(&mut ctx, &raw, &nodes);
 
-    let available = check_prompts(&mut ctx, catalog, &languages, &raw.language, &nodes);
+    let available = check_prompts(
+        &mut ctx,
+        catalog,
+        &languages,
+        &raw.language,
+        raw.fallback_language.as_deref(),
+        &nodes,
+    );
 
     if !ctx.errors.is_empty() {
         ctx.errors.sort_by_key(|e| e.line);
@@ -427,6 +452,7 @@ pub fn parse_flow(
         file: file.to_path_buf(),
         numbers: raw.numbers,
         language: raw.language,
+        fallback_language: raw.fallback_language,
         languages,
         timezone,
         start: raw.start,
@@ -1055,6 +1081,7 @@ fn check_prompts(
     catalog: &dyn PromptCatalog,
     languages: &[String],
     default: &str,
+    fallback: Option<&str>,
     nodes: &HashMap<String, Node>,
 ) -> HashSet<(String, String)> {
     let mut available = HashSet::new();
@@ -1101,10 +1128,14 @@ fn check_prompts(
         }
     }
     for (lang, names) in missing {
+        let heard = match fallback {
+            Some(f) if f != lang => format!("the `{f}` recording, or the `{default}` one"),
+            _ => format!("the `{default}` recording"),
+        };
         ctx.warn(
             &["languages"],
             format!(
-                "language `{lang}` has no recording for {}: callers who chose it hear the `{default}` ones",
+                "language `{lang}` has no recording for {}: callers who chose it hear {heard}",
                 names.join(", ")
             ),
         );
@@ -1375,7 +1406,11 @@ nodes:
     #[test]
     fn unknown_fields_are_located() {
         let text = BASE.replace("    next: menu", "    next: menu\n    colour: red");
-        assert_one_error(&text, "colour: red", "unknown field `colour`");
+        assert_one_error(
+            &text,
+            "colour: red",
+            "unknown field `colour` (docs/flows.md",
+        );
         let text = BASE.replace("start: welcome", "start: welcome\nowner: me");
         assert_one_error(&text, "owner: me", "unknown field `owner`");
     }
@@ -1533,6 +1568,12 @@ nodes:
             "  lang:\n    type: language\n    language: fr\n    next: bye\n  bye:\n",
         );
         assert_one_error(&text, "language: fr", "not among the flow's `languages`");
+        let text = BASE.replace("start: welcome", "fallback_language: de\nstart: welcome");
+        assert_one_error(
+            &text,
+            "fallback_language",
+            "must be one of the offered `languages`",
+        );
     }
 
     fn write(dir: &Path, name: &str, text: &str) {

@@ -430,6 +430,8 @@ impl Call {
             return false;
         }
         tracing::debug!(prompts = ?refs.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), "play");
+        // A new Play replaces whatever still plays: the IVR waits for the end of this one only.
+        self.media.stop_playback(now);
         self.media.play(list, now);
         true
     }
@@ -799,5 +801,58 @@ fn info_digit(req: &Request) -> Option<Result<char, ()>> {
         Some(Ok(d))
     } else {
         Some(Err(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(headers: &[(&str, &str)], body: &str) -> Request {
+        let mut r = Request::new(Method::Info, "sip:verde@127.0.0.1");
+        for (k, v) in headers {
+            r.headers.push(*k, *v);
+        }
+        r.body = Bytes::from(body.to_string());
+        r
+    }
+
+    #[test]
+    fn caller_number_prefers_asserted_identity() {
+        let r = req(
+            &[
+                ("From", "\"Mario\" <sip:0612345678@carrier.example>;tag=a"),
+                ("P-Asserted-Identity", "<tel:+39061234999>"),
+            ],
+            "",
+        );
+        assert_eq!(caller_number(&r), "+39061234999");
+        let r = req(&[("From", "sip:3331234567@10.0.0.1;tag=x")], "");
+        assert_eq!(caller_number(&r), "3331234567");
+    }
+
+    #[test]
+    fn sip_info_digits_in_both_formats() {
+        let relay = req(
+            &[("Content-Type", "application/dtmf-relay")],
+            "Signal=5\r\nDuration=160\r\n",
+        );
+        assert_eq!(info_digit(&relay), Some(Ok('5')));
+        let star = req(
+            &[("Content-Type", "application/dtmf-relay")],
+            "Signal= *\r\n",
+        );
+        assert_eq!(info_digit(&star), Some(Ok('*')));
+        let plain = req(&[("Content-Type", "application/dtmf")], "11");
+        assert_eq!(info_digit(&plain), Some(Ok('#')));
+        let other = req(&[("Content-Type", "text/plain")], "hello");
+        assert_eq!(info_digit(&other), Some(Err(())));
+        let junk = req(
+            &[("Content-Type", "application/dtmf-relay")],
+            "Signal=Z\r\n",
+        );
+        assert_eq!(info_digit(&junk), Some(Err(())));
+        let keepalive = req(&[], "");
+        assert_eq!(info_digit(&keepalive), None);
     }
 }

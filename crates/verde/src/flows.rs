@@ -79,26 +79,25 @@ impl FlowsHandle {
         }
     }
 
-    /// Re-reads the folder; a valid set replaces the current one, an invalid one is refused with
-    /// every error logged as `file:line: reason` and the current set keeps serving.
+    /// Re-reads the folder file by file: valid files replace their flows for new calls; a file
+    /// with errors is refused (each error logged as `file:line: reason`) and its last good
+    /// version keeps serving. Returns whether every file was accepted.
     pub fn reload(&self) -> bool {
-        match load(&self.inner.dir, &self.inner.sounds) {
-            Ok(set) => {
-                tracing::info!(numbers = ?numbers(&set), "flows reloaded: new calls use the new flows");
-                self.inner.current.store(Arc::new(set));
-                true
-            }
-            Err(errors) => {
-                for e in &errors {
-                    tracing::error!(file = %e.file.display(), line = e.line, reason = %e.reason, "flow refused: {e}");
-                }
-                tracing::warn!(
-                    errors = errors.len(),
-                    "flow reload refused; the last good flows keep serving"
-                );
-                false
-            }
+        let catalog = verde_ivr::DirCatalog::new(&self.inner.sounds);
+        let previous = self.inner.current.load_full();
+        let (set, errors) = verde_ivr::reload_flows(&self.inner.dir, &catalog, &previous);
+        for e in &errors {
+            tracing::error!(file = %e.file.display(), line = e.line, reason = %e.reason, "flow refused: {e}");
         }
+        if !errors.is_empty() {
+            tracing::warn!(
+                errors = errors.len(),
+                "flow reload: refused files keep their last good version"
+            );
+        }
+        tracing::info!(numbers = ?numbers(&set), "flows reloaded: new calls use the new flows");
+        self.inner.current.store(Arc::new(set));
+        errors.is_empty()
     }
 
     /// Watches the flows folder and reloads after a burst of changes settles (editors write a
