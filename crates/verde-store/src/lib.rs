@@ -67,7 +67,11 @@ pub struct CallRecord {
 
 /// The engine's durable storage.
 pub trait Store: Send + Sync {
-    fn record_call(&self, record: &CallRecord) -> Result<(), StoreError>;
+    fn record_call(&self, record: &CallRecord) -> Result<(), StoreError> {
+        self.record_calls(std::slice::from_ref(record))
+    }
+    /// Writes several records atomically: all of them or none.
+    fn record_calls(&self, records: &[CallRecord]) -> Result<(), StoreError>;
     fn call(&self, call_id: &str) -> Result<Option<CallRecord>, StoreError>;
     /// Most recent first.
     fn recent_calls(&self, limit: usize) -> Result<Vec<CallRecord>, StoreError>;

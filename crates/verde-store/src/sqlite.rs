@@ -59,22 +59,30 @@ impl SqliteStore {
 }
 
 impl Store for SqliteStore {
-    fn record_call(&self, r: &CallRecord) -> Result<(), StoreError> {
-        let json = serde_json::to_string(r)?;
-        self.lock().execute(
-            "INSERT INTO calls (call_id, started_at, ended_at, did, disposition, record)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-             ON CONFLICT(call_id) DO UPDATE SET ended_at = excluded.ended_at,
-                 disposition = excluded.disposition, record = excluded.record",
-            params![
-                r.call_id,
-                r.started_at,
-                r.ended_at,
-                r.did,
-                r.disposition,
-                json
-            ],
-        )?;
+    fn record_calls(&self, records: &[CallRecord]) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        // One transaction per batch: one WAL commit for many calls under load.
+        let tx = conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO calls (call_id, started_at, ended_at, did, disposition, record)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT(call_id) DO UPDATE SET ended_at = excluded.ended_at,
+                     disposition = excluded.disposition, record = excluded.record",
+            )?;
+            for r in records {
+                let json = serde_json::to_string(r)?;
+                stmt.execute(params![
+                    r.call_id,
+                    r.started_at,
+                    r.ended_at,
+                    r.did,
+                    r.disposition,
+                    json
+                ])?;
+            }
+        }
+        tx.commit()?;
         Ok(())
     }
 

@@ -5,7 +5,7 @@
 //! writes the call record. Everything it does is logged inside the call's span, so every line
 //! carries the Call-ID.
 
-use crate::sip_core::{is_sdp, Engine, SipCmd};
+use crate::sip_core::{Engine, SipCmd};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
@@ -16,9 +16,7 @@ use verde_ivr::{CallInfo, Flow, Interpreter, IvrAction, IvrEvent, PromptRef};
 use verde_media::{
     Codec, InbandDtmf, LocalSdp, MediaConfig, MediaEvent, MediaSession, SdpError, Socket, Transmit,
 };
-use verde_sip::{
-    ClientTxId, Dialog, Message, Method, Peer, Request, Response, ServerTxId, Transport,
-};
+use verde_sip::{ClientTxId, Dialog, Method, Peer, Request, Response, ServerTxId, Transport};
 use verde_store::CallRecord;
 
 /// Methods we accept inside and outside dialogs.
@@ -133,35 +131,45 @@ async fn run(engine: Arc<Engine>, start: CallStart, mut inbox: mpsc::Receiver<Ca
         }
         resp
     };
-    let fail = |engine: &Arc<Engine>, start: &CallStart, status: u16, disposition: &str| {
-        let rec = base_record(start, started_at, disposition, Some(status));
-        store_record(engine.clone(), rec);
-    };
 
-    let offer = match std::str::from_utf8(&start.invite.body) {
-        Ok(b) if is_sdp(&Message::Request(start.invite.clone())) && !b.trim().is_empty() => {
-            b.to_string()
-        }
-        _ => {
-            // Delayed offer (INVITE without SDP) needs our offer in the 200 and the answer in
-            // the ACK; carriers that do this are rare on 800 trunks and it is not built yet.
-            let resp = refuse(
-                488,
-                "Not Acceptable Here",
-                Some("399 verde \"an SDP offer in the INVITE is required\""),
-            );
-            tracing::warn!("refused: INVITE without an SDP offer");
-            let _ = engine
-                .sip()
-                .send(SipCmd::Respond {
-                    tx: start.tx,
-                    response: resp,
-                })
-                .await;
-            fail(&engine, &start, 488, "rejected");
-            return;
-        }
+    let content_type = start
+        .invite
+        .headers
+        .get("content-type")
+        .map(|c| c.trim().to_ascii_lowercase());
+    let body = std::str::from_utf8(&start.invite.body).unwrap_or("").trim();
+    let refusal = match content_type.as_deref() {
+        Some(ct) if !body.is_empty() && !ct.starts_with("application/sdp") => Some((
+            415,
+            "Unsupported Media Type",
+            "399 verde \"only application/sdp bodies are accepted\"",
+        )),
+        // Delayed offer (INVITE without SDP) needs our offer in the 200 and the answer in
+        // the ACK; carriers that do this are rare on 800 trunks and it is not built yet.
+        _ if body.is_empty() => Some((
+            488,
+            "Not Acceptable Here",
+            "399 verde \"an SDP offer in the INVITE is required\"",
+        )),
+        _ => None,
     };
+    if let Some((status, reason, warning)) = refusal {
+        let mut resp = refuse(status, reason, Some(warning));
+        if status == 415 {
+            resp.headers.push("Accept", "application/sdp");
+        }
+        tracing::warn!(status, content_type = ?content_type, "refused: no usable SDP offer");
+        let _ = engine
+            .sip()
+            .send(SipCmd::Respond {
+                tx: start.tx,
+                response: resp,
+            })
+            .await;
+        engine.records.write(base_record(&start, started_at, "rejected", Some(status))).await;
+        return;
+    }
+    let offer = body.to_string();
     let Some(rtp) = engine.rtp_ports.bind(engine.media_ip).await else {
         tracing::error!("refused: no free RTP port in the configured range");
         let mut resp = refuse(503, "Service Unavailable", None);
@@ -173,7 +181,7 @@ async fn run(engine: Arc<Engine>, start: CallStart, mut inbox: mpsc::Receiver<Ca
                 response: resp,
             })
             .await;
-        fail(&engine, &start, 503, "rejected");
+        engine.records.write(base_record(&start, started_at, "rejected", Some(503))).await;
         return;
     };
     let mut local_sdp = LocalSdp::new(
@@ -203,7 +211,7 @@ async fn run(engine: Arc<Engine>, start: CallStart, mut inbox: mpsc::Receiver<Ca
                     response: resp,
                 })
                 .await;
-            fail(&engine, &start, status, "rejected");
+            engine.records.write(base_record(&start, started_at, "rejected", Some(status))).await;
             return;
         }
     };
@@ -303,7 +311,8 @@ async fn run(engine: Arc<Engine>, start: CallStart, mut inbox: mpsc::Receiver<Ca
         call.step(Instant::now());
         call.flush().await;
     }
-    call.finish();
+    let record = call.finish();
+    call.engine.records.write(record).await;
 }
 
 impl Call {
@@ -684,7 +693,7 @@ impl Call {
         }
     }
 
-    fn finish(self) {
+    fn finish(&self) -> CallRecord {
         let ended_at = Utc::now();
         let vars = self.ivr.variables();
         let record = CallRecord {
@@ -719,7 +728,7 @@ impl Call {
             rtp_received = stats.packets_received,
             "call ended"
         );
-        store_record(self.engine.clone(), record);
+        record
     }
 }
 
@@ -742,16 +751,6 @@ fn base_record(
         sip_status,
         ..Default::default()
     }
-}
-
-/// Writes the record off the async workers; a failure is logged loudly with the record so
-/// nothing is silently lost (buffering through store outages comes with the hardening work).
-fn store_record(engine: Arc<Engine>, record: CallRecord) {
-    tokio::task::spawn_blocking(move || {
-        if let Err(e) = engine.store.record_call(&record) {
-            tracing::error!(error = %e, record = ?record, "call record NOT stored");
-        }
-    });
 }
 
 /// The caller's number: the user part of P-Asserted-Identity if the trunk sends it, else From.

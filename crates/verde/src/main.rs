@@ -9,6 +9,7 @@ mod call;
 mod config;
 mod flows;
 mod http;
+mod records;
 mod rtp_ports;
 mod sip_core;
 
@@ -150,6 +151,7 @@ async fn serve(cfg: Arc<Config>) -> Result<()> {
         )
     })?);
     tracing::info!(prompts = prompts.len(), dir = %cfg.sounds.display(), "prompts loaded");
+    let (records, _records_thread) = records::Records::start(store.clone());
     let flows = flows::FlowsHandle::load(&cfg.flows, &cfg.sounds, &cfg.numbers)?;
     let _watcher = flows.watch()?;
 
@@ -160,7 +162,7 @@ async fn serve(cfg: Arc<Config>) -> Result<()> {
         media_ip,
         flows.clone(),
         prompts,
-        store.clone(),
+        records,
     ));
     let sip = sip_core::start(engine.clone()).await?;
     let http = http::start(cfg.http.listen, store, engine.clone()).await?;
@@ -180,6 +182,8 @@ async fn serve(cfg: Arc<Config>) -> Result<()> {
     );
     engine.drain(cfg.shutdown_grace).await;
     sip.abort();
+    // Every call task has ended and handed its record over: wait until they are stored.
+    engine.records.flush().await;
     tracing::info!("verde stopped");
     Ok(())
 }

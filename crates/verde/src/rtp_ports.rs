@@ -38,13 +38,20 @@ impl RtpPorts {
         for _ in 0..pairs {
             let n = self.next.fetch_add(1, Ordering::Relaxed) % pairs;
             let port = (low + 2 * n) as u16;
-            let Ok(rtp) = UdpSocket::bind(SocketAddr::new(ip, port)).await else {
-                continue;
+            let pair = async {
+                let rtp = UdpSocket::bind(SocketAddr::new(ip, port)).await?;
+                let rtcp = UdpSocket::bind(SocketAddr::new(ip, port + 1)).await?;
+                Ok::<_, std::io::Error>(RtpPair { rtp, rtcp, port })
             };
-            let Ok(rtcp) = UdpSocket::bind(SocketAddr::new(ip, port + 1)).await else {
-                continue;
-            };
-            return Some(RtpPair { rtp, rtcp, port });
+            match pair.await {
+                Ok(p) => return Some(p),
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => continue,
+                Err(e) => {
+                    // Not a busy port (e.g. out of file descriptors): trying more won't help.
+                    tracing::error!(error = %e, port, "cannot open RTP sockets");
+                    return None;
+                }
+            }
         }
         None
     }

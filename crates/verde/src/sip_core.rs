@@ -21,10 +21,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 use verde_media::PromptCache;
-use verde_sip::{
-    ClientTxId, Endpoint, Event, Frame, Message, Method, Peer, Request, ServerTxId, Transport,
-};
-use verde_store::Store;
+use verde_sip::{ClientTxId, Endpoint, Event, Frame, Method, Peer, Request, ServerTxId, Transport};
 
 /// What call tasks (and TCP connections) ask of the SIP task.
 pub enum SipCmd {
@@ -59,7 +56,7 @@ pub struct Engine {
     pub media_ip: IpAddr,
     pub flows: FlowsHandle,
     pub prompts: Arc<PromptCache>,
-    pub store: Arc<dyn Store>,
+    pub records: crate::records::Records,
     pub rtp_ports: RtpPorts,
     calls: DashMap<String, mpsc::Sender<CallInput>>,
     draining: AtomicBool,
@@ -73,7 +70,7 @@ impl Engine {
         media_ip: IpAddr,
         flows: FlowsHandle,
         prompts: Arc<PromptCache>,
-        store: Arc<dyn Store>,
+        records: crate::records::Records,
     ) -> Self {
         let (sip_tx, sip_rx) = mpsc::channel(8192);
         Self {
@@ -82,7 +79,7 @@ impl Engine {
             media_ip,
             flows,
             prompts,
-            store,
+            records,
             calls: DashMap::new(),
             draining: AtomicBool::new(false),
             sip_tx,
@@ -560,16 +557,6 @@ async fn tcp_connection(stream: TcpStream, peer: SocketAddr, sip: mpsc::Sender<S
     }
     let _ = sip.send(SipCmd::TcpClosed { peer }).await;
     writer.abort();
-}
-
-/// Message helpers that several places need.
-pub fn is_sdp(msg: &Message) -> bool {
-    let ct = match msg {
-        Message::Request(r) => r.headers.get("content-type"),
-        Message::Response(r) => r.headers.get("content-type"),
-    };
-    ct.map(|c| c.trim().to_ascii_lowercase().starts_with("application/sdp"))
-        .unwrap_or(false)
 }
 
 #[cfg(test)]
