@@ -23,3 +23,10 @@ pub use flow::{DirCatalog, Flow, FlowError, FlowSet, PromptCatalog};
 pub use interpreter::{CallInfo, Interpreter, IvrAction, IvrEvent, Outcome, PromptRef};
 pub use loader::{check_flow_file, load_flows, parse_flow, reload_flows};
 pub use schedule::{Schedule, ScheduleState};
+
+/// Prompt names that speak the number `n` in `lang` (digit by digit in languages without a
+/// number grammar here), for announcements outside flows such as queue positions.
+pub fn number_prompts(lang: &str, n: u64) -> Vec<String> {
+    let digits = n.to_string();
+    numbers::as_number(lang, &digits).unwrap_or_else(|| numbers::digit_by_digit(&digits))
+}

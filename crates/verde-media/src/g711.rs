@@ -3,6 +3,8 @@
 //! Encoding is done with bit operations (it is cheap enough per sample and avoids a 64 KiB
 //! table per law); decoding uses 256-entry tables built at compile time.
 
+use std::sync::LazyLock;
+
 /// μ-law bias added before segment search (G.711 table 2a, scaled to 16-bit input).
 const ULAW_BIAS: i32 = 0x84;
 /// Largest magnitude that fits in μ-law after adding the bias.
@@ -149,6 +151,27 @@ pub fn decode_alaw(codes: &[u8], out: &mut Vec<i16>) {
     out.extend(codes.iter().map(|&c| alaw_to_linear(c)));
 }
 
+/// Direct μ-law -> A-law and A-law -> μ-law maps, each entry computed through linear PCM so
+/// the result is exactly "decode, then encode", at one lookup per sample for the bridge.
+static ULAW_TO_ALAW: LazyLock<[u8; 256]> =
+    LazyLock::new(|| std::array::from_fn(|i| linear_to_alaw(ulaw_to_linear(i as u8))));
+static ALAW_TO_ULAW: LazyLock<[u8; 256]> =
+    LazyLock::new(|| std::array::from_fn(|i| linear_to_ulaw(alaw_to_linear(i as u8))));
+
+/// Converts μ-law bytes to A-law into `out` (cleared first), as decoding and re-encoding would.
+pub fn ulaw_to_alaw(codes: &[u8], out: &mut Vec<u8>) {
+    let table = &*ULAW_TO_ALAW;
+    out.clear();
+    out.extend(codes.iter().map(|&c| table[c as usize]));
+}
+
+/// Converts A-law bytes to μ-law into `out` (cleared first), as decoding and re-encoding would.
+pub fn alaw_to_ulaw(codes: &[u8], out: &mut Vec<u8>) {
+    let table = &*ALAW_TO_ULAW;
+    out.clear();
+    out.extend(codes.iter().map(|&c| table[c as usize]));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,5 +271,33 @@ mod tests {
             assert_eq!(da[i], alaw_to_linear(a[i]));
             assert_eq!(du[i], ulaw_to_linear(u[i]));
         }
+    }
+
+    #[test]
+    fn transcoding_equals_decode_then_encode_and_round_trips() {
+        let all: Vec<u8> = (0..=255).collect();
+        let mut a = Vec::new();
+        ulaw_to_alaw(&all, &mut a);
+        let mut u = Vec::new();
+        alaw_to_ulaw(&all, &mut u);
+        for i in 0..256 {
+            assert_eq!(
+                a[i],
+                linear_to_alaw(ulaw_to_linear(i as u8)),
+                "ulaw {i:#04x}"
+            );
+            assert_eq!(
+                u[i],
+                linear_to_ulaw(alaw_to_linear(i as u8)),
+                "alaw {i:#04x}"
+            );
+        }
+        // Silence maps to silence, and a speech-level sample survives a double conversion
+        // within one A-law step.
+        assert_eq!(a[ULAW_SILENCE as usize], linear_to_alaw(0));
+        let x = linear_to_ulaw(3000);
+        let mut back = Vec::new();
+        alaw_to_ulaw(&[a[x as usize]], &mut back);
+        assert!((i32::from(ulaw_to_linear(back[0])) - 3000).abs() < 130);
     }
 }

@@ -1,8 +1,9 @@
 //! verde-media: everything a call leg needs to speak G.711 over RTP.
 //!
 //! It owns SDP offer/answer ([`sdp`]), RTP/RTCP ([`rtp`]), G.711 companding ([`g711`]),
-//! DTMF by RFC 4733 and in-band Goertzel detection ([`dtmf`]), the prompt cache ([`prompt`])
-//! and the per-leg [`MediaSession`] that ties them together.
+//! DTMF by RFC 4733 and in-band Goertzel detection ([`dtmf`]), the prompt cache ([`prompt`]),
+//! the per-leg [`MediaSession`] that ties them together, and [`bridge_step`], which relays
+//! audio and digits between the two legs of a B2BUA call.
 //!
 //! It is sans-IO: callers pass `now: Instant` (and wall-clock time where RTCP needs it) and
 //! move datagrams in and out; nothing here opens sockets, sleeps or reads the clock. The
@@ -11,6 +12,7 @@
 //! It must not know about SIP (it sees SDP bodies as strings and reports errors the caller
 //! maps to 400/488) nor about IVR flows (it plays what it is given and reports digits).
 
+pub mod bridge;
 pub mod dtmf;
 pub mod g711;
 pub mod prompt;
@@ -18,9 +20,10 @@ pub mod rtp;
 pub mod sdp;
 pub mod session;
 
+pub use bridge::bridge_step;
 pub use prompt::{Prompt, PromptCache, PromptError};
 pub use sdp::{answer, Codec, Direction, LocalSdp, Negotiated, SdpError};
 pub use session::{
-    DtmfSource, InbandDtmf, MediaConfig, MediaEvent, MediaSession, MediaStats, Socket,
-    TapDirection, TapFrame, Transmit,
+    DtmfSource, InbandDtmf, MediaConfig, MediaEvent, MediaSession, MediaStats, Relay, RelayFrame,
+    Socket, TapDirection, TapFrame, Transmit,
 };

@@ -90,6 +90,24 @@ impl RtpSender {
             .wrapping_add(samples_between(self.clock_origin, now))
     }
 
+    /// The timestamp for something that starts at `now` outside the current talkspurt (a new
+    /// talkspurt, a relayed stream, a DTMF event): the media clock, but never stepping back
+    /// or repeating a timestamp already sent when it resumes within one frame.
+    pub fn fresh_timestamp(&self, now: Instant) -> u32 {
+        let ts = self.timestamp_at(now);
+        match self.last_ts {
+            Some(last) => {
+                let min = last.wrapping_add(SAMPLES_PER_FRAME as u32);
+                if (ts.wrapping_sub(min) as i32) < 0 {
+                    min
+                } else {
+                    ts
+                }
+            }
+            None => ts,
+        }
+    }
+
     /// Whether a talkspurt is in progress.
     pub fn in_talkspurt(&self) -> bool {
         self.spurt.is_some()
@@ -100,14 +118,7 @@ impl RtpSender {
         if self.spurt.is_some() {
             return;
         }
-        let mut first_ts = self.timestamp_at(now);
-        if let Some(last) = self.last_ts {
-            // Never step back or repeat a timestamp if playback resumes within one frame.
-            let min = last.wrapping_add(SAMPLES_PER_FRAME as u32);
-            if (first_ts.wrapping_sub(min) as i32) < 0 {
-                first_ts = min;
-            }
-        }
+        let first_ts = self.fresh_timestamp(now);
         self.spurt = Some(Talkspurt {
             origin: now,
             first_ts,

@@ -1,5 +1,10 @@
 //! SDP offer/answer (RFC 3264) for one G.711 audio stream.
 //!
+//! Both roles are covered: [`LocalSdp::answer`] for offers we receive (trunk INVITEs,
+//! re-INVITEs), [`LocalSdp::offer`] plus [`LocalSdp::accept_answer`] for SDP we originate
+//! (the INVITE to an agent's phone, or the 200 to a delayed-offer INVITE whose answer comes
+//! in the ACK).
+//!
 //! Parsing is done by `rtc-sdp` (the sans-IO webrtc-rs SDP lexer): it is strict about line
 //! order and the mandatory `v=`/`o=`/`s=`/`t=` lines, which is what we want from trunks.
 //! The answer itself is written by hand: it is a dozen fixed lines and we need exact control
@@ -105,18 +110,24 @@ pub enum SdpError {
     /// The offer is not valid SDP or misses what we need (maps to SIP 400).
     #[error("malformed SDP: {0}")]
     Malformed(String),
-    /// No offered audio codec is one we support (maps to SIP 488).
+    /// No offered audio codec is one we support, or an answer picked a codec we did not
+    /// offer (maps to SIP 488; for an answer, end the call).
     #[error("no common codec")]
     NoCommonCodec,
-    /// The offer has no usable RTP/AVP audio stream (maps to SIP 488).
+    /// The offer has no usable RTP/AVP audio stream, or the answer refused ours (maps to 488).
     #[error("no audio stream in offer")]
     NoAudio,
+    /// [`LocalSdp::accept_answer`] was called before any [`LocalSdp::offer`]: a bug in the
+    /// caller, not in the remote's SDP.
+    #[error("SDP answer without an outstanding offer")]
+    NoPendingOffer,
 }
 
 /// The outcome of one offer/answer exchange.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Negotiated {
-    /// The SDP answer body to send.
+    /// Our SDP for this exchange: the answer to send for [`LocalSdp::answer`]; for
+    /// [`LocalSdp::accept_answer`], the offer that was already sent (kept for the record).
     pub answer: String,
     pub codec: Codec,
     /// Payload type to use for `codec` (the offerer's, usually the static one).
@@ -127,7 +138,8 @@ pub struct Negotiated {
     pub remote: SocketAddr,
     /// Where to send RTCP: `a=rtcp` (RFC 3605) if present, else RTP port + 1.
     pub remote_rtcp: SocketAddr,
-    /// Our direction as written in the answer.
+    /// Our direction: as written in our answer, or for an answer we accepted, what our offer
+    /// and the remote's answer both allow.
     pub direction: Direction,
 }
 
@@ -141,7 +153,18 @@ pub struct LocalSdp {
     session_id: u64,
     version: u64,
     last_body: Option<String>,
+    /// What our last offer proposed, until a remote offer supersedes it.
+    pending_offer: Option<PendingOffer>,
 }
+
+#[derive(Debug, Clone)]
+struct PendingOffer {
+    direction: Direction,
+    sdp: String,
+}
+
+/// The payload type we offer for telephone-event/8000 (the de-facto common choice).
+pub const OFFER_DTMF_PT: u8 = 101;
 
 impl LocalSdp {
     /// `session_id` should be random or time based; the first answer uses it as version too.
@@ -153,6 +176,7 @@ impl LocalSdp {
             session_id,
             version: session_id,
             last_body: None,
+            pending_offer: None,
         }
     }
 
@@ -165,11 +189,9 @@ impl LocalSdp {
     pub fn answer(&mut self, offer: &str) -> Result<Negotiated, SdpError> {
         let remote = parse_offer(offer, &self.supported)?;
         let body = self.body(&remote);
-        if self.last_body.as_ref().is_some_and(|b| *b != body) {
-            self.version += 1;
-        }
-        let answer = self.render(&body);
-        self.last_body = Some(body);
+        let answer = self.commit(body);
+        // A remote offer supersedes ours (glare is resolved by SIP, not here).
+        self.pending_offer = None;
         Ok(Negotiated {
             answer,
             codec: remote.codec,
@@ -179,6 +201,83 @@ impl LocalSdp {
             remote_rtcp: remote.rtcp,
             direction: remote.answer_direction,
         })
+    }
+
+    /// A `sendrecv` offer: every supported codec in our preference order, with their static
+    /// payload types, telephone-event/8000 as PT [`OFFER_DTMF_PT`], ptime 20.
+    pub fn offer(&mut self) -> String {
+        self.offer_with_direction(Direction::SendRecv)
+    }
+
+    /// An offer with an explicit direction: `SendOnly` puts the remote on hold, `Inactive`
+    /// stops media both ways, `SendRecv` resumes. Use it for re-INVITEs too; the `o=` version
+    /// is bumped when the body differs from the last SDP we sent.
+    pub fn offer_with_direction(&mut self, direction: Direction) -> String {
+        let mut s = String::with_capacity(256);
+        let at = self.addr_type();
+        let _ = write!(
+            s,
+            "s=verde\r\nc=IN {at} {}\r\nt=0 0\r\nm=audio {} RTP/AVP",
+            self.local_ip, self.local_port
+        );
+        for c in &self.supported {
+            let _ = write!(s, " {}", c.static_payload_type());
+        }
+        let _ = write!(s, " {OFFER_DTMF_PT}\r\n");
+        for c in &self.supported {
+            let _ = write!(
+                s,
+                "a=rtpmap:{} {}/8000\r\n",
+                c.static_payload_type(),
+                c.encoding_name()
+            );
+        }
+        let _ = write!(
+            s,
+            "a=rtpmap:{OFFER_DTMF_PT} telephone-event/8000\r\na=fmtp:{OFFER_DTMF_PT} 0-15\r\n\
+             a=ptime:20\r\na={}\r\n",
+            direction.attribute()
+        );
+        let sdp = self.commit(s);
+        self.pending_offer = Some(PendingOffer {
+            direction,
+            sdp: sdp.clone(),
+        });
+        sdp
+    }
+
+    /// Takes the remote's answer to our last offer (a 200 to our INVITE or re-INVITE, or the
+    /// ACK of a delayed-offer INVITE). The answer must accept our audio stream with one of the
+    /// codecs we offered; its telephone-event PT (if any) becomes `dtmf_pt`, and our direction
+    /// is what both our offer and the mirrored answer allow (RFC 3264 §6.1).
+    ///
+    /// We send with the answer's payload types (they say what the remote expects to receive).
+    pub fn accept_answer(&mut self, answer: &str) -> Result<Negotiated, SdpError> {
+        let offer = self
+            .pending_offer
+            .as_ref()
+            .ok_or(SdpError::NoPendingOffer)?;
+        let remote = parse_offer(answer, &self.supported)?;
+        let direction = intersect(offer.direction, remote.answer_direction);
+        Ok(Negotiated {
+            answer: offer.sdp.clone(),
+            codec: remote.codec,
+            payload_type: remote.payload_type,
+            dtmf_pt: remote.dtmf_pt,
+            remote: remote.rtp,
+            remote_rtcp: remote.rtcp,
+            direction,
+        })
+    }
+
+    /// Renders `body` under an `o=` line whose version changes only when the body does.
+    fn commit(&mut self, body: String) -> String {
+        if self.last_body.as_ref().is_some_and(|b| *b != body) {
+            self.version += 1;
+        }
+        let sdp = self.render(&body);
+        self.last_body = Some(body);
+        sdp
     }
 
     fn addr_type(&self) -> &'static str {
@@ -229,6 +328,16 @@ impl LocalSdp {
             self.addr_type(),
             self.local_ip
         )
+    }
+}
+
+/// What two directions both allow.
+fn intersect(a: Direction, b: Direction) -> Direction {
+    match (a.sends() && b.sends(), a.receives() && b.receives()) {
+        (true, true) => Direction::SendRecv,
+        (true, false) => Direction::SendOnly,
+        (false, true) => Direction::RecvOnly,
+        (false, false) => Direction::Inactive,
     }
 }
 
@@ -617,6 +726,159 @@ mod tests {
             line(&unhold.answer, "o="),
             Some("o=verde 777 779 IN IP4 192.0.2.10")
         );
+    }
+
+    fn answer_sdp(media: &str, extra: &str) -> String {
+        format!(
+            "v=0\r\no=phone 9 9 IN IP4 203.0.113.20\r\ns=-\r\nc=IN IP4 203.0.113.20\r\nt=0 0\r\n{media}\r\n{extra}"
+        )
+    }
+
+    #[test]
+    fn offer_lists_our_codecs_dtmf_and_direction_and_parses() {
+        let mut local = LocalSdp::new(LOCAL, 4000, BOTH, 555);
+        let o = local.offer();
+        assert_eq!(line(&o, "o="), Some("o=verde 555 555 IN IP4 192.0.2.10"));
+        assert_eq!(line(&o, "m="), Some("m=audio 4000 RTP/AVP 0 8 101"));
+        assert_eq!(line(&o, "c="), Some("c=IN IP4 192.0.2.10"));
+        for attr in [
+            "a=rtpmap:0 PCMU/8000",
+            "a=rtpmap:8 PCMA/8000",
+            "a=rtpmap:101 telephone-event/8000",
+            "a=fmtp:101 0-15",
+            "a=ptime:20",
+            "a=sendrecv",
+        ] {
+            assert!(o.lines().any(|l| l == attr), "{attr} missing from {o}");
+        }
+        // Our own offer must be answerable by our own answerer: proves it is well-formed SDP.
+        let n = answer(&o, "198.51.100.1".parse().unwrap(), 6000, BOTH).unwrap();
+        assert_eq!((n.codec, n.dtmf_pt), (Codec::Pcmu, Some(101)));
+        assert_eq!(n.remote, "192.0.2.10:4000".parse().unwrap());
+
+        // Same offer again (e.g. a session refresh): same version. Hold: new version.
+        assert_eq!(local.offer(), o);
+        let hold = local.offer_with_direction(Direction::SendOnly);
+        assert!(hold.lines().any(|l| l == "a=sendonly"));
+        assert_eq!(line(&hold, "o="), Some("o=verde 555 556 IN IP4 192.0.2.10"));
+
+        let pcma_only = LocalSdp::new(LOCAL, 4000, &[Codec::Pcma], 1).offer();
+        assert_eq!(line(&pcma_only, "m="), Some("m=audio 4000 RTP/AVP 8 101"));
+        assert!(!pcma_only.contains("PCMU"));
+    }
+
+    #[test]
+    fn accept_answer_reads_codec_address_dtmf_and_direction() {
+        let mut local = LocalSdp::new(LOCAL, 4000, BOTH, 1);
+        assert_eq!(
+            local.accept_answer(&answer_sdp("m=audio 5004 RTP/AVP 0", "")),
+            Err(SdpError::NoPendingOffer)
+        );
+        let offer = local.offer();
+        let n = local
+            .accept_answer(&answer_sdp(
+                "m=audio 5004 RTP/AVP 8 101",
+                "a=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n",
+            ))
+            .unwrap();
+        assert_eq!((n.codec, n.payload_type), (Codec::Pcma, 8));
+        assert_eq!(n.dtmf_pt, Some(101));
+        assert_eq!(n.remote, "203.0.113.20:5004".parse().unwrap());
+        assert_eq!(n.remote_rtcp, "203.0.113.20:5005".parse().unwrap());
+        assert_eq!(n.direction, Direction::SendRecv);
+        assert_eq!(n.answer, offer);
+
+        // A phone that does not do RFC 4733 and answers with a dynamic PT for PCMU.
+        let n = local
+            .accept_answer(&answer_sdp(
+                "m=audio 5004 RTP/AVP 96",
+                "a=rtpmap:96 PCMU/8000\r\n",
+            ))
+            .unwrap();
+        assert_eq!(
+            (n.codec, n.payload_type, n.dtmf_pt),
+            (Codec::Pcmu, 96, None)
+        );
+
+        // The answerer puts itself on hold in the answer: we receive only.
+        let n = local
+            .accept_answer(&answer_sdp("m=audio 5004 RTP/AVP 0", "a=sendonly\r\n"))
+            .unwrap();
+        assert_eq!(n.direction, Direction::RecvOnly);
+    }
+
+    #[test]
+    fn accept_answer_rejects_codecs_we_did_not_offer_and_refused_streams() {
+        let mut local = LocalSdp::new(LOCAL, 4000, &[Codec::Pcmu], 1);
+        local.offer();
+        // PCMA was not in this offer, nor G.729.
+        assert_eq!(
+            local.accept_answer(&answer_sdp("m=audio 5004 RTP/AVP 8", "")),
+            Err(SdpError::NoCommonCodec)
+        );
+        assert_eq!(
+            local.accept_answer(&answer_sdp(
+                "m=audio 5004 RTP/AVP 18",
+                "a=rtpmap:18 G729/8000\r\n"
+            )),
+            Err(SdpError::NoCommonCodec)
+        );
+        assert_eq!(
+            local.accept_answer(&answer_sdp("m=audio 0 RTP/AVP 0", "")),
+            Err(SdpError::NoAudio)
+        );
+        assert!(matches!(
+            local.accept_answer("garbage"),
+            Err(SdpError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn hold_offer_answered_recvonly_leaves_us_sending_only() {
+        let mut local = LocalSdp::new(LOCAL, 4000, BOTH, 1);
+        local.offer_with_direction(Direction::SendOnly);
+        let n = local
+            .accept_answer(&answer_sdp("m=audio 5004 RTP/AVP 0", "a=recvonly\r\n"))
+            .unwrap();
+        assert_eq!(n.direction, Direction::SendOnly);
+        // A sloppy answerer that says sendrecv to our sendonly still does not make us receive.
+        local.offer_with_direction(Direction::SendOnly);
+        let n = local
+            .accept_answer(&answer_sdp("m=audio 5004 RTP/AVP 0", "a=sendrecv\r\n"))
+            .unwrap();
+        assert_eq!(n.direction, Direction::SendOnly);
+        // Inactive offer: nothing either way.
+        local.offer_with_direction(Direction::Inactive);
+        let n = local
+            .accept_answer(&answer_sdp("m=audio 5004 RTP/AVP 0", "a=inactive\r\n"))
+            .unwrap();
+        assert!(!n.direction.sends() && !n.direction.receives());
+    }
+
+    #[test]
+    fn delayed_offer_then_remote_reinvite_bumps_version_once() {
+        // INVITE without SDP: we offer in the 200, the ACK carries the answer.
+        let mut local = LocalSdp::new(LOCAL, 4000, BOTH, 40);
+        let o = local.offer();
+        local
+            .accept_answer(&answer_sdp(
+                "m=audio 5004 RTP/AVP 0 101",
+                "a=rtpmap:101 telephone-event/8000\r\n",
+            ))
+            .unwrap();
+        // Then the caller re-INVITEs (hold): our answer differs from our offer, so version + 1.
+        let hold = answer_sdp(
+            "m=audio 5004 RTP/AVP 0 101",
+            "a=rtpmap:101 telephone-event/8000\r\na=sendonly\r\n",
+        );
+        let n = local.answer(&hold).unwrap();
+        assert_eq!(line(&o, "o="), Some("o=verde 40 40 IN IP4 192.0.2.10"));
+        assert_eq!(
+            line(&n.answer, "o="),
+            Some("o=verde 40 41 IN IP4 192.0.2.10")
+        );
+        // The remote offer superseded ours.
+        assert_eq!(local.accept_answer(&hold), Err(SdpError::NoPendingOffer));
     }
 
     #[test]

@@ -4,6 +4,12 @@
 //! [`MediaSession::handle_packet`], calls [`MediaSession::handle_timeout`] at
 //! [`MediaSession::poll_timeout`], and sends whatever [`MediaSession::poll_transmit`] yields on
 //! the socket it names.
+//!
+//! Besides prompts ([`MediaSession::play`]) a session can loop music on hold
+//! ([`MediaSession::play_loop`]), send RFC 4733 digits ([`MediaSession::send_dtmf`]) and take
+//! part in a bridge: with [`MediaSession::set_relay`] on, what it receives is queued for
+//! [`MediaSession::poll_relay`], and [`MediaSession::send_relay`] sends another leg's audio
+//! on this leg's own RTP stream. [`crate::bridge::bridge_step`] wires two sessions together.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -12,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 
-use crate::dtmf::{InbandDetector, Rfc4733Receiver};
+use crate::dtmf::{self as dtmf_mod, EventPacket, InbandDetector, Rfc4733Receiver};
 use crate::g711;
 use crate::prompt::Prompt;
 use crate::rtp::{
@@ -113,6 +119,29 @@ pub struct TapFrame {
     pub pcm: Vec<i16>,
 }
 
+/// One received audio packet, in order after the jitter buffer, for the bridged leg.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayFrame {
+    pub codec: Codec,
+    /// The encoded payload as received (a slice of the datagram, not a copy).
+    pub payload: Bytes,
+    /// RTP timestamp on the source stream; only differences between frames matter.
+    pub timestamp: u32,
+    /// Start of a talkspurt on the source (its marker bit, or a new source stream).
+    pub marker: bool,
+}
+
+/// What a relaying session hands to the other leg of a bridge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Relay {
+    Audio(RelayFrame),
+    /// A complete RFC 4733 digit (it is also reported as [`MediaEvent::Dtmf`]).
+    Dtmf {
+        digit: char,
+        duration_ms: u32,
+    },
+}
+
 /// Counters for the call record and monitoring.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MediaStats {
@@ -140,6 +169,16 @@ pub struct MediaStats {
 /// A new SSRC from a new address may take over after the current one is silent this long.
 const SOURCE_TAKEOVER: Duration = Duration::from_secs(2);
 const TAP_CAPACITY: usize = 100;
+/// Relayed items waiting for `poll_relay`; the bridge drains after every input, so this only
+/// fills if nobody does, and then the oldest audio is the least useful.
+const RELAY_CAPACITY: usize = 50;
+/// A relayed stream whose mapped timestamps stray this far from our media clock is re-anchored
+/// (source restarted its timestamps, or hours of clock drift).
+const RELAY_MAX_SKEW: u32 = 8000;
+/// Silence between two digits we send back to back.
+const DTMF_GAP: Duration = Duration::from_millis(50);
+/// RFC 4733 volume field for digits we generate (-10 dBm0).
+const DTMF_VOLUME: u8 = 10;
 
 struct Source {
     addr: SocketAddr,
@@ -147,13 +186,30 @@ struct Source {
     last_seen: Instant,
 }
 
+/// Prompt playback on a fixed 20 ms grid. Two layers share the grid: announcements queued by
+/// `play` (foreground) and an optional loop (background) that plays whenever the foreground
+/// is empty and keeps its position while an announcement interrupts it.
 struct Playback {
     queue: VecDeque<Arc<Prompt>>,
     offset: usize,
+    background: Option<Loop>,
     origin: Instant,
     frames: u64,
     /// Set once the queue has been drained: the time the last frame has been heard.
     finish_at: Option<Instant>,
+}
+
+struct Loop {
+    prompt: Arc<Prompt>,
+    offset: usize,
+}
+
+/// An RFC 4733 event being sent.
+struct DtmfOut {
+    start: Instant,
+    timestamp: u32,
+    packets: Vec<EventPacket>,
+    next: usize,
 }
 
 pub struct MediaSession {
@@ -176,6 +232,19 @@ pub struct MediaSession {
     playback: Option<Playback>,
     frame: Vec<u8>,
     pcm: Vec<i16>,
+
+    relay: bool,
+    relay_out: VecDeque<Relay>,
+    /// Set when the source stream changes, so the next relayed frame says so.
+    relay_new_stream: bool,
+    /// Our timestamp minus the source's, for the relayed stream being sent; `None` when the
+    /// next relayed frame must start a new talkspurt.
+    relay_offset: Option<u32>,
+    relay_buf: Vec<u8>,
+
+    dtmf_out: Option<DtmfOut>,
+    dtmf_queue: VecDeque<(char, u32)>,
+    dtmf_next_start: Instant,
 
     next_rtcp: Instant,
     sent_at_last_report: u32,
@@ -219,6 +288,14 @@ impl MediaSession {
             playback: None,
             frame: Vec::with_capacity(SAMPLES_PER_FRAME),
             pcm: Vec::with_capacity(SAMPLES_PER_FRAME),
+            relay: false,
+            relay_out: VecDeque::new(),
+            relay_new_stream: true,
+            relay_offset: None,
+            relay_buf: Vec::with_capacity(SAMPLES_PER_FRAME),
+            dtmf_out: None,
+            dtmf_queue: VecDeque::new(),
+            dtmf_next_start: now,
             next_rtcp: now + config.rtcp_interval / 2,
             sent_at_last_report: 0,
             last_sr: None,
@@ -260,6 +337,7 @@ impl MediaSession {
                 now,
             );
         }
+        self.relay_offset = None;
         self.codec = negotiated.codec;
         self.payload_type = negotiated.payload_type;
         self.dtmf_pt = negotiated.dtmf_pt;
@@ -272,13 +350,18 @@ impl MediaSession {
             self.rtcp_latched = false;
             self.source = None;
             self.jitter.reset();
+            self.relay_new_stream = true;
         }
     }
 
-    /// Our direction (hold/unhold). No RTP is sent unless it includes sending.
+    /// Our direction (hold/unhold). No RTP is sent unless it includes sending: prompts keep
+    /// their time but are not heard, relayed audio is dropped, digits being sent are abandoned.
     pub fn set_direction(&mut self, direction: Direction) {
         if !direction.sends() {
             self.sender.end_talkspurt();
+            self.relay_offset = None;
+            self.dtmf_out = None;
+            self.dtmf_queue.clear();
         }
         self.direction = direction;
     }
@@ -295,35 +378,206 @@ impl MediaSession {
         self.sender.ssrc()
     }
 
-    /// Queues prompts after whatever is playing; they are sent back to back as one talkspurt.
-    /// To replace the current playback, call [`Self::stop_playback`] first.
-    pub fn play(&mut self, prompts: Vec<Arc<Prompt>>, now: Instant) {
-        let pb = self.playback.get_or_insert_with(|| Playback {
+    fn playback_mut(&mut self, now: Instant) -> &mut Playback {
+        self.playback.get_or_insert_with(|| Playback {
             queue: VecDeque::new(),
             offset: 0,
+            background: None,
             origin: now,
             frames: 0,
             finish_at: None,
-        });
+        })
+    }
+
+    /// Queues prompts after whatever is playing; they are sent back to back as one talkspurt.
+    /// To replace the current playback, call [`Self::stop_playback`] first.
+    ///
+    /// Over a loop ([`Self::play_loop`]) the prompts interrupt it at the next 20 ms frame
+    /// boundary; once they have been heard `PlaybackFinished` is emitted and the loop resumes
+    /// where it was paused, in the same talkspurt.
+    pub fn play(&mut self, prompts: Vec<Arc<Prompt>>, now: Instant) {
+        let pb = self.playback_mut(now);
         pb.queue
             .extend(prompts.into_iter().filter(|p| !p.pcm.is_empty()));
         if !pb.queue.is_empty() {
             pb.finish_at = None;
-        } else if pb.frames == 0 {
-            // Nothing audible was queued: done at once.
-            self.playback = None;
+        } else if pb.finish_at.is_none() && (pb.frames == 0 || pb.background.is_some()) {
+            // Nothing audible was queued and no announcement is pending: done at once.
+            if pb.background.is_none() {
+                self.playback = None;
+            }
             self.events.push_back(MediaEvent::PlaybackFinished);
         }
     }
 
-    /// Stops playback at once. Does not emit `PlaybackFinished`.
+    /// Plays `prompt` over and over (music on hold) until [`Self::stop_loop`] or
+    /// [`Self::stop_playback`]. Wrap-around is seamless (same talkspurt, no gap) and emits no
+    /// event. Replaces any loop already playing; prompts queued by [`Self::play`] play first.
+    pub fn play_loop(&mut self, prompt: Arc<Prompt>, now: Instant) {
+        if prompt.pcm.is_empty() {
+            tracing::debug!("empty loop prompt ignored");
+            return;
+        }
+        self.playback_mut(now).background = Some(Loop { prompt, offset: 0 });
+    }
+
+    /// Stops the loop, letting queued prompts finish. Emits no event.
+    pub fn stop_loop(&mut self, _now: Instant) {
+        let Some(pb) = self.playback.as_mut() else {
+            return;
+        };
+        pb.background = None;
+        if pb.queue.is_empty() && pb.finish_at.is_none() {
+            self.playback = None;
+            self.sender.end_talkspurt();
+        }
+    }
+
+    /// Stops playback at once, loop included. Does not emit `PlaybackFinished`.
     pub fn stop_playback(&mut self, _now: Instant) {
         self.playback = None;
         self.sender.end_talkspurt();
     }
 
+    /// Whether prompts or a loop are playing. While they are, relayed audio is not sent.
     pub fn is_playing(&self) -> bool {
         self.playback.is_some()
+    }
+
+    /// Queues what this leg receives for [`Self::poll_relay`] (on while bridged). Turning it
+    /// off drops anything not yet polled.
+    pub fn set_relay(&mut self, on: bool) {
+        self.relay = on;
+        if !on {
+            self.relay_out.clear();
+        }
+    }
+
+    /// The next received audio frame or RFC 4733 digit to hand to the other leg.
+    pub fn poll_relay(&mut self) -> Option<Relay> {
+        self.relay_out.pop_front()
+    }
+
+    /// Sends another leg's audio on this leg at once (no pacing: the source paced it), on our
+    /// own SSRC, sequence and timestamp space. Same codec: the payload is forwarded as is;
+    /// PCMU<->PCMA: transcoded. Timestamps keep the source's spacing (its silence gaps
+    /// included) within a talkspurt; a new talkspurt (first frame, source marker, after our
+    /// own prompts or digits) is anchored to our media clock and carries the marker bit.
+    ///
+    /// Returns whether a packet was queued: nothing is sent on hold, before the remote
+    /// address is known, while prompts play on this leg, or while we send a digit.
+    pub fn send_relay(&mut self, frame: &RelayFrame, now: Instant) -> bool {
+        if !self.direction.sends()
+            || !self.remote_known()
+            || self.playback.is_some()
+            || self.dtmf_out.is_some()
+        {
+            self.relay_offset = None;
+            return false;
+        }
+        let anchored = self.relay_offset.and_then(|offset| {
+            let ts = frame.timestamp.wrapping_add(offset);
+            let skew = ts.wrapping_sub(self.sender.timestamp_at(now));
+            let skew = (skew as i32).unsigned_abs();
+            (!frame.marker && skew <= RELAY_MAX_SKEW).then_some(ts)
+        });
+        let (ts, marker) = match anchored {
+            Some(ts) => (ts, false),
+            None => {
+                let ts = self.sender.fresh_timestamp(now);
+                self.relay_offset = Some(ts.wrapping_sub(frame.timestamp));
+                (ts, true)
+            }
+        };
+        let pt = self.payload_type;
+        let bytes = if frame.codec == self.codec {
+            self.sender.build(pt, marker, ts, &frame.payload)
+        } else {
+            match frame.codec {
+                Codec::Pcmu => g711::ulaw_to_alaw(&frame.payload, &mut self.relay_buf),
+                Codec::Pcma => g711::alaw_to_ulaw(&frame.payload, &mut self.relay_buf),
+            }
+            self.sender.build(pt, marker, ts, &self.relay_buf)
+        };
+        self.transmits.push_back(Transmit {
+            socket: Socket::Rtp,
+            to: self.remote_rtp,
+            bytes,
+        });
+        if self.config.audio_tap {
+            match frame.codec {
+                Codec::Pcmu => g711::decode_ulaw(&frame.payload, &mut self.pcm),
+                Codec::Pcma => g711::decode_alaw(&frame.payload, &mut self.pcm),
+            }
+            self.push_tap(TapDirection::Sent, ts);
+        }
+        true
+    }
+
+    /// Sends `digit` as RFC 4733 events with our telephone-event PT: a marked start packet at
+    /// once, updates every 50 ms, three end packets after `duration_ms` (clamped to 40..8000),
+    /// all with the timestamp of the event's start. Digits sent back to back queue with a
+    /// 50 ms gap. Audio (prompts, relay) is suppressed while a digit is sent.
+    ///
+    /// Returns `false` (and sends nothing) if the remote did not negotiate telephone-event,
+    /// `digit` is not 0-9, *, #, A-D, or the leg does not send (hold).
+    pub fn send_dtmf(&mut self, digit: char, duration_ms: u32, now: Instant) -> bool {
+        if self.dtmf_pt.is_none()
+            || dtmf_mod::digit_to_event(digit).is_none()
+            || !self.direction.sends()
+            || !self.remote_known()
+        {
+            return false;
+        }
+        self.dtmf_queue.push_back((digit, duration_ms));
+        self.run_dtmf(now);
+        true
+    }
+
+    fn run_dtmf(&mut self, now: Instant) {
+        let Some(pt) = self.dtmf_pt else {
+            self.dtmf_out = None;
+            self.dtmf_queue.clear();
+            return;
+        };
+        loop {
+            if let Some(out) = self.dtmf_out.as_mut() {
+                while let Some(p) = out.packets.get(out.next) {
+                    if out.start + p.offset > now {
+                        return;
+                    }
+                    out.next += 1;
+                    let bytes = self.sender.build(pt, p.marker, out.timestamp, &p.payload);
+                    self.transmits.push_back(Transmit {
+                        socket: Socket::Rtp,
+                        to: self.remote_rtp,
+                        bytes,
+                    });
+                }
+                let end = out.start + out.packets.last().map_or(Duration::ZERO, |p| p.offset);
+                self.dtmf_out = None;
+                self.dtmf_next_start = end + DTMF_GAP;
+                continue;
+            }
+            if self.dtmf_queue.is_empty() || now < self.dtmf_next_start {
+                return;
+            }
+            let Some((digit, duration_ms)) = self.dtmf_queue.pop_front() else {
+                return;
+            };
+            let Some(packets) = dtmf_mod::rfc4733_packets(digit, duration_ms, DTMF_VOLUME) else {
+                continue;
+            };
+            // The event interrupts our audio: whatever follows starts a new talkspurt.
+            self.sender.end_talkspurt();
+            self.relay_offset = None;
+            self.dtmf_out = Some(DtmfOut {
+                start: now,
+                timestamp: self.sender.fresh_timestamp(now),
+                packets,
+                next: 0,
+            });
+        }
     }
 
     /// Sends an RTCP BYE; call when the leg ends.
@@ -396,6 +650,7 @@ impl MediaSession {
             }
         };
         if take {
+            self.relay_new_stream = true;
             self.source = Some(Source {
                 addr: from,
                 stats: ReceiveStats::new(pkt.ssrc, pkt.sequence, now),
@@ -423,14 +678,23 @@ impl MediaSession {
         while let Some(pkt) = self.jitter.pop(now) {
             if Some(pkt.payload_type) == self.dtmf_pt && pkt.payload_type != self.payload_type {
                 self.rfc4733.handle(pkt.timestamp, &pkt.payload, now);
-                while let Some(d) = self.rfc4733.poll_digit() {
-                    self.events.push_back(MediaEvent::Dtmf {
-                        digit: d.digit,
-                        duration_ms: d.duration_ms,
-                        source: DtmfSource::Rfc4733,
-                    });
-                }
+                self.report_rfc4733_digits();
                 continue;
+            }
+            if self.relay {
+                if self.relay_out.len() == RELAY_CAPACITY {
+                    tracing::debug!("relay queue full: dropping the oldest item");
+                    self.relay_out.pop_front();
+                }
+                // Take the flag first: `||` would skip it when the packet is marked anyway.
+                let new_stream = std::mem::take(&mut self.relay_new_stream);
+                let marker = pkt.marker || new_stream;
+                self.relay_out.push_back(Relay::Audio(RelayFrame {
+                    codec: self.codec,
+                    payload: pkt.payload.clone(),
+                    timestamp: pkt.timestamp,
+                    marker,
+                }));
             }
             if self.inband.is_none() && !self.config.audio_tap {
                 continue;
@@ -451,6 +715,23 @@ impl MediaSession {
             }
             if self.config.audio_tap {
                 self.push_tap(TapDirection::Received, pkt.timestamp);
+            }
+        }
+    }
+
+    fn report_rfc4733_digits(&mut self) {
+        while let Some(d) = self.rfc4733.poll_digit() {
+            self.events.push_back(MediaEvent::Dtmf {
+                digit: d.digit,
+                duration_ms: d.duration_ms,
+                source: DtmfSource::Rfc4733,
+            });
+            if self.relay {
+                // Digits are rare and must not be lost to a full queue of audio.
+                self.relay_out.push_back(Relay::Dtmf {
+                    digit: d.digit,
+                    duration_ms: d.duration_ms,
+                });
             }
         }
     }
@@ -519,13 +800,8 @@ impl MediaSession {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.drain_jitter(now);
         self.rfc4733.handle_timeout(now);
-        while let Some(d) = self.rfc4733.poll_digit() {
-            self.events.push_back(MediaEvent::Dtmf {
-                digit: d.digit,
-                duration_ms: d.duration_ms,
-                source: DtmfSource::Rfc4733,
-            });
-        }
+        self.report_rfc4733_digits();
+        self.run_dtmf(now);
         self.run_playback(now);
         if now >= self.next_rtcp {
             self.send_rtcp(now);
@@ -543,10 +819,17 @@ impl MediaSession {
             };
             if let Some(finish) = pb.finish_at {
                 if now >= finish {
-                    self.playback = None;
-                    self.sender.end_talkspurt();
+                    pb.finish_at = None;
                     self.events.push_back(MediaEvent::PlaybackFinished);
+                    if pb.background.is_none() {
+                        self.playback = None;
+                        self.sender.end_talkspurt();
+                        return;
+                    }
                 }
+            }
+            if pb.queue.is_empty() && pb.background.is_none() {
+                // Waiting for the last announcement frame to be heard.
                 return;
             }
             let due = pb.origin + FRAME_DURATION * pb.frames as u32;
@@ -554,11 +837,13 @@ impl MediaSession {
                 return;
             }
             pb.frames += 1;
+            let tap = self.config.audio_tap;
             // Fill one frame across prompt boundaries so back-to-back prompts have no gap.
             self.frame.clear();
-            if self.config.audio_tap {
+            if tap {
                 self.pcm.clear();
             }
+            let had_foreground = !pb.queue.is_empty();
             while self.frame.len() < SAMPLES_PER_FRAME {
                 let Some(prompt) = pb.queue.front() else {
                     break;
@@ -567,7 +852,7 @@ impl MediaSession {
                 let end = (pb.offset + want).min(prompt.pcm.len());
                 self.frame
                     .extend_from_slice(&prompt.encoded(self.codec)[pb.offset..end]);
-                if self.config.audio_tap {
+                if tap {
                     self.pcm.extend_from_slice(&prompt.pcm[pb.offset..end]);
                 }
                 pb.offset = end;
@@ -576,19 +861,34 @@ impl MediaSession {
                     pb.offset = 0;
                 }
             }
+            if had_foreground && pb.queue.is_empty() {
+                pb.finish_at = Some(due + FRAME_DURATION);
+            }
+            // The loop fills whatever the announcements leave, wrapping without a gap.
+            if let Some(bg) = pb.background.as_mut() {
+                while self.frame.len() < SAMPLES_PER_FRAME {
+                    let want = SAMPLES_PER_FRAME - self.frame.len();
+                    let end = (bg.offset + want).min(bg.prompt.pcm.len());
+                    self.frame
+                        .extend_from_slice(&bg.prompt.encoded(self.codec)[bg.offset..end]);
+                    if tap {
+                        self.pcm.extend_from_slice(&bg.prompt.pcm[bg.offset..end]);
+                    }
+                    bg.offset = if end == bg.prompt.pcm.len() { 0 } else { end };
+                }
+            }
             let silence = match self.codec {
                 Codec::Pcmu => g711::ULAW_SILENCE,
                 Codec::Pcma => g711::ALAW_SILENCE,
             };
             self.frame.resize(SAMPLES_PER_FRAME, silence);
-            if pb.queue.is_empty() {
-                pb.finish_at = Some(due + FRAME_DURATION);
-            }
-            if self.direction.sends() && self.remote_known() {
+            if self.direction.sends() && self.remote_known() && self.dtmf_out.is_none() {
                 if !self.sender.in_talkspurt() {
                     // Anchor timestamps to the schedule, not to when we got around to it.
                     self.sender.start_talkspurt(due);
                 }
+                // Relayed audio that follows must start its own talkspurt.
+                self.relay_offset = None;
                 let ts = self.sender.timestamp_at(due);
                 if let Some(bytes) = self.sender.build_frame(&self.frame) {
                     self.transmits.push_back(Transmit {
@@ -597,7 +897,7 @@ impl MediaSession {
                         bytes,
                     });
                 }
-                if self.config.audio_tap {
+                if tap {
                     self.pcm.resize(SAMPLES_PER_FRAME, 0);
                     self.push_tap(TapDirection::Sent, ts);
                 }
@@ -637,12 +937,22 @@ impl MediaSession {
 
     /// The next instant `handle_timeout` must be called at.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let playback = self.playback.as_ref().map(|pb| {
-            pb.finish_at
-                .unwrap_or_else(|| pb.origin + FRAME_DURATION * pb.frames as u32)
-        });
+        let (next_frame, finish) = match &self.playback {
+            Some(pb) => (
+                (!pb.queue.is_empty() || pb.background.is_some())
+                    .then(|| pb.origin + FRAME_DURATION * pb.frames as u32),
+                pb.finish_at,
+            ),
+            None => (None, None),
+        };
+        let dtmf = match &self.dtmf_out {
+            Some(out) => out.packets.get(out.next).map(|p| out.start + p.offset),
+            None => (!self.dtmf_queue.is_empty()).then_some(self.dtmf_next_start),
+        };
         [
-            playback,
+            next_frame,
+            finish,
+            dtmf,
             Some(self.next_rtcp),
             self.jitter.poll_timeout(),
             self.rfc4733.poll_timeout(),
@@ -1093,5 +1403,261 @@ mod tests {
         assert_eq!(s.poll_transmit().unwrap().to, rtcp_from);
         s.handle_packet(Socket::Rtcp, Bytes::from_static(&[1, 2, 3]), rtcp_from, t0);
         assert_eq!(s.stats().ignored_packets, 1);
+    }
+
+    /// A prompt whose samples differ frame to frame, so misplaced audio shows.
+    fn ramp_prompt(samples: usize, seed: i32) -> Arc<Prompt> {
+        let pcm = (0..samples as i32)
+            .map(|n| ((n * 37 + seed * 1001) % 16000 - 8000) as i16)
+            .collect();
+        Arc::new(Prompt::from_pcm(pcm))
+    }
+
+    fn assert_one_talkspurt(pkts: &[(Instant, RtpPacket)]) {
+        for (i, (_, p)) in pkts.iter().enumerate() {
+            assert_eq!(p.marker, i == 0, "marker on packet {i}");
+            if i > 0 {
+                let prev = &pkts[i - 1].1;
+                assert_eq!(p.sequence, prev.sequence.wrapping_add(1), "seq {i}");
+                assert_eq!(p.timestamp, prev.timestamp.wrapping_add(160), "ts {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn loop_wraps_seamlessly_and_silently() {
+        let t0 = Instant::now();
+        let mut s = MediaSession::new(&negotiated(None), config(), t0);
+        // 50 ms: wrap-around falls mid-frame.
+        let moh = ramp_prompt(400, 1);
+        s.play_loop(moh.clone(), t0);
+        let pkts = drive(&mut s, t0 + Duration::from_millis(990), |_| Duration::ZERO);
+        assert_eq!(pkts.len(), 50);
+        assert_one_talkspurt(&pkts);
+        for (i, (at, _)) in pkts.iter().enumerate() {
+            assert_eq!(*at, t0 + FRAME_DURATION * i as u32);
+        }
+        let sent: Vec<u8> = pkts.iter().flat_map(|(_, p)| p.payload.to_vec()).collect();
+        let expected: Vec<u8> = moh.ulaw.iter().copied().cycle().take(sent.len()).collect();
+        assert_eq!(sent, expected);
+        assert_eq!(s.poll_event(), None, "no PlaybackFinished for wrap-arounds");
+        assert!(s.is_playing());
+        s.stop_loop(t0 + Duration::from_secs(1));
+        assert!(!s.is_playing());
+        assert!(drive(&mut s, t0 + Duration::from_secs(2), |_| Duration::ZERO).is_empty());
+        assert_eq!(s.poll_event(), None);
+    }
+
+    #[test]
+    fn announcement_pauses_loop_which_resumes_where_it_was() {
+        let t0 = Instant::now();
+        let mut s = MediaSession::new(&negotiated(None), config(), t0);
+        let moh = ramp_prompt(8000, 1);
+        let ann = ramp_prompt(240, 7);
+        s.play_loop(moh.clone(), t0);
+        let mut pkts = drive(&mut s, t0 + Duration::from_millis(40), |_| Duration::ZERO);
+        assert_eq!(pkts.len(), 3);
+        // "Ci sono 3 persone prima di lei", mid-frame: it starts at the next frame boundary.
+        s.play(vec![ann.clone()], t0 + Duration::from_millis(50));
+        pkts.extend(drive(&mut s, t0 + Duration::from_millis(80), |_| {
+            Duration::ZERO
+        }));
+        assert_eq!(s.poll_event(), None, "not heard yet");
+        assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_millis(100)));
+        pkts.extend(drive(&mut s, t0 + Duration::from_millis(200), |_| {
+            Duration::ZERO
+        }));
+        assert_eq!(s.poll_event(), Some(MediaEvent::PlaybackFinished));
+        assert_eq!(s.poll_event(), None);
+        assert!(s.is_playing(), "the loop goes on");
+        assert_eq!(pkts.len(), 11);
+        assert_one_talkspurt(&pkts);
+        assert_eq!(&pkts[3].1.payload[..], &ann.ulaw[..160]);
+        // The announcement's tail, then the loop from where it paused (sample 480).
+        assert_eq!(&pkts[4].1.payload[..80], &ann.ulaw[160..240]);
+        assert_eq!(&pkts[4].1.payload[80..], &moh.ulaw[480..560]);
+        assert_eq!(&pkts[5].1.payload[..], &moh.ulaw[560..720]);
+
+        // Stopping the loop while an announcement plays lets the announcement finish.
+        s.play(vec![ann.clone()], t0 + Duration::from_millis(205));
+        s.stop_loop(t0 + Duration::from_millis(206));
+        let tail = drive(&mut s, t0 + Duration::from_secs(1), |_| Duration::ZERO);
+        assert_eq!(tail.len(), 2);
+        assert_eq!(&tail[1].1.payload[80..], &[g711::ULAW_SILENCE; 80][..]);
+        assert_eq!(s.poll_event(), Some(MediaEvent::PlaybackFinished));
+        assert!(!s.is_playing());
+    }
+
+    #[test]
+    fn play_nothing_over_a_loop_finishes_at_once_and_stop_playback_stops_both() {
+        let t0 = Instant::now();
+        let mut s = MediaSession::new(&negotiated(None), config(), t0);
+        s.play_loop(ramp_prompt(800, 2), t0);
+        drive(&mut s, t0 + Duration::from_millis(100), |_| Duration::ZERO);
+        s.play(vec![], t0 + Duration::from_millis(100));
+        assert_eq!(s.poll_event(), Some(MediaEvent::PlaybackFinished));
+        assert!(s.is_playing());
+        s.play(vec![tone_prompt(100)], t0 + Duration::from_millis(100));
+        s.stop_playback(t0 + Duration::from_millis(110));
+        assert!(!s.is_playing());
+        assert!(drive(&mut s, t0 + Duration::from_secs(2), |_| Duration::ZERO).is_empty());
+        assert_eq!(s.poll_event(), None);
+    }
+
+    fn transmitted_rtp(s: &mut MediaSession) -> Vec<RtpPacket> {
+        std::iter::from_fn(|| s.poll_transmit())
+            .filter(|t| t.socket == Socket::Rtp)
+            .map(|t| RtpPacket::parse(&t.bytes).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn send_dtmf_emits_rfc4733_that_a_receiver_decodes() {
+        let t0 = Instant::now();
+        let mut s = MediaSession::new(&negotiated(Some(101)), config(), t0);
+        let start = t0 + Duration::from_millis(1000);
+        assert!(s.send_dtmf('5', 100, start));
+        let first = transmitted_rtp(&mut s);
+        assert_eq!(first.len(), 1, "the start packet goes out at once");
+        let mut pkts: Vec<(Instant, RtpPacket)> = first.into_iter().map(|p| (start, p)).collect();
+        pkts.extend(
+            drive(&mut s, start + Duration::from_secs(1), |_| Duration::ZERO)
+                .into_iter()
+                .filter(|(_, p)| p.payload_type == 101),
+        );
+        // Start, update at 50 ms, end x3 at 100 ms.
+        let offsets: Vec<u64> = pkts
+            .iter()
+            .map(|(at, _)| (*at - start).as_millis() as u64)
+            .collect();
+        assert_eq!(offsets, vec![0, 50, 100, 100, 100]);
+        let ts = pkts[0].1.timestamp;
+        for (i, (_, p)) in pkts.iter().enumerate() {
+            assert_eq!((p.payload_type, p.ssrc, p.timestamp), (101, 0x1234, ts));
+            assert_eq!(p.marker, i == 0);
+            if i > 0 {
+                assert_eq!(p.sequence, pkts[i - 1].1.sequence.wrapping_add(1));
+            }
+            let ev = dtmf::EventPayload::parse(&p.payload).unwrap();
+            assert_eq!((ev.event, ev.end), (5, i >= 2));
+        }
+        assert_eq!(
+            dtmf::EventPayload::parse(&pkts[4].1.payload)
+                .unwrap()
+                .duration,
+            800
+        );
+
+        // Feed them to another session: one digit of 100 ms.
+        let mut rx = MediaSession::new(&negotiated(Some(101)), config(), t0);
+        for (at, p) in &pkts {
+            let bytes = RtpSender::new(p.ssrc, 0, p.sequence, 0, t0).build(
+                p.payload_type,
+                p.marker,
+                p.timestamp,
+                &p.payload,
+            );
+            rx.handle_packet(Socket::Rtp, bytes, REMOTE.parse().unwrap(), *at);
+        }
+        let digits: Vec<_> = std::iter::from_fn(|| rx.poll_event())
+            .filter(|e| matches!(e, MediaEvent::Dtmf { .. }))
+            .collect();
+        assert_eq!(
+            digits,
+            vec![MediaEvent::Dtmf {
+                digit: '5',
+                duration_ms: 100,
+                source: DtmfSource::Rfc4733
+            }]
+        );
+    }
+
+    #[test]
+    fn back_to_back_digits_are_spaced_and_have_their_own_timestamps() {
+        let t0 = Instant::now();
+        let mut s = MediaSession::new(&negotiated(Some(101)), config(), t0);
+        assert!(s.send_dtmf('1', 60, t0));
+        assert!(s.send_dtmf('2', 60, t0));
+        let mut pkts: Vec<(Instant, RtpPacket)> = transmitted_rtp(&mut s)
+            .into_iter()
+            .map(|p| (t0, p))
+            .collect();
+        pkts.extend(drive(&mut s, t0 + Duration::from_secs(1), |_| {
+            Duration::ZERO
+        }));
+        let starts: Vec<_> = pkts.iter().filter(|(_, p)| p.marker).collect();
+        assert_eq!(starts.len(), 2);
+        assert_eq!(
+            starts[1].0 - starts[0].0,
+            Duration::from_millis(60) + DTMF_GAP
+        );
+        assert_eq!(
+            starts[1].1.timestamp.wrapping_sub(starts[0].1.timestamp),
+            880
+        );
+        assert_eq!(
+            dtmf::EventPayload::parse(&starts[1].1.payload)
+                .unwrap()
+                .event,
+            2
+        );
+    }
+
+    #[test]
+    fn send_dtmf_refused_without_telephone_event_or_on_hold() {
+        let t0 = Instant::now();
+        let mut plain = MediaSession::new(&negotiated(None), config(), t0);
+        assert!(!plain.send_dtmf('1', 100, t0));
+        let mut s = MediaSession::new(&negotiated(Some(101)), config(), t0);
+        assert!(!s.send_dtmf('x', 100, t0));
+        s.set_direction(Direction::RecvOnly);
+        assert!(!s.send_dtmf('1', 100, t0));
+        assert!(plain.poll_transmit().is_none() && s.poll_transmit().is_none());
+        // Hold in the middle of a digit abandons it.
+        s.set_direction(Direction::SendRecv);
+        assert!(s.send_dtmf('1', 200, t0));
+        assert_eq!(transmitted_rtp(&mut s).len(), 1);
+        s.set_direction(Direction::SendOnly);
+        s.set_direction(Direction::Inactive);
+        assert!(drive(&mut s, t0 + Duration::from_secs(1), |_| Duration::ZERO).is_empty());
+    }
+
+    #[test]
+    fn digit_interrupts_playback_which_resumes_with_a_marker() {
+        let t0 = Instant::now();
+        let mut s = MediaSession::new(&negotiated(Some(101)), config(), t0);
+        s.play(vec![tone_prompt(400)], t0);
+        let mut pkts = drive(&mut s, t0 + Duration::from_millis(40), |_| Duration::ZERO);
+        assert!(s.send_dtmf('#', 40, t0 + Duration::from_millis(45)));
+        pkts.extend(
+            transmitted_rtp(&mut s)
+                .into_iter()
+                .map(|p| (t0 + Duration::from_millis(45), p)),
+        );
+        pkts.extend(drive(&mut s, t0 + Duration::from_secs(1), |_| {
+            Duration::ZERO
+        }));
+        let kinds: Vec<(u8, bool)> = pkts
+            .iter()
+            .map(|(_, p)| (p.payload_type, p.marker))
+            .collect();
+        // Audio 0-40 ms, event 45-85 ms (start + 3 ends), no audio meanwhile, audio again marked.
+        assert_eq!(
+            &kinds[..8],
+            &[
+                (0, true),
+                (0, false),
+                (0, false),
+                (101, true),
+                (101, false),
+                (101, false),
+                (101, false),
+                (0, true)
+            ]
+        );
+        let resumed = &pkts[7];
+        assert!(resumed.0 >= t0 + Duration::from_millis(85));
+        let event_ts = pkts[3].1.timestamp;
+        assert!(resumed.1.timestamp.wrapping_sub(event_ts) >= 320);
     }
 }

@@ -1,19 +1,27 @@
-//! UAS dialogs (RFC 3261 12) and the random identifiers SIP needs.
+//! INVITE dialogs on both sides (RFC 3261 12), the INVITE verde sends to start one, and the
+//! random identifiers SIP needs.
 
 use std::net::{IpAddr, SocketAddr};
 
-use crate::message::{param, split_list, split_name_addr, Method, Peer, Request, Transport};
+use crate::message::{
+    param, split_list, split_name_addr, Method, Peer, Request, Response, Transport,
+};
 
-/// Why an INVITE cannot found a dialog.
+/// Why an INVITE (and, on the UAC side, its response) cannot found a dialog.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DialogError {
     #[error("INVITE lacks the {0} header")]
     MissingHeader(&'static str),
     #[error("INVITE From has no tag (RFC 2543 peers are not supported)")]
     MissingFromTag,
+    #[error("response To has no tag")]
+    MissingToTag,
+    #[error("a {0} response does not create a dialog")]
+    NotDialogCreating(u16),
 }
 
-/// Our side of a dialog created by an INVITE we answered with 2xx (or 1xx with a tag).
+/// Our side of an INVITE dialog: one we answered with 2xx (or 1xx with a tag), built by
+/// [`Dialog::uas`], or one we started, built by [`Dialog::uac`] from a 2xx or 1xx with a tag.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Dialog {
     call_id: String,
@@ -68,14 +76,7 @@ impl Dialog {
             .map(str::to_owned)
             .collect();
         let local_contact = split_name_addr(local_contact).0.to_owned();
-        let via_sent_by = uri_host_port(&local_contact)
-            .map(|(h, p)| match (h.contains(':'), p) {
-                (true, Some(p)) => format!("[{h}]:{p}"),
-                (true, None) => format!("[{h}]"),
-                (false, Some(p)) => format!("{h}:{p}"),
-                (false, None) => h.to_owned(),
-            })
-            .unwrap_or_default();
+        let via_sent_by = sent_by_of(&local_contact);
         let via_transport = invite
             .top_via()
             .map(|v| v.transport.to_ascii_uppercase())
@@ -101,6 +102,64 @@ impl Dialog {
             local_cseq,
             last_invite_cseq: remote_cseq,
             remote_cseq,
+        })
+    }
+
+    /// Builds the UAC dialog state (RFC 3261 12.1.2) from the INVITE we sent and a response
+    /// carrying a To tag: a 2xx (confirmed dialog) or a 101–199 (early dialog; build again
+    /// from the 2xx, whose tag may differ when the call forked). The route set is the
+    /// response's Record-Route reversed; the remote target its Contact (a 1xx without one
+    /// falls back to the INVITE's Request-URI). Our requests reuse the INVITE's Via sent-by
+    /// and transport, and continue its CSeq.
+    pub fn uac(invite: &Request, response: &Response) -> Result<Dialog, DialogError> {
+        if !(101..300).contains(&response.status) {
+            return Err(DialogError::NotDialogCreating(response.status));
+        }
+        let call_id = invite
+            .call_id()
+            .ok_or(DialogError::MissingHeader("Call-ID"))?;
+        let local_uri = invite
+            .headers
+            .get("From")
+            .ok_or(DialogError::MissingHeader("From"))?;
+        let local_tag = invite.from_tag().ok_or(DialogError::MissingFromTag)?;
+        let remote_uri = response
+            .headers
+            .get("To")
+            .ok_or(DialogError::MissingHeader("To"))?;
+        let remote_tag = response.to_tag().ok_or(DialogError::MissingToTag)?;
+        let remote_target = match response.contact_uri() {
+            Some(c) => c,
+            None if response.is_provisional() => invite.uri.as_str(),
+            None => return Err(DialogError::MissingHeader("Contact")),
+        };
+        let local_contact = invite
+            .contact_uri()
+            .ok_or(DialogError::MissingHeader("Contact"))?;
+        let (cseq, _) = invite.cseq().ok_or(DialogError::MissingHeader("CSeq"))?;
+        let via = invite.top_via().ok_or(DialogError::MissingHeader("Via"))?;
+        let mut route_set: Vec<String> = response
+            .headers
+            .get_all("Record-Route")
+            .flat_map(split_list)
+            .map(str::to_owned)
+            .collect();
+        route_set.reverse();
+        Ok(Dialog {
+            call_id: call_id.to_owned(),
+            local_tag: local_tag.to_owned(),
+            remote_tag: remote_tag.to_owned(),
+            local_uri: local_uri.to_owned(),
+            remote_uri: remote_uri.to_owned(),
+            remote_target: remote_target.to_owned(),
+            route_set,
+            local_contact: local_contact.to_owned(),
+            via_transport: via.transport.to_ascii_uppercase(),
+            via_sent_by: via.sent_by(),
+            local_cseq: cseq,
+            last_invite_cseq: cseq,
+            // The peer has sent nothing yet (RFC 3261 12.1.2: remote sequence empty).
+            remote_cseq: 0,
         })
     }
 
@@ -141,11 +200,16 @@ impl Dialog {
         true
     }
 
+    /// Replaces the remote target after a target refresh from the peer (a re-INVITE or
+    /// UPDATE with a new Contact, or its 2xx), RFC 3261 12.2.
+    pub fn set_remote_target(&mut self, uri: &str) {
+        self.remote_target = uri.to_owned();
+    }
+
     /// Builds an in-dialog request (RFC 3261 12.2.1.1): Request-URI and Route from the route
     /// set, a new Via branch, Max-Forwards 70, the next local CSeq. ACK and CANCEL reuse the
     /// CSeq number of our last INVITE. A target refresh (INVITE, UPDATE) carries our Contact.
     pub fn request(&mut self, method: Method) -> Request {
-        let (uri, routes) = self.uri_and_routes();
         let cseq = match method {
             Method::Ack | Method::Cancel => self.last_invite_cseq,
             _ => {
@@ -156,6 +220,19 @@ impl Dialog {
                 self.local_cseq
             }
         };
+        self.build(method, cseq)
+    }
+
+    /// The ACK for a 2xx to our INVITE with CSeq number `invite_cseq` (RFC 3261 13.2.2.4):
+    /// routed like any in-dialog request, its own branch, the INVITE's CSeq number. It goes
+    /// out with [`crate::Endpoint::send_ack`]; keep it and send the same bytes again for
+    /// every retransmitted 2xx.
+    pub fn ack(&self, invite_cseq: u32) -> Request {
+        self.build(Method::Ack, invite_cseq)
+    }
+
+    fn build(&self, method: Method, cseq: u32) -> Request {
+        let (uri, routes) = self.uri_and_routes();
         let mut req = Request::new(method.clone(), uri);
         let h = &mut req.headers;
         h.push(
@@ -217,6 +294,64 @@ impl Dialog {
         routes.push(format!("<{}>", self.remote_target));
         (first_uri.to_owned(), routes)
     }
+}
+
+/// What verde needs to start a call to a phone (an agent's registered Contact): see
+/// [`OutboundInvite::build`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutboundInvite<'a> {
+    /// The Request-URI: the binding's Contact URI.
+    pub target: &'a str,
+    /// Our identity as a From value without tag, e.g. `"Coda 800" <sip:queue@verde.example>`.
+    pub from: &'a str,
+    /// The callee's address-of-record, e.g. `<sip:agent1@verde.example>`.
+    pub to: &'a str,
+    /// The Contact URI we advertise; its host and port also become the Via sent-by.
+    pub local_contact: &'a str,
+    /// The transport the INVITE goes out on (the binding's source transport), for the Via.
+    pub transport: Transport,
+}
+
+impl OutboundInvite<'_> {
+    /// A dialog-creating INVITE (RFC 3261 8.1.1): new From tag, Call-ID and Via branch,
+    /// CSeq 1, Max-Forwards 70, our Contact, no body. Add the SDP offer with
+    /// [`Request::with_body`] and headers such as `Call-Info: <sip:...>;answer-after=0` or
+    /// `Alert-Info` with [`Request::with_header`], then hand it to
+    /// [`crate::Endpoint::send_request`] and found the dialog with [`Dialog::uac`].
+    pub fn build(&self) -> Request {
+        let contact = split_name_addr(self.local_contact).0;
+        let sent_by = sent_by_of(contact);
+        let host = uri_host_port(contact).map_or("verde", |(h, _)| h);
+        let mut req = Request::new(Method::Invite, self.target);
+        let h = &mut req.headers;
+        h.push(
+            "Via",
+            format!(
+                "SIP/2.0/{} {sent_by};branch={};rport",
+                self.transport,
+                new_branch()
+            ),
+        );
+        h.push("Max-Forwards", "70");
+        h.push("From", format!("{};tag={}", self.from.trim(), new_tag()));
+        h.push("To", self.to.trim().to_owned());
+        h.push("Call-ID", new_call_id(host));
+        h.push("CSeq", "1 INVITE");
+        h.push("Contact", format!("<{contact}>"));
+        req
+    }
+}
+
+/// Via sent-by (`host[:port]`, IPv6 bracketed) for a Contact URI; empty when unparsable.
+fn sent_by_of(contact_uri: &str) -> String {
+    uri_host_port(contact_uri)
+        .map(|(h, p)| match (h.contains(':'), p) {
+            (true, Some(p)) => format!("[{h}]:{p}"),
+            (true, None) => format!("[{h}]"),
+            (false, Some(p)) => format!("{h}:{p}"),
+            (false, None) => h.to_owned(),
+        })
+        .unwrap_or_default()
 }
 
 /// `host` and `port` of a SIP URI such as `sip:user;npdi@[::1]:5070;transport=udp`.

@@ -1,4 +1,5 @@
-//! SIP for verde: our own message type, the RFC 3261 transaction layer and UAS dialogs.
+//! SIP for verde: our own message type, the RFC 3261 transaction layer, dialogs, digest
+//! authentication and registrar state.
 //!
 //! This crate sits between the binary's transport tasks (which own the UDP/TCP sockets) and the
 //! per-call logic. It is sans-IO: bytes and a `now: Instant` go in, [`Transmit`]s, [`Event`]s and
@@ -11,18 +12,30 @@
 //! * [`transaction`]: [`Endpoint`], RFC 3261 section 17 client and server transactions with
 //!   timers A–K, RFC 6026 "Accepted" handling of 2xx to INVITE, CANCEL, RFC 3581 `rport`, and
 //!   stateless rejection of malformed requests.
-//! * [`dialog`]: [`Dialog`], the UAS side of an INVITE dialog, plus tag/branch generators.
+//! * [`dialog`]: [`Dialog`], both sides of an INVITE dialog, [`OutboundInvite`] to start one,
+//!   plus tag/branch/Call-ID generators.
+//! * [`auth`]: server-side Digest ([`DigestAuth`], MD5 and SHA-256, stateless nonces with
+//!   nonce-count replay protection) and [`FailureLimiter`] for brute-force sources.
+//! * [`registrar`]: [`Registrar`], RFC 3261 10.3 bindings that remember the source address
+//!   of each REGISTER, so calls reach phones behind NAT and over TCP.
+//! * [`refer`]: `Refer-To` parsing and sipfrag NOTIFYs for transfers.
 
+pub mod auth;
 pub mod dialog;
 pub mod message;
+pub mod refer;
+pub mod registrar;
 pub mod transaction;
 
 #[cfg(test)]
 mod testdata;
 
-pub use dialog::{new_branch, new_call_id, new_tag, Dialog, DialogError};
+pub use auth::{AuthError, Credentials, DigestAuth, FailureLimiter};
+pub use dialog::{new_branch, new_call_id, new_tag, Dialog, DialogError, OutboundInvite};
 pub use message::{
     frame, Frame, FrameError, Headers, Message, Method, ParseError, Peer, Request, Response,
     Transport, Via,
 };
+pub use refer::{refer_to, ReferError, ReferTo};
+pub use registrar::{Binding, Registrar};
 pub use transaction::{ClientTxId, Config, Endpoint, Event, SendError, ServerTxId, Transmit};

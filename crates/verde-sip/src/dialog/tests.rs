@@ -2,6 +2,7 @@ use std::net::SocketAddr;
 
 use super::*;
 use crate::message::Message;
+use crate::message::Response;
 use crate::testdata::invite;
 
 fn parse(s: &str) -> Request {
@@ -148,4 +149,161 @@ fn identifiers_are_random_and_well_formed() {
     assert_ne!(new_tag(), new_tag());
     let cid = new_call_id("10.0.0.1");
     assert!(cid.ends_with("@10.0.0.1") && cid.len() > 20);
+}
+
+const AGENT_CONTACT: &str = "sip:agent1@192.168.1.20:5060;transport=udp";
+
+fn outbound() -> Request {
+    OutboundInvite {
+        target: AGENT_CONTACT,
+        from: "\"Coda 800\" <sip:queue@verde.example>",
+        to: "<sip:agent1@verde.example>",
+        local_contact: "<sip:verde@10.0.0.1:5080>",
+        transport: Transport::Udp,
+    }
+    .build()
+}
+
+/// The 200 OK a phone behind two proxies sends back (Record-Route as they added it, one
+/// line holding two entries).
+fn ok_via_proxies(invite: &Request) -> Response {
+    invite
+        .response(200, "OK")
+        .with_to_tag("agenttag")
+        .with_header("Record-Route", "<sip:10.9.9.1;lr>, <sip:10.9.9.2;lr>")
+        .with_header("Record-Route", "<sip:10.9.9.3;lr;transport=udp>")
+        .with_header(
+            "Contact",
+            format!("<{AGENT_CONTACT}>;+sip.instance=\"<urn:uuid:1>\""),
+        )
+        .with_body("application/sdp", crate::testdata::SDP)
+}
+
+#[test]
+fn outbound_invite_is_dialog_creating() {
+    let inv = outbound()
+        .with_header("Call-Info", "<sip:verde.example>;answer-after=0")
+        .with_body("application/sdp", crate::testdata::SDP);
+    // It survives the wire.
+    let inv = match Message::parse(&inv.to_bytes()).unwrap() {
+        Message::Request(r) => r,
+        Message::Response(_) => unreachable!(),
+    };
+    assert_eq!(inv.method, Method::Invite);
+    assert_eq!(inv.uri, AGENT_CONTACT);
+    assert_eq!(inv.cseq(), Some((1, Method::Invite)));
+    assert_eq!(inv.headers.max_forwards(), Some(70));
+    assert_eq!(inv.contact_uri(), Some("sip:verde@10.0.0.1:5080"));
+    assert!(inv.from_tag().is_some_and(|t| t.len() >= 8));
+    assert!(inv
+        .headers
+        .get("From")
+        .unwrap()
+        .starts_with("\"Coda 800\" <sip:queue@"));
+    assert_eq!(inv.to_tag(), None);
+    assert!(inv.call_id().unwrap().ends_with("@10.0.0.1"));
+    let via = inv.top_via().unwrap();
+    assert_eq!(via.sent_by(), "10.0.0.1:5080");
+    assert_eq!(via.transport, "UDP");
+    assert!(via.branch().unwrap().starts_with("z9hG4bK") && via.has_rport());
+    assert_eq!(
+        inv.headers.get("Call-Info"),
+        Some("<sip:verde.example>;answer-after=0")
+    );
+    assert_eq!(inv.content_type(), Some("application/sdp"));
+    assert_eq!(&inv.body[..], crate::testdata::SDP.as_bytes());
+    let other = outbound();
+    assert_ne!(other.call_id(), inv.call_id());
+    assert_ne!(other.from_tag(), inv.from_tag());
+}
+
+#[test]
+fn uac_dialog_from_200_with_record_route() {
+    let inv = outbound();
+    let ok = ok_via_proxies(&inv);
+    let mut d = Dialog::uac(&inv, &ok).unwrap();
+    assert_eq!(d.call_id(), inv.call_id().unwrap());
+    assert_eq!(d.local_tag(), inv.from_tag().unwrap());
+    assert_eq!(d.remote_tag(), "agenttag");
+    assert_eq!(d.remote_target(), AGENT_CONTACT);
+    assert_eq!(
+        d.route_set(),
+        [
+            "<sip:10.9.9.3;lr;transport=udp>",
+            "<sip:10.9.9.2;lr>",
+            "<sip:10.9.9.1;lr>"
+        ],
+        "the UAC reverses Record-Route"
+    );
+    assert_eq!(
+        d.remote_target_peer(Transport::Udp).map(|p| p.addr),
+        Some("10.9.9.3:5060".parse().unwrap())
+    );
+
+    let ack = d.ack(1);
+    assert_eq!(ack.method, Method::Ack);
+    assert_eq!(ack.uri, AGENT_CONTACT);
+    assert_eq!(ack.cseq(), Some((1, Method::Ack)));
+    assert_eq!(ack.headers.get_all("Route").count(), 3);
+    assert_eq!(ack.from_tag(), inv.from_tag());
+    assert_eq!(ack.to_tag(), Some("agenttag"));
+    assert_eq!(ack.headers.get("Contact"), None);
+    let ack_via = ack.top_via().unwrap();
+    assert_ne!(ack_via.branch(), inv.top_via().unwrap().branch());
+    assert_eq!(ack_via.sent_by(), "10.0.0.1:5080");
+
+    let bye = d.request(Method::Bye);
+    assert_eq!(bye.uri, AGENT_CONTACT);
+    assert_eq!(
+        bye.cseq(),
+        Some((2, Method::Bye)),
+        "continues the INVITE's CSeq"
+    );
+    assert_eq!(
+        bye.headers.get_all("Route").collect::<Vec<_>>(),
+        [
+            "<sip:10.9.9.3;lr;transport=udp>",
+            "<sip:10.9.9.2;lr>",
+            "<sip:10.9.9.1;lr>"
+        ]
+    );
+    assert_eq!(bye.headers.get("From"), inv.headers.get("From"));
+    assert_eq!(bye.headers.get("To"), ok.headers.get("To"));
+    assert_eq!(bye.call_id(), inv.call_id());
+    // The agent's first request may carry any CSeq (the remote sequence starts empty).
+    assert!(d.accept_remote_cseq(1));
+}
+
+#[test]
+fn uac_early_dialog_and_refusals() {
+    let inv = outbound();
+    let ringing = inv.response(180, "Ringing").with_to_tag("early");
+    let d = Dialog::uac(&inv, &ringing).unwrap();
+    assert_eq!(d.remote_tag(), "early");
+    assert_eq!(
+        d.remote_target(),
+        AGENT_CONTACT,
+        "no Contact in the 180: Request-URI"
+    );
+    assert!(d.route_set().is_empty());
+    assert_eq!(
+        d.remote_target_peer(Transport::Udp).map(|p| p.addr),
+        Some("192.168.1.20:5060".parse().unwrap())
+    );
+    assert_eq!(
+        Dialog::uac(&inv, &inv.response(100, "Trying")),
+        Err(DialogError::NotDialogCreating(100))
+    );
+    assert_eq!(
+        Dialog::uac(&inv, &inv.response(486, "Busy Here").with_to_tag("x")),
+        Err(DialogError::NotDialogCreating(486))
+    );
+    assert_eq!(
+        Dialog::uac(&inv, &inv.response(200, "OK")),
+        Err(DialogError::MissingToTag)
+    );
+    assert_eq!(
+        Dialog::uac(&inv, &inv.response(200, "OK").with_to_tag("t")),
+        Err(DialogError::MissingHeader("Contact"))
+    );
 }

@@ -220,6 +220,20 @@ impl Request {
 
     header_accessors!();
 
+    /// Appends a header (e.g. `Call-Info: <sip:verde>;answer-after=0` on an INVITE to an
+    /// agent's phone).
+    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Request {
+        self.headers.push(name.into(), value.into());
+        self
+    }
+
+    /// Sets the body and its Content-Type.
+    pub fn with_body(mut self, content_type: &str, body: impl Into<Bytes>) -> Request {
+        self.headers.set("Content-Type", content_type);
+        self.body = body.into();
+        self
+    }
+
     /// Builds a response per RFC 3261 8.2.6: copies every Via (in order), From, To, Call-ID and
     /// CSeq, and for 101–299 answers to INVITE also Record-Route (12.1.1), so a dialog can form.
     /// The To tag is not added here: use [`Response::with_to_tag`], because the tag belongs to

@@ -14,6 +14,9 @@
 //!   stateless 400 (505 for another SIP version, 483 for Max-Forwards 0) and the TU sees only
 //!   [`Event::Malformed`].
 //! * No timer C: an INVITE client transaction in Proceeding waits for the TU to CANCEL.
+//! * Every 1xx (until the final) and every 2xx to our INVITE (retransmissions and forks, until
+//!   timer M) reaches the TU, which ACKs each 2xx itself; a 2xx to INVITE that matches no
+//!   transaction any more is still handed up as [`Event::StrayResponse`] (see there).
 //! * Merged-request detection (RFC 3261 8.2.2.2, 482) is not done.
 
 use std::cmp::Reverse;
@@ -90,6 +93,12 @@ pub enum Event {
     Response { tx: ClientTxId, response: Response },
     /// No final response came (timer B or F).
     Timeout { tx: ClientTxId },
+    /// A 2xx to an INVITE that matches no client transaction: it came after timer B gave
+    /// up, or after timer M forgot an answered INVITE. RFC 6026 8.9 says to drop it, but
+    /// then the callee's phone sits in a call nobody hears until its own ACK timeout; the
+    /// TU should build a dialog from it, ACK it and send BYE (or ignore it if it knows the
+    /// call). Non-2xx strays are still dropped.
+    StrayResponse { response: Response, from: Peer },
     /// Bytes that are not a valid SIP message or request lacking mandatory headers.
     Malformed { from: Peer, reason: String },
 }
@@ -758,7 +767,18 @@ impl Endpoint {
             _ => return self.malformed_response(from, "response lacks Via or CSeq"),
         };
         let Some(&id) = self.client_index.get(&key) else {
-            trace!(status = resp.status, "response matches no transaction");
+            if key.method == Method::Invite && resp.is_success() {
+                debug!(
+                    call_id = resp.call_id(),
+                    "2xx to INVITE matches no transaction"
+                );
+                self.events.push_back(Event::StrayResponse {
+                    response: resp,
+                    from,
+                });
+            } else {
+                trace!(status = resp.status, "response matches no transaction");
+            }
             return;
         };
         let cfg = self.config;

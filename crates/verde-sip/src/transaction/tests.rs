@@ -582,3 +582,141 @@ fn response_from(b: &[u8]) -> Response {
         Message::Request(_) => unreachable!(),
     }
 }
+
+fn agent_peer() -> Peer {
+    Peer {
+        transport: Transport::Udp,
+        addr: "192.168.1.20:5060".parse::<SocketAddr>().unwrap(),
+    }
+}
+
+fn outbound_invite() -> Request {
+    crate::OutboundInvite {
+        target: "sip:agent1@192.168.1.20:5060",
+        from: "<sip:queue@verde.example>",
+        to: "<sip:agent1@verde.example>",
+        local_contact: "<sip:verde@10.0.0.1:5080>",
+        transport: Transport::Udp,
+    }
+    .build()
+    .with_body("application/sdp", crate::testdata::SDP)
+}
+
+fn single_response(ep: &mut Endpoint, tx: ClientTxId) -> Response {
+    match events(ep).as_slice() {
+        [Event::Response { tx: t, response }] if *t == tx => response.clone(),
+        other => panic!("expected one response on {tx:?}, got {other:?}"),
+    }
+}
+
+#[test]
+fn uac_invite_reports_1xx_and_every_2xx_for_ack() {
+    let mut ep = ep();
+    let t0 = Instant::now();
+    let inv = outbound_invite();
+    let tx = ep.send_request(inv.clone(), agent_peer(), t0).unwrap();
+    let sent = transmits(&mut ep);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(request(&sent[0]).to_bytes(), inv.to_bytes());
+    assert_eq!(sent[0].to, agent_peer());
+
+    let contact = "<sip:agent1@192.168.1.20:5060>";
+    let t1 = t0 + Duration::from_millis(100);
+    let ringing = inv
+        .response(180, "Ringing")
+        .with_to_tag("ag")
+        .with_header("Contact", contact);
+    ep.handle_bytes(&ringing.to_bytes(), agent_peer(), t1);
+    assert_eq!(single_response(&mut ep, tx).status, 180);
+    let progress = inv
+        .response(183, "Session Progress")
+        .with_to_tag("ag")
+        .with_header("Contact", contact)
+        .with_body("application/sdp", crate::testdata::SDP);
+    ep.handle_bytes(&progress.to_bytes(), agent_peer(), t1);
+    let early = single_response(&mut ep, tx);
+    assert_eq!(
+        (early.status, &early.body[..]),
+        (183, crate::testdata::SDP.as_bytes())
+    );
+    // A provisional answer stops timer A and disarms B: nothing is sent while it rings.
+    let t2 = t0 + Duration::from_secs(40);
+    let (sent, evs) = run_until(&mut ep, t0, t2);
+    assert!(sent.is_empty() && evs.is_empty(), "{sent:?} {evs:?}");
+
+    let ok = inv
+        .response(200, "OK")
+        .with_to_tag("ag")
+        .with_header("Contact", contact)
+        .with_body("application/sdp", crate::testdata::SDP);
+    ep.handle_bytes(&ok.to_bytes(), agent_peer(), t2);
+    let got = single_response(&mut ep, tx);
+    assert_eq!(got.status, 200);
+    assert!(
+        transmits(&mut ep).is_empty(),
+        "the endpoint leaves the 2xx ACK to the TU"
+    );
+    let dialog = crate::Dialog::uac(&inv, &got).unwrap();
+    let ack = dialog.ack(inv.cseq().unwrap().0);
+    ep.send_ack(&ack, agent_peer());
+    let sent = transmits(&mut ep);
+    assert_eq!(sent.len(), 1);
+    let wire_ack = request(&sent[0]);
+    assert_eq!(wire_ack.method, Method::Ack);
+    assert_eq!(wire_ack.uri, "sip:agent1@192.168.1.20:5060");
+    assert_eq!(wire_ack.cseq(), Some((1, Method::Ack)));
+    assert_eq!(wire_ack.to_tag(), Some("ag"));
+    assert_eq!(sent[0].to, agent_peer());
+
+    // The phone did not get the ACK and retransmits its 200: the TU hears it again.
+    let t3 = t2 + T1;
+    ep.handle_bytes(&ok.to_bytes(), agent_peer(), t3);
+    assert_eq!(single_response(&mut ep, tx), got);
+    ep.send_ack(&ack, agent_peer());
+    assert_eq!(request(&transmits(&mut ep)[0]), wire_ack);
+    // A late provisional after the 2xx is not news.
+    ep.handle_bytes(&ringing.to_bytes(), agent_peer(), t3);
+    assert!(events(&mut ep).is_empty());
+
+    // Timer M ends the transaction; a later 2xx still reaches the TU, without a tx.
+    let (sent, evs) = run_until(&mut ep, t0, t2 + T1 * 64);
+    assert!(sent.is_empty() && evs.is_empty());
+    assert_eq!(ep.transaction_count(), (0, 0));
+    ep.handle_bytes(&ok.to_bytes(), agent_peer(), t2 + T1 * 65);
+    match events(&mut ep).as_slice() {
+        [Event::StrayResponse { response, from }] => {
+            assert_eq!((response, *from), (&got, agent_peer()));
+        }
+        other => panic!("expected a stray 2xx, got {other:?}"),
+    }
+    // Stray non-2xx answers stay silent.
+    ep.handle_bytes(
+        &inv.response(486, "Busy Here").with_to_tag("ag").to_bytes(),
+        agent_peer(),
+        t2 + T1 * 66,
+    );
+    assert!(events(&mut ep).is_empty() && transmits(&mut ep).is_empty());
+}
+
+#[test]
+fn late_2xx_after_timer_b_is_delivered_as_stray() {
+    let mut ep = ep();
+    let t0 = Instant::now();
+    let inv = outbound_invite();
+    let tx = ep.send_request(inv.clone(), agent_peer(), t0).unwrap();
+    transmits(&mut ep);
+    let (_, evs) = run_until(&mut ep, t0, t0 + T1 * 64);
+    assert_eq!(evs, vec![Event::Timeout { tx }]);
+    let ok = inv
+        .response(200, "OK")
+        .with_to_tag("ag")
+        .with_header("Contact", "<sip:agent1@192.168.1.20:5060>");
+    ep.handle_bytes(&ok.to_bytes(), agent_peer(), t0 + T1 * 65);
+    let evs = events(&mut ep);
+    let [Event::StrayResponse { response, .. }] = evs.as_slice() else {
+        panic!("expected a stray 2xx, got {evs:?}");
+    };
+    // The TU can still build the dialog to ACK and BYE it.
+    let mut d = crate::Dialog::uac(&inv, response).unwrap();
+    assert_eq!(d.request(Method::Bye).cseq(), Some((2, Method::Bye)));
+}
