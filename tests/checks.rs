@@ -49,7 +49,7 @@ impl SdpAnswer {
             self.text
         );
         assert!(
-            self.port % 2 == 0 && (rtp_range.0..=rtp_range.1).contains(&self.port),
+            self.port.is_multiple_of(2) && (rtp_range.0..=rtp_range.1).contains(&self.port),
             "{what}: SDP answer port {} is not an even port in --rtp-ports {}-{}",
             self.port,
             rtp_range.0,
@@ -83,6 +83,7 @@ pub struct StreamReport {
 /// - it comes from the port verde's SDP announced (symmetric RTP) with one SSRC, in sequence;
 /// - it starts with one of the prompts (energy-envelope correlation of the decoded audio > 0.9);
 /// - during the prompt's duration after the first packet, duration/20 ms packets arrived (±3);
+/// - over that prompt, RTP timestamps step by 160 and agree with arrival times within 30 ms;
 /// - packets are paced at 20 ms: median gap 20 ±1 ms, 5th..95th percentile within 15..25 ms
 ///   (gaps over 100 ms are silences between prompts, reported separately).
 pub fn check_prompt_stream(
@@ -172,6 +173,27 @@ pub fn check_prompt_stream(
          {expected} (±3) at 20 ms",
         prompt.duration()
     );
+
+    // Pacing from a fixed origin: over the first prompt, wall-clock arrival and RTP time agree.
+    let first = &audio[..expected.min(audio.len())];
+    if let (Some(a), Some(b)) = (first.first(), first.last()) {
+        let arrival = b.0 - a.0;
+        let rtp_time = f64::from(b.2.timestamp.wrapping_sub(a.2.timestamp)) / 8000.0;
+        assert!(
+            (arrival - rtp_time).abs() < 0.030,
+            "{what}: over the first prompt RTP time advanced {rtp_time:.3} s but {arrival:.3} s passed \
+             on the wire: pacing drifts"
+        );
+        for w in first.windows(2) {
+            assert_eq!(
+                w[1].2.timestamp.wrapping_sub(w[0].2.timestamp),
+                160,
+                "{what}: RTP timestamp step between seq {} and {} is not 160",
+                w[0].2.seq,
+                w[1].2.seq
+            );
+        }
+    }
 
     let times: Vec<f64> = audio.iter().map(|p| p.0).collect();
     let gaps = gaps_ms(&times);

@@ -12,7 +12,7 @@
 #
 # Environment: VERDE_BIN=path uses that binary instead of building target/debug/verde;
 # VERDE_KEEP_TEST_DIRS=1 keeps every test's scratch directory (target/interop/); failing tests
-# always keep theirs. Extra arguments go to the interop `cargo test` (e.g. a test name).
+# always keep theirs. Extra arguments go to the interop `cargo test` (e.g. `--test sipp_udp_tcp`).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -28,27 +28,15 @@ as_root() {
 }
 
 # --- 1. peers ---------------------------------------------------------------------------------
-# command -> Debian package providing it
-declare -A PEERS=(
-    [sipp]=sip-tester
-    [baresip]=baresip
-    [sox]=sox
-    [espeak-ng]=espeak-ng
-    [dumpcap]=tshark
-    [tshark]=tshark
-    [ip]=iproute2
-    [unshare]=util-linux
-)
+PACKAGES=(sip-tester baresip sox libsox-fmt-all espeak-ng tshark iproute2)
+COMMANDS=(sipp baresip sox espeak-ng dumpcap tshark ip unshare)
 missing=()
-for cmd in "${!PEERS[@]}"; do
-    command -v "$cmd" >/dev/null 2>&1 || missing+=("${PEERS[$cmd]}")
-done
-# sox reads MP3/FLAC/etc. only with the extra formats package.
-if command -v sox >/dev/null 2>&1 && ! sox -h 2>/dev/null | grep -q 'AUDIO FILE FORMATS:.* mp3'; then
-    missing+=(libsox-fmt-all)
+if command -v dpkg-query >/dev/null 2>&1; then
+    for p in "${PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+    done
 fi
 if [ "${#missing[@]}" -gt 0 ]; then
-    mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
     step "installing interop peers: ${missing[*]}"
     command -v apt-get >/dev/null 2>&1 \
         || die "apt-get not found; install these packages by hand: ${missing[*]} (Debian names)"
@@ -59,12 +47,13 @@ if [ "${#missing[@]}" -gt 0 ]; then
     echo "wireshark-common wireshark-common/install-setuid boolean false" | as_root debconf-set-selections \
         || die "debconf-set-selections failed (is debconf installed?)"
     as_root apt-get update -q || die "apt-get update failed: no network or no package mirror?"
-    as_root apt-get install -y -q --no-install-recommends "${missing[@]}" libsox-fmt-all \
+    as_root apt-get install -y -q --no-install-recommends "${missing[@]}" \
         || die "apt-get install ${missing[*]} failed; install them by hand"
-    for cmd in "${!PEERS[@]}"; do
-        command -v "$cmd" >/dev/null 2>&1 || die "$cmd still missing after installing ${PEERS[$cmd]}"
-    done
 fi
+for c in "${COMMANDS[@]}"; do
+    command -v "$c" >/dev/null 2>&1 \
+        || die "$c not found; the interop tests need: ${PACKAGES[*]} (Debian package names)"
+done
 [ -f /usr/share/sip-tester/dtmf_2833_1.pcap ] \
     || die "/usr/share/sip-tester/dtmf_2833_*.pcap missing: reinstall the sip-tester package"
 
@@ -105,6 +94,6 @@ fi
     || die "cannot create a network namespace (${NS[*]}): run as root, or enable unprivileged user namespaces"
 
 step "interop tests in a private network namespace (${NS[*]})"
-"${NS[@]}" bash -c 'ip link set lo up && exec cargo test -p verde-interop --offline -- --test-threads=1 "$@"' _ "$@"
+"${NS[@]}" bash -c 'ip link set lo up && exec cargo test -p verde-interop --offline --no-fail-fast "$@" -- --test-threads=1' _ "$@"
 
 step "all tests passed"

@@ -192,6 +192,18 @@ impl Interpreter {
         }
     }
 
+    /// Continues the flow at `node` after it ended in a hand-off (a queue's exit on timeout,
+    /// full, empty or key leads back into the flow). False if the node does not exist.
+    pub fn resume_at(&mut self, node: &str, now: Instant) -> bool {
+        if !self.flow.nodes.contains_key(node) {
+            return false;
+        }
+        self.outcome = None;
+        self.wait = Wait::NotStarted;
+        self.goto(node.to_string(), now);
+        true
+    }
+
     pub fn handle(&mut self, event: IvrEvent, now: Instant) {
         match event {
             IvrEvent::Start => {

@@ -5,13 +5,17 @@
 //! writes the call record. Everything it does is logged inside the call's span, so every line
 //! carries the Call-ID.
 
+use crate::agent_leg::{AgentLeg, LegEvent, LegState};
 use crate::sip_core::{Engine, SipCmd};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 use std::time::Instant;
 use tokio::sync::mpsc;
 use tracing::Instrument;
+use verde_acd::{Action, CallKey, ExitReason, Input as AcdInput, OfferFailure};
 use verde_ivr::{CallInfo, Flow, Interpreter, IvrAction, IvrEvent, PromptRef};
 use verde_media::{
     Codec, InbandDtmf, LocalSdp, MediaConfig, MediaEvent, MediaSession, SdpError, Socket, Transmit,
@@ -38,6 +42,12 @@ pub enum CallInput {
     Timeout {
         tx: ClientTxId,
     },
+    /// A 2xx that matched no transaction any more (e.g. an agent answering after our CANCEL).
+    StrayResponse {
+        response: Response,
+    },
+    /// What the ACD decided for this call.
+    Acd(Action),
     /// The engine is shutting down and the grace period is over.
     Shutdown,
 }
@@ -50,6 +60,8 @@ pub struct CallStart {
     pub trunk: String,
     pub did: String,
     pub flow: Arc<Flow>,
+    /// This call's own handle, for the ACD and for the aliases of its agent legs.
+    pub handle: mpsc::Sender<CallInput>,
 }
 
 pub fn spawn(
@@ -83,6 +95,15 @@ enum AfterPlayback {
     Hangup { disposition: &'static str },
 }
 
+/// The call's stay in an ACD queue.
+struct Queued {
+    name: String,
+    fallback: Vec<PromptRef>,
+    entered: Instant,
+    /// An agent answered: caller and agent are bridged.
+    bridged: bool,
+}
+
 struct Call {
     engine: Arc<Engine>,
     start: CallStart,
@@ -107,6 +128,16 @@ struct Call {
     sip_status: Option<u16>,
     outcome: Option<String>,
     hard_deadline: Instant,
+    key: u64,
+    queue: Option<Queued>,
+    /// Agents being rung (several with ring-all) or the one talking.
+    legs: Vec<AgentLeg>,
+    /// Offers waiting for an RTP pair (bound in the async part of the loop).
+    pending_offers: Vec<(String, String)>,
+    /// ACD facts for the call record.
+    extra: BTreeMap<String, String>,
+    /// How much of the IVR path has been logged.
+    logged_nodes: usize,
 }
 
 async fn run(engine: Arc<Engine>, start: CallStart, mut inbox: mpsc::Receiver<CallInput>) {
@@ -166,7 +197,10 @@ async fn run(engine: Arc<Engine>, start: CallStart, mut inbox: mpsc::Receiver<Ca
                 response: resp,
             })
             .await;
-        engine.records.write(base_record(&start, started_at, "rejected", Some(status))).await;
+        engine
+            .records
+            .write(base_record(&start, started_at, "rejected", Some(status)))
+            .await;
         return;
     }
     let offer = body.to_string();
@@ -181,7 +215,10 @@ async fn run(engine: Arc<Engine>, start: CallStart, mut inbox: mpsc::Receiver<Ca
                 response: resp,
             })
             .await;
-        engine.records.write(base_record(&start, started_at, "rejected", Some(503))).await;
+        engine
+            .records
+            .write(base_record(&start, started_at, "rejected", Some(503)))
+            .await;
         return;
     };
     let mut local_sdp = LocalSdp::new(
@@ -211,7 +248,10 @@ async fn run(engine: Arc<Engine>, start: CallStart, mut inbox: mpsc::Receiver<Ca
                     response: resp,
                 })
                 .await;
-            engine.records.write(base_record(&start, started_at, "rejected", Some(status))).await;
+            engine
+                .records
+                .write(base_record(&start, started_at, "rejected", Some(status)))
+                .await;
             return;
         }
     };
@@ -259,24 +299,53 @@ async fn run(engine: Arc<Engine>, start: CallStart, mut inbox: mpsc::Receiver<Ca
         hangup_by: "caller",
         sip_status: None,
         outcome: None,
+        key: 0,
+        queue: None,
+        legs: Vec::new(),
+        pending_offers: Vec::new(),
+        extra: BTreeMap::new(),
+        logged_nodes: 0,
     };
+    call.key = call.engine.next_call_key();
     call.ivr.handle(IvrEvent::Start, now);
     call.step(now);
     call.flush().await;
 
     let mut rtp_buf = vec![0u8; 2048];
     let mut rtcp_buf = vec![0u8; 2048];
+    let mut leg_buf = vec![0u8; 2048];
+    let mut leg_rtcp_buf = vec![0u8; 2048];
     while call.phase != Phase::Ended {
         let deadline = [
             call.media.poll_timeout(),
             call.ivr.poll_timeout(),
+            call.talking_leg()
+                .and_then(|l| l.media.as_ref()?.poll_timeout()),
             Some(call.hard_deadline),
         ]
         .into_iter()
         .flatten()
         .min()
         .expect("hard deadline always set");
+        let leg_rx = async {
+            match call.talking_leg() {
+                Some(l) => tokio::select! {
+                    r = l.rtp.rtp.recv_from(&mut leg_buf) => r.map(|(n, f)| (Socket::Rtp, n, f)),
+                    r = l.rtp.rtcp.recv_from(&mut leg_rtcp_buf) => r.map(|(n, f)| (Socket::Rtcp, n, f)),
+                },
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
+            r = leg_rx => {
+                if let Ok((socket, n, from)) = r {
+                    let buf = if socket == Socket::Rtp { &leg_buf } else { &leg_rtcp_buf };
+                    let pkt = Bytes::copy_from_slice(&buf[..n]);
+                    if let Some(m) = call.talking_leg_mut().and_then(|l| l.media.as_mut()) {
+                        m.handle_packet(socket, pkt, from, Instant::now());
+                    }
+                }
+            }
             input = inbox.recv() => {
                 let now = Instant::now();
                 match input {
@@ -305,12 +374,20 @@ async fn run(engine: Arc<Engine>, start: CallStart, mut inbox: mpsc::Receiver<Ca
                 } else {
                     call.media.handle_timeout(now);
                     call.ivr.handle_timeout(now);
+                    if let Some(m) = call.talking_leg_mut().and_then(|l| l.media.as_mut()) {
+                        m.handle_timeout(now);
+                    }
                 }
             }
         }
         call.step(Instant::now());
         call.flush().await;
     }
+    // Take down whatever leg is left (caller gone, engine stopping) before the record.
+    let now = Instant::now();
+    call.release_acd(now);
+    call.step(now);
+    call.flush().await;
     let record = call.finish();
     call.engine.records.write(record).await;
 }
@@ -328,23 +405,46 @@ impl Call {
                 progressed = true;
                 self.media_event(e, now);
             }
+            for leg in self.legs.iter_mut() {
+                if let Some(m) = leg.media.as_mut() {
+                    while let Some(e) = m.poll_event() {
+                        if let MediaEvent::Dtmf { digit, .. } = e {
+                            tracing::debug!(%digit, agent = %leg.agent, "agent dtmf");
+                        }
+                    }
+                }
+            }
             if !progressed {
                 break;
             }
         }
-        while let Some(Transmit { socket, to, bytes }) = self.media.poll_transmit() {
-            let s = match socket {
-                Socket::Rtp => &self.rtp.rtp,
-                Socket::Rtcp => &self.rtp.rtcp,
-            };
-            // A full socket buffer drops the packet, as a late packet would be dropped anyway.
-            if let Err(e) = s.try_send_to(&bytes, to) {
-                tracing::debug!(error = %e, %to, "rtp send failed");
+        // One line per node entered: what the caller went through, and an event tests can
+        // wait for ("the menu is listening") instead of guessing prompt lengths.
+        let path = self.ivr.path();
+        for node in &path[self.logged_nodes.min(path.len())..] {
+            tracing::info!(%node, "ivr node");
+        }
+        self.logged_nodes = path.len();
+        let bridged = self.queue.as_ref().map(|q| q.bridged).unwrap_or(false);
+        if bridged {
+            if let Some(leg) = self.legs.iter_mut().find(|l| l.state == LegState::Answered) {
+                if let Some(m) = leg.media.as_mut() {
+                    verde_media::bridge_step(&mut self.media, m, now);
+                }
+            }
+        }
+        send_all(&mut self.media, &self.rtp);
+        for leg in self.legs.iter_mut() {
+            if let Some(m) = leg.media.as_mut() {
+                send_all(m, &leg.rtp);
             }
         }
     }
 
     async fn flush(&mut self) {
+        for (agent, queue) in std::mem::take(&mut self.pending_offers) {
+            self.ring_agent(agent, queue).await;
+        }
         for cmd in self.sip_out.drain(..) {
             if self.engine.sip().send(cmd).await.is_err() {
                 return;
@@ -460,17 +560,7 @@ impl Call {
             }
             IvrAction::StopPlayback => self.media.stop_playback(now),
             IvrAction::Transfer { uri } => self.transfer(&uri, now),
-            IvrAction::Queue { queue, fallback } => {
-                // The ACD is not wired yet: tell the caller and end the call politely.
-                tracing::info!(%queue, "queue reached; no ACD yet, playing the fallback");
-                self.outcome = Some(format!("queue:{queue}"));
-                self.after_playback = Some(AfterPlayback::Hangup {
-                    disposition: "queue-unavailable",
-                });
-                if !self.play(&fallback, now) {
-                    self.hangup(now, "queue-unavailable");
-                }
-            }
+            IvrAction::Queue { queue, fallback } => self.enqueue(queue, fallback, now),
             IvrAction::Voicemail { mailbox, .. } => {
                 tracing::info!(%mailbox, "voicemail reached; not available yet");
                 self.outcome = Some(format!("voicemail:{mailbox}"));
@@ -498,6 +588,8 @@ impl Call {
             }
             MediaEvent::PlaybackFinished => match self.after_playback.take() {
                 Some(AfterPlayback::Hangup { disposition }) => self.hangup(now, disposition),
+                // In queue: an announcement ended and the music resumes by itself.
+                None if self.queue.is_some() => {}
                 None => self.ivr.handle(IvrEvent::PromptDone, now),
             },
             MediaEvent::RemoteLatched(addr) => tracing::debug!(%addr, "rtp source latched"),
@@ -508,8 +600,15 @@ impl Call {
 
     fn digit(&mut self, digit: char, now: Instant) {
         self.dtmf.push(digit);
-        if self.after_playback.is_none() {
-            self.ivr.handle(IvrEvent::Digit(digit), now);
+        match &self.queue {
+            // Bridged: the media layer relays the digit to the agent.
+            Some(q) if q.bridged => {}
+            Some(_) => self.engine.acd.input(AcdInput::KeyPressed {
+                call: CallKey(self.key),
+                digit,
+            }),
+            None if self.after_playback.is_none() => self.ivr.handle(IvrEvent::Digit(digit), now),
+            None => {}
         }
     }
 
@@ -521,8 +620,8 @@ impl Call {
                 return self.hangup(now, "transfer-failed");
             };
             let mut refer = dialog.request(Method::Refer);
-            refer.headers.push("Refer-To", &format!("<{uri}>"));
-            refer.headers.push("Referred-By", &self.contact.clone());
+            refer.headers.push("Refer-To", format!("<{uri}>"));
+            refer.headers.push("Referred-By", self.contact.clone());
             self.send_in_dialog(refer);
             // The tx id is learnt when the response comes back: any REFER response in this call
             // is ours, as we send only one.
@@ -531,7 +630,7 @@ impl Call {
         } else {
             // Not answered yet: a redirect lets the carrier route the call itself.
             let mut resp = self.invite_response(302, "Moved Temporarily", None);
-            resp.headers.set("Contact", &format!("<{uri}>"));
+            resp.headers.set("Contact", format!("<{uri}>"));
             self.respond(self.start.tx, resp);
             self.sip_status = Some(302);
             self.end(now, "engine", Some("transferred"));
@@ -565,6 +664,7 @@ impl Call {
                 self.disposition = Some(d);
             }
         }
+        self.release_acd(now);
         // Sends RTCP BYE; the loop's last step flushes it.
         self.media.close(now);
         self.ivr.handle(IvrEvent::Hangup, now);
@@ -573,8 +673,22 @@ impl Call {
     }
 
     fn sip_input(&mut self, input: CallInput, now: Instant) {
+        let leg_of = |call: &Call, call_id: Option<&str>| {
+            call_id.and_then(|id| call.legs.iter().position(|l| l.call_id == id))
+        };
         match input {
-            CallInput::Request { tx, request } => self.in_dialog(tx, request, now),
+            CallInput::Request { tx, request } => match leg_of(self, request.call_id()) {
+                Some(i) => self.agent_request(i, tx, request, now),
+                None => self.in_dialog(tx, request, now),
+            },
+            CallInput::Response { response, .. } | CallInput::StrayResponse { response }
+                if leg_of(self, response.call_id()).is_some() =>
+            {
+                let i = leg_of(self, response.call_id()).expect("checked");
+                self.agent_response(i, &response, now);
+            }
+            CallInput::StrayResponse { .. } => {}
+            CallInput::Acd(action) => self.acd_action(action, now),
             CallInput::Ack => tracing::debug!("ack"),
             CallInput::Cancelled => {
                 tracing::info!("caller cancelled before answer");
@@ -607,10 +721,15 @@ impl Call {
                 }
             }
             CallInput::Timeout { tx } => {
-                if self.refer_tx.is_none() || self.refer_tx == Some(tx) {
-                    if self.disposition == Some("transferring") {
-                        self.hangup(now, "transfer-failed");
-                    }
+                // Our INVITE to a ringing agent got no answer at all (timer B).
+                if let Some(i) = self.legs.iter().position(|l| l.state == LegState::Ringing) {
+                    self.leg_failed(i, 408, now);
+                    return;
+                }
+                if (self.refer_tx.is_none() || self.refer_tx == Some(tx))
+                    && self.disposition == Some("transferring")
+                {
+                    self.hangup(now, "transfer-failed");
                 }
             }
             CallInput::Shutdown => {
@@ -626,10 +745,11 @@ impl Call {
                 let resp = req.response(200, "OK");
                 self.respond(tx, resp);
                 tracing::info!("caller hung up");
-                let disposition = if self.outcome.is_some() {
-                    None
-                } else {
-                    Some("abandoned-ivr")
+                let disposition = match &self.queue {
+                    Some(q) if q.bridged => Some("answered-agent"),
+                    Some(_) => Some("abandoned-queue"),
+                    None if self.outcome.is_some() => None,
+                    None => Some("abandoned-ivr"),
                 };
                 self.end(now, "caller", disposition);
             }
@@ -710,7 +830,11 @@ impl Call {
                 .iter()
                 .map(|(node, digit)| format!("{node}={digit}"))
                 .collect(),
-            variables: vars.clone(),
+            variables: {
+                let mut v = vars.clone();
+                v.extend(self.extra.clone());
+                v
+            },
             dtmf: self.dtmf.clone(),
             outcome: self
                 .outcome
@@ -803,6 +927,376 @@ fn info_digit(req: &Request) -> Option<Result<char, ()>> {
     }
 }
 
+fn send_all(media: &mut MediaSession, rtp: &crate::rtp_ports::RtpPair) {
+    while let Some(Transmit { socket, to, bytes }) = media.poll_transmit() {
+        let s = match socket {
+            Socket::Rtp => &rtp.rtp,
+            Socket::Rtcp => &rtp.rtcp,
+        };
+        // A full socket buffer drops the packet, as a late packet would be dropped anyway.
+        if let Err(e) = s.try_send_to(&bytes, to) {
+            tracing::debug!(error = %e, %to, "rtp send failed");
+        }
+    }
+}
+
+/// The prompt names that tell a caller their place and wait.
+fn announcement(lang: &str, position: Option<u32>, wait: Option<Duration>) -> Vec<String> {
+    let mut names = Vec::new();
+    match position {
+        Some(0) => names.push("queue_next".to_string()),
+        Some(n) => {
+            names.push("queue_ahead_before".into());
+            names.extend(verde_ivr::number_prompts(lang, n as u64));
+            names.push("queue_ahead_after".into());
+        }
+        None => {}
+    }
+    match wait {
+        Some(w) if w < Duration::from_secs(60) => names.push("queue_wait_short".into()),
+        Some(w) => {
+            names.push("queue_wait_before".into());
+            names.extend(verde_ivr::number_prompts(lang, w.as_secs().div_ceil(60)));
+            names.push("queue_wait_minutes".into());
+        }
+        None => {}
+    }
+    names
+}
+
+fn failure_reason(status: u16) -> OfferFailure {
+    match status {
+        486 | 600 => OfferFailure::Busy,
+        603 => OfferFailure::Rejected,
+        408 | 480 | 487 => OfferFailure::NoAnswer,
+        _ => OfferFailure::Unreachable,
+    }
+}
+
+/// The queue and agent side of a call.
+impl Call {
+    fn talking_leg(&self) -> Option<&AgentLeg> {
+        self.legs.iter().find(|l| l.state == LegState::Answered)
+    }
+
+    fn talking_leg_mut(&mut self) -> Option<&mut AgentLeg> {
+        self.legs.iter_mut().find(|l| l.state == LegState::Answered)
+    }
+
+    /// A prompt in the caller's language, else the flow's, else any.
+    fn prompt(&self, name: &str) -> Option<Arc<verde_media::Prompt>> {
+        [self.ivr.language(), self.start.flow.language(), "en"]
+            .iter()
+            .find_map(|lang| self.engine.prompts.get(lang, name))
+    }
+
+    fn enqueue(&mut self, queue: String, fallback: Vec<PromptRef>, now: Instant) {
+        self.outcome = Some(format!("queue:{queue}"));
+        if !self.engine.acd.has_queue(&queue) {
+            tracing::warn!(%queue, "flow names a queue that is not configured; playing its fallback");
+            self.after_playback = Some(AfterPlayback::Hangup {
+                disposition: "queue-unavailable",
+            });
+            if !self.play(&fallback, now) {
+                self.hangup(now, "queue-unavailable");
+            }
+            return;
+        }
+        if self.phase == Phase::Offered {
+            self.answer();
+        }
+        tracing::info!(%queue, "enqueued");
+        self.extra.insert("queue".into(), queue.clone());
+        self.engine
+            .acd
+            .calls
+            .insert(self.key, self.start.handle.clone());
+        self.engine.acd.input(AcdInput::Enqueue {
+            call: CallKey(self.key),
+            queue: queue.as_str().into(),
+            priority: 0,
+            caller: caller_number(&self.start.invite),
+        });
+        let moh = self
+            .engine
+            .cfg
+            .queues
+            .iter()
+            .find(|q| q.name == queue)
+            .map(|q| q.moh.clone())
+            .unwrap_or_else(|| "moh".into());
+        self.media.stop_playback(now);
+        match self.prompt(&moh) {
+            Some(p) => self.media.play_loop(p, now),
+            None => tracing::error!(prompt = %moh, "music on hold prompt missing"),
+        }
+        self.queue = Some(Queued {
+            name: queue,
+            fallback,
+            entered: now,
+            bridged: false,
+        });
+    }
+
+    fn acd_action(&mut self, action: Action, now: Instant) {
+        if self.phase == Phase::Ended {
+            return;
+        }
+        match action {
+            Action::Offer { agent, queue, .. } => {
+                tracing::info!(agent = %agent.as_str(), "offering the call to an agent");
+                self.pending_offers
+                    .push((agent.as_str().to_string(), queue.as_str().to_string()));
+            }
+            Action::CancelOffer { agent, .. } => {
+                for leg in self.legs.iter_mut().filter(|l| l.agent == agent.as_str()) {
+                    tracing::info!(agent = %leg.agent, "offer withdrawn");
+                    leg.cancel(&mut self.sip_out);
+                }
+            }
+            Action::Connected { agent, waited, .. } => {
+                tracing::info!(agent = %agent.as_str(), waited_ms = waited.as_millis() as u64, "connected to agent");
+                self.extra
+                    .insert("queue_wait_ms".into(), waited.as_millis().to_string());
+            }
+            Action::Requeued { .. } => {
+                tracing::info!("back at the head of the queue");
+            }
+            Action::Announce {
+                position,
+                estimated_wait,
+                ..
+            } => {
+                let lang = self.ivr.language().to_string();
+                let list: Vec<_> = announcement(&lang, position, estimated_wait)
+                    .iter()
+                    .filter_map(|n| self.prompt(n))
+                    .collect();
+                tracing::info!(?position, ewt_s = ?estimated_wait.map(|d| d.as_secs()), "queue announcement");
+                if !list.is_empty() {
+                    // Interrupts the music, which resumes where it paused.
+                    self.media.play(list, now);
+                }
+            }
+            Action::Exit { reason, node, .. } => self.leave_queue(reason, node, now),
+            Action::Abandoned { waited, .. } => {
+                self.extra
+                    .insert("queue_wait_ms".into(), waited.as_millis().to_string());
+            }
+            _ => {}
+        }
+    }
+
+    fn leave_queue(&mut self, reason: ExitReason, node: Option<String>, now: Instant) {
+        let Some(q) = self.queue.take() else { return };
+        self.engine.acd.calls.remove(&self.key);
+        let why = match reason {
+            ExitReason::Timeout => "queue-timeout",
+            ExitReason::Full => "queue-full",
+            ExitReason::Empty => "queue-empty",
+            ExitReason::Key => "queue-key",
+        };
+        tracing::info!(queue = %q.name, reason = why, node = ?node, "left the queue");
+        self.extra.insert("queue_exit".into(), why.into());
+        self.media.stop_playback(now);
+        if let Some(node) = node {
+            if self.ivr.resume_at(&node, now) {
+                return;
+            }
+            tracing::error!(%node, "queue exit names a node the flow does not have");
+        }
+        self.after_playback = Some(AfterPlayback::Hangup { disposition: why });
+        if !self.play(&q.fallback, now) {
+            self.hangup(now, why);
+        }
+    }
+
+    /// Rings an agent for this call: its registered phone, on a fresh RTP pair.
+    async fn ring_agent(&mut self, agent: String, queue: String) {
+        let binding = self.engine.bindings.get(&agent).map(|b| b.clone());
+        let fail = |call: &mut Call, reason| {
+            call.engine.acd.input(AcdInput::OfferFailed {
+                call: CallKey(call.key),
+                agent: agent.as_str().into(),
+                reason,
+            })
+        };
+        let Some(binding) = binding else {
+            tracing::warn!(%agent, "agent has no registered phone");
+            return fail(self, OfferFailure::Unreachable);
+        };
+        if self.phase == Phase::Ended || self.queue.is_none() {
+            return fail(self, OfferFailure::Rejected);
+        }
+        let Some(rtp) = self.engine.rtp_ports.bind(self.engine.media_ip).await else {
+            tracing::error!(%agent, "no RTP port for the agent leg");
+            return fail(self, OfferFailure::Unreachable);
+        };
+        let leg = AgentLeg::invite(
+            &self.engine,
+            &agent,
+            &queue,
+            &binding.contact,
+            binding.source,
+            &caller_number(&self.start.invite),
+            rtp,
+            &mut self.sip_out,
+        );
+        self.engine
+            .register_alias(&leg.call_id, self.start.handle.clone());
+        self.legs.push(leg);
+    }
+
+    fn agent_response(&mut self, i: usize, resp: &Response, now: Instant) {
+        let event = self.legs[i].on_response(resp, now, &mut self.sip_out);
+        let agent = self.legs[i].agent.clone();
+        match event {
+            LegEvent::None => {}
+            LegEvent::Ringing => self.engine.acd.input(AcdInput::OfferRinging {
+                call: CallKey(self.key),
+                agent: agent.as_str().into(),
+            }),
+            LegEvent::Answered => {
+                tracing::info!(%agent, "agent answered; bridging");
+                self.engine.acd.input(AcdInput::OfferAnswered {
+                    call: CallKey(self.key),
+                    agent: agent.as_str().into(),
+                });
+                // Ring-all: the others stop ringing.
+                for (j, leg) in self.legs.iter_mut().enumerate() {
+                    if j != i {
+                        leg.cancel(&mut self.sip_out);
+                    }
+                }
+                self.media.stop_playback(now);
+                self.media.set_relay(true);
+                if let Some(q) = self.queue.as_mut() {
+                    q.bridged = true;
+                    self.extra.insert("agent".into(), agent.clone());
+                    self.extra.insert(
+                        "queue_wait_ms".into(),
+                        now.duration_since(q.entered).as_millis().to_string(),
+                    );
+                }
+                self.disposition = Some("answered-agent");
+            }
+            LegEvent::Failed(status) => self.leg_failed(i, status, now),
+        }
+        self.drop_ended_legs();
+    }
+
+    fn leg_failed(&mut self, i: usize, status: u16, _now: Instant) {
+        let leg = &mut self.legs[i];
+        leg.state = LegState::Ended;
+        tracing::info!(agent = %leg.agent, status, "agent did not take the call");
+        self.engine.acd.input(AcdInput::OfferFailed {
+            call: CallKey(self.key),
+            agent: leg.agent.as_str().into(),
+            reason: failure_reason(status),
+        });
+        self.drop_ended_legs();
+    }
+
+    fn drop_ended_legs(&mut self) {
+        let sip = self.engine.sip().clone();
+        self.legs.retain(|l| {
+            if l.state == LegState::Ended {
+                // The alias goes when the SIP task hears of it; late retransmissions of the
+                // agent's final answer meanwhile still reach us and are ignored.
+                let _ = sip.try_send(SipCmd::CallEnded {
+                    call_id: l.call_id.clone(),
+                });
+                false
+            } else {
+                true
+            }
+        });
+    }
+
+    /// A request inside an agent leg's dialog.
+    fn agent_request(&mut self, i: usize, tx: ServerTxId, req: Request, now: Instant) {
+        match req.method {
+            Method::Bye => {
+                self.respond(tx, req.response(200, "OK"));
+                tracing::info!(agent = %self.legs[i].agent, "agent hung up");
+                self.legs[i].state = LegState::Ended;
+                self.hangup(now, "answered-agent");
+                self.hangup_by = "agent";
+            }
+            Method::Invite | Method::Update => {
+                let offer = std::str::from_utf8(&req.body)
+                    .unwrap_or("")
+                    .trim()
+                    .to_string();
+                let tag = self.legs[i].local_tag();
+                let contact = self.engine.contact(self.legs[i].peer.transport);
+                let neg = if offer.is_empty() {
+                    None
+                } else {
+                    self.legs[i].reoffer(&offer, now)
+                };
+                match (offer.is_empty(), neg) {
+                    (false, None) => self.respond(tx, req.response(488, "Not Acceptable Here")),
+                    (_, neg) => {
+                        let mut resp = req.response(200, "OK").with_to_tag(&tag);
+                        resp.headers.push("Contact", &contact);
+                        if let Some(neg) = neg {
+                            // The agent holds the caller: music until it resumes.
+                            let holding = !neg.direction.sends();
+                            tracing::info!(agent = %self.legs[i].agent, holding, "agent re-offer");
+                            if holding {
+                                if let Some(p) = self.prompt("moh") {
+                                    self.media.play_loop(p, now);
+                                }
+                            } else {
+                                self.media.stop_playback(now);
+                            }
+                            resp.headers.push("Content-Type", "application/sdp");
+                            resp.body = Bytes::from(neg.answer);
+                        }
+                        self.respond(tx, resp);
+                    }
+                }
+            }
+            Method::Ack => {}
+            Method::Info | Method::Options | Method::Notify => {
+                self.respond(tx, req.response(200, "OK"));
+            }
+            _ => {
+                let mut resp = req.response(405, "Method Not Allowed");
+                resp.headers.push("Allow", ALLOW);
+                self.respond(tx, resp);
+            }
+        }
+    }
+
+    /// Leaves the ACD cleanly: the queue learns the caller left (or the talk ended), ringing
+    /// agents stop ringing, a talking agent gets a BYE.
+    fn release_acd(&mut self, _now: Instant) {
+        if let Some(q) = self.queue.take() {
+            let input = match (q.bridged, self.extra.get("agent")) {
+                (true, Some(agent)) => AcdInput::CallEnded {
+                    call: CallKey(self.key),
+                    agent: agent.as_str().into(),
+                },
+                _ => AcdInput::Abandon {
+                    call: CallKey(self.key),
+                },
+            };
+            self.engine.acd.input(input);
+            self.engine.acd.calls.remove(&self.key);
+        }
+        for leg in self.legs.iter_mut() {
+            leg.hang_up(&mut self.sip_out);
+        }
+        for leg in &self.legs {
+            self.sip_out.push(SipCmd::CallEnded {
+                call_id: leg.call_id.clone(),
+            });
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -853,5 +1347,29 @@ mod tests {
         assert_eq!(info_digit(&junk), Some(Err(())));
         let keepalive = req(&[], "");
         assert_eq!(info_digit(&keepalive), None);
+    }
+
+    #[test]
+    fn announcements_say_place_and_wait() {
+        assert_eq!(announcement("it", Some(0), None), vec!["queue_next"]);
+        let a = announcement("it", Some(3), Some(Duration::from_secs(150)));
+        assert_eq!(a.first().map(String::as_str), Some("queue_ahead_before"));
+        assert!(a.contains(&"queue_ahead_after".to_string()));
+        assert!(a.contains(&"num_3".to_string()), "{a:?}");
+        // 150 s rounds up to 3 minutes.
+        assert_eq!(a.iter().filter(|n| *n == "num_3").count(), 2, "{a:?}");
+        assert_eq!(a.last().map(String::as_str), Some("queue_wait_minutes"));
+        assert_eq!(
+            announcement("en", None, Some(Duration::from_secs(20))),
+            vec!["queue_wait_short"]
+        );
+    }
+
+    #[test]
+    fn sip_failures_map_to_offer_outcomes() {
+        assert_eq!(failure_reason(486), OfferFailure::Busy);
+        assert_eq!(failure_reason(603), OfferFailure::Rejected);
+        assert_eq!(failure_reason(480), OfferFailure::NoAnswer);
+        assert_eq!(failure_reason(404), OfferFailure::Unreachable);
     }
 }

@@ -30,6 +30,14 @@ pub struct Config {
     /// DID -> flow name, overriding the `numbers` a flow declares.
     #[serde(default)]
     pub numbers: BTreeMap<String, String>,
+    /// ACD queues, named by the flows' `queue` nodes.
+    #[serde(default)]
+    pub queues: Vec<verde_acd::QueueConfig>,
+    /// Agents: SIP accounts (digest) and ACD membership.
+    #[serde(default)]
+    pub agents: Vec<AgentAccount>,
+    /// Numbers an authenticated agent dials to change state.
+    pub features: FeatureCodes,
     /// How long a graceful shutdown waits for calls in progress.
     #[serde(with = "humantime_secs")]
     pub shutdown_grace: Duration,
@@ -49,6 +57,57 @@ pub struct SipConfig {
     pub max_call_duration: Duration,
     /// Value of the User-Agent / Server header.
     pub user_agent: String,
+    /// Digest realm for agents' phones.
+    pub realm: String,
+    /// 64 hex digits shared by nodes that must accept each other's nonces; random when null.
+    pub auth_secret: Option<String>,
+    /// Lifetime of a digest nonce.
+    #[serde(with = "humantime_secs")]
+    pub nonce_ttl: Duration,
+    /// Registration expiry bounds and default, in seconds.
+    pub min_expires: u32,
+    pub max_expires: u32,
+    pub default_expires: u32,
+}
+
+/// An agent's account: the SIP user its phone registers as, and its ACD membership.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentAccount {
+    /// SIP user name and ACD agent id.
+    pub id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Digest password (prefer `ha1_sha256`/`ha1_md5` in production files).
+    #[serde(default)]
+    pub password: Option<String>,
+    #[serde(default)]
+    pub ha1_md5: Option<String>,
+    #[serde(default)]
+    pub ha1_sha256: Option<String>,
+    #[serde(default)]
+    pub skills: BTreeMap<String, u8>,
+    #[serde(default)]
+    pub queues: Vec<String>,
+}
+
+impl AgentAccount {
+    pub fn acd(&self) -> verde_acd::AgentConfig {
+        verde_acd::AgentConfig {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            skills: self.skills.clone(),
+            queues: self.queues.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeatureCodes {
+    pub login: String,
+    pub pause: String,
+    pub logout: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -196,6 +255,31 @@ impl Config {
         if self.sip.max_calls == 0 {
             bail!("{name}: sip.max_calls must be at least 1");
         }
+        if let Some(secret) = &self.sip.auth_secret {
+            if secret.len() != 64 || !secret.chars().all(|c| c.is_ascii_hexdigit()) {
+                bail!("{name}: sip.auth_secret must be 64 hex digits");
+            }
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for a in &self.agents {
+            if !seen.insert(&a.id) {
+                bail!("{name}: agents: id {:?} appears twice", a.id);
+            }
+            if a.password.is_none() && a.ha1_md5.is_none() && a.ha1_sha256.is_none() {
+                bail!(
+                    "{name}: agent {:?}: set password, ha1_md5 or ha1_sha256",
+                    a.id
+                );
+            }
+            for q in &a.queues {
+                if !self.queues.iter().any(|c| &c.name == q) {
+                    bail!(
+                        "{name}: agent {:?}: queue {q:?} is not configured under queues",
+                        a.id
+                    );
+                }
+            }
+        }
         Ok(())
     }
 
@@ -236,6 +320,31 @@ mod tests {
         assert!(c.trunk_for("127.0.0.1".parse().unwrap()).is_some());
         assert!(c.trunk_for("127.0.0.2".parse().unwrap()).is_none());
         assert!(c.trunk_for("10.1.2.3".parse().unwrap()).is_none());
+    }
+
+    #[test]
+    fn agents_must_name_configured_queues_and_have_credentials() {
+        let dir = std::env::temp_dir().join(format!("verde-cfg-agents-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("a.yaml");
+        std::fs::write(
+            &p,
+            "agents:\n  - id: '1001'\n    password: x\n    queues: [nowhere]\n",
+        )
+        .unwrap();
+        let err = Config::load(Some(&p)).unwrap_err().to_string();
+        assert!(err.contains("nowhere"), "{err}");
+        std::fs::write(&p, "agents:\n  - id: '1001'\n    queues: [pensions]\n").unwrap();
+        let err = Config::load(Some(&p)).unwrap_err().to_string();
+        assert!(err.contains("password"), "{err}");
+        std::fs::write(
+            &p,
+            "agents:\n  - id: '1001'\n    password: x\n    queues: [pensions]\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&p)).unwrap();
+        assert_eq!(c.agents[0].acd().queues, vec!["pensions".to_string()]);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

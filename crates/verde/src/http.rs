@@ -27,6 +27,8 @@ pub async fn start(
         .route("/health", get(health))
         .route("/api/calls", get(calls))
         .route("/api/calls/{call_id}", get(call))
+        .route("/api/queues", get(queues))
+        .route("/api/agents", get(agents))
         .with_state(AppState { store, engine });
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -89,4 +91,64 @@ async fn call(State(s): State<AppState>, Path(call_id): Path<String>) -> Respons
         Ok(Err(e)) => store_error(e),
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
+}
+
+fn secs(d: std::time::Duration) -> f64 {
+    (d.as_millis() as f64) / 1000.0
+}
+
+/// Live queue state from the ACD's last published snapshot (never from the dispatcher itself).
+async fn queues(State(s): State<AppState>) -> Response {
+    let snap = s.engine.acd.snapshot();
+    let (taken, snap) = (&snap.0, &snap.1);
+    let age = taken.elapsed();
+    let list: Vec<_> = snap
+        .queues
+        .iter()
+        .map(|q| {
+            serde_json::json!({
+                "name": q.name.as_str(),
+                "waiting": q.waiting,
+                "offering": q.offering,
+                "longest_wait_s": q.longest_wait.map(|d| secs(d + age)),
+                "estimated_wait_s": q.estimated_wait.map(secs),
+                "handle_time_s": secs(q.handle_time),
+                "agents_logged_in": q.agents_logged_in,
+                "agents_ready": q.agents_ready,
+                "callers": q.callers.iter().map(|c| format!("{c:?}")).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    Json(list).into_response()
+}
+
+async fn agents(State(s): State<AppState>) -> Response {
+    let snap = s.engine.acd.snapshot();
+    let (taken, snap) = (&snap.0, &snap.1);
+    let age = taken.elapsed();
+    let list: Vec<_> = snap
+        .agents
+        .iter()
+        .map(|a| {
+            let (state, reason) = match &a.state {
+                verde_acd::AgentState::Paused { reason } => {
+                    ("paused".to_string(), Some(reason.clone()))
+                }
+                other => (format!("{other:?}").to_lowercase(), None),
+            };
+            serde_json::json!({
+                "id": a.id.as_str(),
+                "name": a.name,
+                "state": state,
+                "pause_reason": reason,
+                "in_state_s": secs(a.in_state + age),
+                "current_call": a.current_call.map(|c| c.0),
+                "calls_handled": a.calls_handled,
+                "missed": a.missed,
+                "queues": a.queues.iter().map(|q| q.as_str()).collect::<Vec<_>>(),
+                "registered": s.engine.bindings.contains_key(a.id.as_str()),
+            })
+        })
+        .collect();
+    Json(list).into_response()
 }

@@ -5,6 +5,8 @@
 //! one task for the SIP transports and transaction layer ([`sip_core`]), one task per call
 //! ([`call`]), the HTTP server ([`http`]) and the flow watcher ([`flows`]).
 
+mod acd_task;
+mod agent_leg;
 mod call;
 mod config;
 mod flows;
@@ -157,13 +159,18 @@ async fn serve(cfg: Arc<Config>) -> Result<()> {
 
     let shutdown = tokio_util_shutdown();
     let media_ip = cfg.media_ip();
+    let acd = acd_task::start(
+        cfg.queues.clone(),
+        cfg.agents.iter().map(|a| a.acd()).collect(),
+    )?;
     let engine = Arc::new(sip_core::Engine::new(
         cfg.clone(),
         media_ip,
         flows.clone(),
         prompts,
         records,
-    ));
+        acd,
+    )?);
     let sip = sip_core::start(engine.clone()).await?;
     let http = http::start(cfg.http.listen, store, engine.clone()).await?;
     tracing::info!(
@@ -189,8 +196,8 @@ async fn serve(cfg: Arc<Config>) -> Result<()> {
 }
 
 /// Resolves on SIGINT or SIGTERM.
-fn tokio_util_shutdown() -> impl std::future::Future<Output = ()> {
-    async {
+async fn tokio_util_shutdown() {
+    {
         let ctrl_c = tokio::signal::ctrl_c();
         #[cfg(unix)]
         {

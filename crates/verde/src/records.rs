@@ -20,7 +20,7 @@ pub struct Records {
 }
 
 enum Msg {
-    Record(CallRecord),
+    Record(Box<CallRecord>),
     /// Answered once everything queued before it is stored.
     Flush(tokio::sync::oneshot::Sender<()>),
 }
@@ -36,7 +36,7 @@ impl Records {
     }
 
     pub async fn write(&self, record: CallRecord) {
-        if let Err(e) = self.tx.send(Msg::Record(record)).await {
+        if let Err(e) = self.tx.send(Msg::Record(Box::new(record))).await {
             if let Msg::Record(r) = e.0 {
                 // Only if the writer thread died; say so with the record itself.
                 tracing::error!(record = ?r, "call record NOT stored: writer stopped");
@@ -60,7 +60,7 @@ fn writer(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Msg>) {
         let mut next = Some(first);
         while let Some(msg) = next.take() {
             match msg {
-                Msg::Record(r) => batch.push(r),
+                Msg::Record(r) => batch.push(*r),
                 Msg::Flush(done) => flushes.push(done),
             }
             if batch.len() < BATCH {
@@ -106,7 +106,9 @@ mod tests {
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
                 .is_ok()
             {
-                return Err(StoreError::Data(serde_json::from_str::<u8>("x").unwrap_err()));
+                return Err(StoreError::Data(
+                    serde_json::from_str::<u8>("x").unwrap_err(),
+                ));
             }
             let mut s = self.stored.lock().unwrap();
             s.extend(records.iter().map(|r| r.call_id.clone()));

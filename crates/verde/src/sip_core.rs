@@ -5,6 +5,7 @@
 //! through a bounded channel and it talks to them through their handles in a dashmap keyed by
 //! Call-ID. Answers that need no call (403, 404, 481, 405, OPTIONS) are given right here.
 
+use crate::acd_task::{AcdCmd, AcdHandle};
 use crate::call::{self, CallInput, CallStart};
 use crate::config::Config;
 use crate::flows::FlowsHandle;
@@ -14,13 +15,16 @@ use bytes::{Bytes, BytesMut};
 use dashmap::DashMap;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
+use verde_ivr::Flow;
 use verde_media::PromptCache;
+use verde_sip::{AuthError, Credentials};
 use verde_sip::{ClientTxId, Endpoint, Event, Frame, Method, Peer, Request, ServerTxId, Transport};
 
 /// What call tasks (and TCP connections) ask of the SIP task.
@@ -33,6 +37,15 @@ pub enum SipCmd {
         call_id: String,
         request: Request,
         to: Peer,
+    },
+    /// ACK for a 2xx on a leg we originated (sent outside any transaction).
+    Ack {
+        request: Request,
+        to: Peer,
+    },
+    /// CANCEL the pending INVITE we sent on the leg with this Call-ID.
+    CancelInvite {
+        call_id: String,
     },
     CallEnded {
         call_id: String,
@@ -58,6 +71,12 @@ pub struct Engine {
     pub prompts: Arc<PromptCache>,
     pub records: crate::records::Records,
     pub rtp_ports: RtpPorts,
+    pub acd: AcdHandle,
+    /// Each agent's most recent registration, mirrored from the registrar for call tasks.
+    pub bindings: DashMap<String, verde_sip::Binding>,
+    /// Feature-code flows (agent login/pause/logout confirmations).
+    feature_flows: HashMap<&'static str, Arc<Flow>>,
+    next_key: AtomicU64,
     calls: DashMap<String, mpsc::Sender<CallInput>>,
     draining: AtomicBool,
     sip_tx: mpsc::Sender<SipCmd>,
@@ -71,19 +90,43 @@ impl Engine {
         flows: FlowsHandle,
         prompts: Arc<PromptCache>,
         records: crate::records::Records,
-    ) -> Self {
+        acd: AcdHandle,
+    ) -> anyhow::Result<Self> {
         let (sip_tx, sip_rx) = mpsc::channel(8192);
-        Self {
+        let feature_flows = feature_flows(&cfg.sounds)?;
+        Ok(Self {
             rtp_ports: RtpPorts::new(cfg.media.rtp_ports),
             cfg,
             media_ip,
             flows,
             prompts,
             records,
+            acd,
+            bindings: DashMap::new(),
+            feature_flows,
+            next_key: AtomicU64::new(1),
             calls: DashMap::new(),
             draining: AtomicBool::new(false),
             sip_tx,
             sip_rx: std::sync::Mutex::new(Some(sip_rx)),
+        })
+    }
+
+    /// A key naming a call to the ACD.
+    pub fn next_call_key(&self) -> u64 {
+        self.next_key.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Routes the SIP messages of another Call-ID (an agent leg) to a call's task.
+    pub fn register_alias(&self, call_id: &str, handle: mpsc::Sender<CallInput>) {
+        self.calls.insert(call_id.to_string(), handle);
+    }
+
+    /// Host for the URIs we write (From/To of legs we originate).
+    pub fn sip_host(&self) -> String {
+        match self.media_ip {
+            IpAddr::V6(ip) => format!("[{ip}]"),
+            ip => ip.to_string(),
         }
     }
 
@@ -161,6 +204,35 @@ pub async fn start(engine: Arc<Engine>) -> Result<tokio::task::JoinHandle<()>> {
         .take()
         .context("SIP task already started")?;
     let endpoint = Endpoint::new(verde_sip::Config::default());
+    let secret: [u8; 32] = match &engine.cfg.sip.auth_secret {
+        Some(hex) => {
+            let mut out = [0u8; 32];
+            for (i, b) in out.iter_mut().enumerate() {
+                *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("validated hex");
+            }
+            out
+        }
+        None => rand::random(),
+    };
+    let sip = &engine.cfg.sip;
+    let auth = verde_sip::DigestAuth::new(sip.realm.clone(), secret, sip.nonce_ttl);
+    let registrar =
+        verde_sip::Registrar::new(sip.min_expires, sip.max_expires, sip.default_expires);
+    let accounts = engine
+        .cfg
+        .agents
+        .iter()
+        .map(|a| {
+            let cred = match &a.password {
+                Some(p) => Credentials::Password(p.clone()),
+                None => Credentials::Ha1 {
+                    md5: a.ha1_md5.clone(),
+                    sha256: a.ha1_sha256.clone(),
+                },
+            };
+            (a.id.clone(), cred)
+        })
+        .collect();
     Ok(tokio::spawn(
         SipTask {
             engine,
@@ -169,6 +241,11 @@ pub async fn start(engine: Arc<Engine>) -> Result<tokio::task::JoinHandle<()>> {
             tcp: HashMap::new(),
             client_txs: HashMap::new(),
             invite_txs: HashMap::new(),
+            outbound_invites: HashMap::new(),
+            auth,
+            limiter: verde_sip::FailureLimiter::default(),
+            registrar,
+            accounts,
         }
         .run(rx),
     ))
@@ -183,6 +260,12 @@ struct SipTask {
     client_txs: HashMap<ClientTxId, String>,
     /// The INVITE server transaction of each call -> its Call-ID (CANCEL, ACK timeout).
     invite_txs: HashMap<ServerTxId, String>,
+    /// INVITEs we sent (agent legs), by their Call-ID, for CANCEL.
+    outbound_invites: HashMap<String, ClientTxId>,
+    auth: verde_sip::DigestAuth,
+    limiter: verde_sip::FailureLimiter,
+    registrar: verde_sip::Registrar,
+    accounts: HashMap<String, Credentials>,
 }
 
 impl SipTask {
@@ -190,7 +273,10 @@ impl SipTask {
         let mut buf = vec![0u8; 65_535];
         let udp = self.udp.clone();
         loop {
-            let deadline = self.endpoint.poll_timeout();
+            let deadline = match (self.endpoint.poll_timeout(), self.registrar.poll_timeout()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             let sleep = async {
                 match deadline {
                     Some(d) => tokio::time::sleep_until(d.into()).await,
@@ -213,7 +299,14 @@ impl SipTask {
                     Some(cmd) => self.command(cmd),
                     None => return,
                 },
-                _ = sleep => self.endpoint.handle_timeout(Instant::now()),
+                _ = sleep => {
+                    let now = Instant::now();
+                    self.endpoint.handle_timeout(now);
+                    for (user, b) in self.registrar.expire(now) {
+                        tracing::info!(%user, contact = %b.contact, "registration expired");
+                        self.mirror_binding(&user, now);
+                    }
+                }
             }
             self.flush().await;
         }
@@ -233,15 +326,30 @@ impl SipTask {
                 call_id,
                 request,
                 to,
-            } => match self.endpoint.send_request(request, to, now) {
-                Ok(tx) => {
-                    self.client_txs.insert(tx, call_id);
+            } => {
+                let is_invite = request.method == Method::Invite;
+                match self.endpoint.send_request(request, to, now) {
+                    Ok(tx) => {
+                        if is_invite {
+                            self.outbound_invites.insert(call_id.clone(), tx);
+                        }
+                        self.client_txs.insert(tx, call_id);
+                    }
+                    Err(e) => tracing::warn!(call_id, error = ?e, "request not sent"),
                 }
-                Err(e) => tracing::warn!(call_id, error = ?e, "request not sent"),
-            },
+            }
+            SipCmd::Ack { request, to } => self.endpoint.send_ack(&request, to),
+            SipCmd::CancelInvite { call_id } => {
+                if let Some(tx) = self.outbound_invites.get(&call_id).copied() {
+                    if let Err(e) = self.endpoint.cancel(tx, now) {
+                        tracing::debug!(call_id, error = ?e, "CANCEL not sent");
+                    }
+                }
+            }
             SipCmd::CallEnded { call_id } => {
                 self.engine.calls.remove(&call_id);
                 self.invite_txs.retain(|_, c| *c != call_id);
+                self.outbound_invites.remove(&call_id);
             }
             SipCmd::TcpIn { from, bytes } => {
                 let peer = Peer {
@@ -301,7 +409,7 @@ impl SipTask {
         }
     }
 
-    fn to_call(&mut self, call_id: &str, input: CallInput) -> bool {
+    fn deliver(&mut self, call_id: &str, input: CallInput) -> bool {
         match self.engine.calls.get(call_id) {
             Some(h) => {
                 if h.try_send(input).is_err() {
@@ -321,30 +429,44 @@ impl SipTask {
             Event::Request { tx, request, from } => self.request(tx, request, from, now),
             Event::Cancelled { tx } => {
                 if let Some(call_id) = self.invite_txs.get(&tx).cloned() {
-                    self.to_call(&call_id, CallInput::Cancelled);
+                    self.deliver(&call_id, CallInput::Cancelled);
                 }
             }
             Event::AckTimeout { tx } => {
                 if let Some(call_id) = self.invite_txs.get(&tx).cloned() {
-                    self.to_call(&call_id, CallInput::AckTimeout);
+                    self.deliver(&call_id, CallInput::AckTimeout);
                 }
             }
             Event::Ack { request, .. } => {
                 if let Some(call_id) = request.call_id().map(str::to_string) {
-                    self.to_call(&call_id, CallInput::Ack);
+                    self.deliver(&call_id, CallInput::Ack);
                 }
             }
             Event::Response { tx, response } => {
                 if let Some(call_id) = self.client_txs.get(&tx).cloned() {
-                    if response.status >= 200 {
+                    // Keep INVITE transactions past their 2xx: retransmitted 2xx must reach the
+                    // call to be ACKed again. They go with the call (CallEnded).
+                    if response.status >= 300
+                        || (response.status >= 200 && !self.outbound_invites.contains_key(&call_id))
+                    {
                         self.client_txs.remove(&tx);
                     }
-                    self.to_call(&call_id, CallInput::Response { tx, response });
+                    if response.status >= 200 {
+                        self.outbound_invites.remove(&call_id);
+                    }
+                    self.deliver(&call_id, CallInput::Response { tx, response });
+                }
+            }
+            Event::StrayResponse { response, .. } => {
+                if let Some(call_id) = response.call_id().map(str::to_string) {
+                    if !self.deliver(&call_id, CallInput::StrayResponse { response }) {
+                        tracing::debug!(call_id, "stray response for no call");
+                    }
                 }
             }
             Event::Timeout { tx } => {
                 if let Some(call_id) = self.client_txs.remove(&tx) {
-                    self.to_call(&call_id, CallInput::Timeout { tx });
+                    self.deliver(&call_id, CallInput::Timeout { tx });
                 }
             }
             Event::Malformed { from, reason } => {
@@ -372,12 +494,15 @@ impl SipTask {
     fn request(&mut self, tx: ServerTxId, req: Request, from: Peer, now: Instant) {
         let call_id = req.call_id().unwrap_or_default().to_string();
         let in_dialog = req.to_tag().is_some();
+        if req.method == Method::Register {
+            return self.register(tx, req, from, now);
+        }
         if req.method == Method::Invite && !in_dialog {
             self.new_call(tx, req, from, call_id, now);
             return;
         }
         if self.engine.calls.contains_key(&call_id) {
-            self.to_call(&call_id, CallInput::Request { tx, request: req });
+            self.deliver(&call_id, CallInput::Request { tx, request: req });
             return;
         }
         match req.method {
@@ -426,11 +551,18 @@ impl SipTask {
             tracing::info!("refused: draining for shutdown");
             return self.send(tx, resp, now);
         }
+        let did = request_user(&req.uri);
+        let f = &engine.cfg.features;
+        // Feature codes are for agents' phones, wherever they are: digest decides, not the
+        // source address.
+        if [&f.login, &f.pause, &f.logout].contains(&&did) && !engine.cfg.agents.is_empty() {
+            drop(_e);
+            return self.feature_call(tx, req, from, call_id, did, now);
+        }
         let Some(trunk) = engine.cfg.trunk_for(from.addr.ip()) else {
             tracing::warn!(from = %from.addr, "refused: source is not a configured trunk");
             return self.reply(tx, &req, 403, "Forbidden", now);
         };
-        let did = request_user(&req.uri);
         let Some(flow) = engine.flows.for_number(&did) else {
             tracing::info!(%did, "refused: number not configured");
             return self.reply(tx, &req, 404, "Not Found", now);
@@ -441,22 +573,200 @@ impl SipTask {
             tracing::warn!(max = engine.cfg.sip.max_calls, "refused: at capacity");
             return self.send(tx, resp, now);
         }
+        let trunk = trunk.name.clone();
+        drop(_e);
+        self.spawn_call(tx, req, from, call_id, trunk, did, flow, span, now);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn spawn_call(
+        &mut self,
+        tx: ServerTxId,
+        req: Request,
+        from: Peer,
+        call_id: String,
+        trunk: String,
+        did: String,
+        flow: Arc<Flow>,
+        span: tracing::Span,
+        now: Instant,
+    ) {
         self.reply(tx, &req, 100, "Trying", now);
         let (handle, inbox) = mpsc::channel(64);
-        engine.calls.insert(call_id.clone(), handle);
+        self.engine.calls.insert(call_id.clone(), handle.clone());
         self.invite_txs.insert(tx, call_id.clone());
         let start = CallStart {
             call_id,
             tx,
             invite: req,
             from,
-            trunk: trunk.name.clone(),
+            trunk,
             did,
             flow,
+            handle,
         };
-        drop(_e);
-        call::spawn(engine, start, inbox, span);
+        call::spawn(self.engine.clone(), start, inbox, span);
     }
+
+    /// Digest check shared by REGISTER and agents' INVITEs: Some(user) when authenticated;
+    /// otherwise the answer (401 challenge or 403) has been sent.
+    fn authenticate(
+        &mut self,
+        tx: ServerTxId,
+        req: &Request,
+        from: Peer,
+        now: Instant,
+    ) -> Option<String> {
+        let ip = from.addr.ip();
+        if !self.limiter.check(ip, now) {
+            self.reply(tx, req, 403, "Forbidden", now);
+            return None;
+        }
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let accounts = &self.accounts;
+        match self
+            .auth
+            .verify(req, "Authorization", |u| accounts.get(u).cloned(), wall)
+        {
+            Ok(user) => {
+                self.limiter.record_success(ip);
+                Some(user)
+            }
+            Err(e) => {
+                let stale = matches!(e, AuthError::Stale | AuthError::Replay);
+                if e.is_failure() {
+                    // Unknown user and wrong password look the same from outside.
+                    tracing::warn!(from = %from.addr, method = req.method.as_str(), error = ?e, "digest authentication failed");
+                    if self.limiter.record_failure(ip, now) {
+                        tracing::warn!(source = %ip, "too many authentication failures: source blocked");
+                    }
+                    self.reply(tx, req, 403, "Forbidden", now);
+                    return None;
+                }
+                let mut resp = req
+                    .response(401, "Unauthorized")
+                    .with_to_tag(&verde_sip::new_tag());
+                for c in self.auth.challenge(wall, stale) {
+                    resp.headers.push("WWW-Authenticate", c);
+                }
+                self.send(tx, resp, now);
+                None
+            }
+        }
+    }
+
+    fn register(&mut self, tx: ServerTxId, req: Request, from: Peer, now: Instant) {
+        let Some(user) = self.authenticate(tx, &req, from, now) else {
+            return;
+        };
+        if verde_sip::registrar::aor_user(&req) != Some(user.as_str()) {
+            tracing::warn!(%user, "refused: REGISTER for another user's address");
+            return self.reply(tx, &req, 403, "Forbidden", now);
+        }
+        let resp = self.registrar.register(&req, from, &user, now);
+        if resp.status == 200 {
+            tracing::info!(%user, from = %from.addr, transport = ?from.transport, "registered");
+        }
+        self.mirror_binding(&user, now);
+        self.send(tx, resp, now);
+    }
+
+    fn mirror_binding(&self, user: &str, now: Instant) {
+        match self.registrar.lookup(user, now).into_iter().next() {
+            Some(b) => {
+                self.engine.bindings.insert(user.to_string(), b);
+            }
+            None => {
+                self.engine.bindings.remove(user);
+            }
+        }
+    }
+
+    /// An agent's phone dialed a feature code: authenticate it, change its ACD state, and
+    /// answer with a short confirmation.
+    fn feature_call(
+        &mut self,
+        tx: ServerTxId,
+        req: Request,
+        from: Peer,
+        call_id: String,
+        code: String,
+        now: Instant,
+    ) {
+        let span = tracing::info_span!("call", call_id = %call_id);
+        let Some(agent) = self.authenticate(tx, &req, from, now) else {
+            return;
+        };
+        let f = &self.engine.cfg.features;
+        let (cmd, confirm) = if code == f.login {
+            (
+                AcdCmd::LoginOrReady {
+                    agent: agent.clone(),
+                },
+                "ready",
+            )
+        } else if code == f.pause {
+            (
+                AcdCmd::Input(verde_acd::Input::AgentPause {
+                    agent: agent.as_str().into(),
+                    reason: "phone".into(),
+                }),
+                "paused",
+            )
+        } else {
+            (
+                AcdCmd::Input(verde_acd::Input::AgentLogout {
+                    agent: agent.as_str().into(),
+                }),
+                "logged-out",
+            )
+        };
+        span.in_scope(|| tracing::info!(%agent, %code, "agent feature code"));
+        let confirm = if self.engine.acd.send(cmd).is_ok() {
+            confirm
+        } else {
+            "unknown"
+        };
+        let flow = self.engine.feature_flows[confirm].clone();
+        self.spawn_call(
+            tx,
+            req,
+            from,
+            call_id,
+            "agents".into(),
+            code,
+            flow,
+            span,
+            now,
+        );
+    }
+}
+
+/// The tiny built-in flows that confirm an agent's feature code: play one prompt, hang up.
+fn feature_flows(sounds: &Path) -> anyhow::Result<HashMap<&'static str, Arc<Flow>>> {
+    let catalog = verde_ivr::DirCatalog::new(sounds);
+    let mut flows = HashMap::new();
+    // The numbers are placeholders: these flows are never looked up by number.
+    for (code, prompt, number) in [
+        ("ready", "agent_ready", "11"),
+        ("paused", "agent_paused", "12"),
+        ("logged-out", "agent_logged_out", "13"),
+        ("unknown", "agent_unknown_code", "10"),
+    ] {
+        let text = format!(
+            "name: feature-{code}\nnumbers: [\"{number}\"]\nlanguage: it\nlanguages: [it]\nstart: say\nnodes:\n  say:\n    type: play\n    prompts: [{prompt}]\n    next: end\n  end:\n    type: hangup\n"
+        );
+        let flow =
+            verde_ivr::parse_flow(&text, Path::new("<feature codes>"), &catalog).map_err(|e| {
+                let lines: Vec<String> = e.iter().map(|e| e.to_string()).collect();
+                anyhow::anyhow!("feature-code prompts: {}", lines.join("; "))
+            })?;
+        flows.insert(code, Arc::new(flow));
+    }
+    Ok(flows)
 }
 
 /// The user part of a SIP URI (`sip:803164@host` -> `803164`), without visual separators.
@@ -562,6 +872,14 @@ async fn tcp_connection(stream: TcpStream, peer: SocketAddr, sip: mpsc::Sender<S
 #[cfg(test)]
 mod tests {
     use super::request_user;
+
+    #[test]
+    fn feature_flows_build_from_the_shipped_prompts() {
+        let sounds = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../sounds");
+        let flows = super::feature_flows(&sounds).unwrap();
+        assert_eq!(flows.len(), 4);
+        assert!(super::feature_flows(std::path::Path::new("/nonexistent")).is_err());
+    }
 
     #[test]
     fn numbers_are_read_from_request_uris() {

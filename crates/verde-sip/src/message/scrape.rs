@@ -23,10 +23,13 @@ pub(crate) fn scrape(bytes: &[u8]) -> Option<Scraped> {
     let text = String::from_utf8_lossy(bytes);
     let mut lines = text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
     let first = lines.next()?;
-    let mut parts = first.split_whitespace();
-    let method = parts.next()?;
-    let _uri = parts.next()?;
-    let version = parts.next()?;
+    // A request line that lost its Request-URI ("INVITE SIP/2.0") still names a method and
+    // SIP: worth a 400 so the sender learns what is wrong.
+    let parts: Vec<&str> = first.split_whitespace().collect();
+    let (method, version) = match parts.as_slice() {
+        [m, _, v] | [m, v] => (*m, *v),
+        _ => return None,
+    };
     if method.starts_with("SIP/") || !version.starts_with("SIP/") {
         return None;
     }
@@ -103,5 +106,20 @@ impl Scraped {
             headers,
             body: Bytes::new(),
         })
+    }
+}
+
+#[cfg(test)]
+mod missing_uri_tests {
+    use super::scrape;
+
+    #[test]
+    fn a_request_line_without_uri_is_still_scraped() {
+        let raw = b"INVITE SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKx\r\nCall-ID: a@b\r\nCSeq: 1 INVITE\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>\r\n\r\n";
+        let s = scrape(raw).expect("scraped");
+        assert_eq!(s.method, "INVITE");
+        assert_eq!(s.call_id.as_deref(), Some("a@b"));
+        assert!(scrape(b"garbage\r\n\r\n").is_none());
+        assert!(scrape(b"SIP/2.0 200 OK\r\n\r\n").is_none());
     }
 }

@@ -1,0 +1,166 @@
+//! The ACD's single owner: one task runs the sans-IO [`verde_acd::Acd`], fed by a bounded
+//! channel. No lock is taken on the dispatch path: call tasks and the SIP task send inputs, the
+//! task routes the resulting actions to the calls' handles and publishes a snapshot for readers
+//! (HTTP, later the CTI) so that they never touch the dispatcher.
+
+use crate::call::CallInput;
+use arc_swap::ArcSwap;
+use dashmap::DashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use verde_acd::{Acd, Action, AgentState, CallKey, Input, Snapshot};
+
+pub enum AcdCmd {
+    Input(Input),
+    /// An agent dialed the login code: log in if logged out, else become ready.
+    LoginOrReady {
+        agent: String,
+    },
+}
+
+#[derive(Clone)]
+pub struct AcdHandle {
+    tx: mpsc::Sender<AcdCmd>,
+    /// Call tasks waiting in (or served by) the ACD.
+    pub calls: Arc<DashMap<u64, mpsc::Sender<CallInput>>>,
+    snapshot: Arc<ArcSwap<(Instant, Snapshot)>>,
+    queues: Arc<Vec<String>>,
+}
+
+impl AcdHandle {
+    pub fn send(&self, cmd: AcdCmd) -> Result<(), AcdCmd> {
+        // Back-pressure is explicit: a full ACD queue is logged, never waited on while a call
+        // holds a timer.
+        self.tx.try_send(cmd).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(c) | mpsc::error::TrySendError::Closed(c) => c,
+        })
+    }
+
+    pub fn input(&self, input: Input) {
+        if self.send(AcdCmd::Input(input)).is_err() {
+            tracing::error!("ACD input queue full or closed: input dropped");
+        }
+    }
+
+    pub fn has_queue(&self, name: &str) -> bool {
+        self.queues.iter().any(|q| q == name)
+    }
+
+    /// The latest published state and when it was taken.
+    pub fn snapshot(&self) -> Arc<(Instant, Snapshot)> {
+        self.snapshot.load_full()
+    }
+}
+
+pub fn start(
+    queues: Vec<verde_acd::QueueConfig>,
+    agents: Vec<verde_acd::AgentConfig>,
+) -> anyhow::Result<AcdHandle> {
+    let now = Instant::now();
+    let names = queues.iter().map(|q| q.name.clone()).collect();
+    let acd = Acd::new(queues, agents, now).map_err(|e| anyhow::anyhow!("ACD config: {e}"))?;
+    let (tx, rx) = mpsc::channel(65_536);
+    let handle = AcdHandle {
+        tx,
+        calls: Arc::new(DashMap::new()),
+        snapshot: Arc::new(ArcSwap::from_pointee((now, acd.snapshot(now)))),
+        queues: Arc::new(names),
+    };
+    tokio::spawn(run(acd, rx, handle.clone()));
+    Ok(handle)
+}
+
+async fn run(mut acd: Acd, mut rx: mpsc::Receiver<AcdCmd>, handle: AcdHandle) {
+    // Readers get a fresh view at most this often, and right after any change.
+    const SNAPSHOT_EVERY: Duration = Duration::from_millis(500);
+    let mut last_snapshot = Instant::now();
+    loop {
+        let deadline = acd
+            .poll_timeout()
+            .unwrap_or_else(|| Instant::now() + SNAPSHOT_EVERY)
+            .min(last_snapshot + SNAPSHOT_EVERY);
+        let mut changed = false;
+        tokio::select! {
+            cmd = rx.recv() => {
+                let Some(cmd) = cmd else { return };
+                let now = Instant::now();
+                apply(&mut acd, cmd, now);
+                // Take whatever else is queued before routing actions: one pass per burst.
+                while let Ok(cmd) = rx.try_recv() {
+                    apply(&mut acd, cmd, now);
+                }
+                changed = true;
+            }
+            _ = tokio::time::sleep_until(deadline.into()) => {
+                acd.handle_timeout(Instant::now());
+            }
+        }
+        while let Some(action) = acd.poll_action() {
+            changed = true;
+            route(&handle, action);
+        }
+        let now = Instant::now();
+        if changed || now >= last_snapshot + SNAPSHOT_EVERY {
+            handle.snapshot.store(Arc::new((now, acd.snapshot(now))));
+            last_snapshot = now;
+        }
+    }
+}
+
+fn apply(acd: &mut Acd, cmd: AcdCmd, now: Instant) {
+    let input = match cmd {
+        AcdCmd::Input(i) => i,
+        AcdCmd::LoginOrReady { agent } => match acd.agent_state(&agent) {
+            None => {
+                tracing::warn!(%agent, "login code from an agent the ACD does not know");
+                return;
+            }
+            Some(AgentState::LoggedOut) => Input::AgentLogin {
+                agent: agent.as_str().into(),
+                queues: None,
+            },
+            Some(_) => Input::AgentReady {
+                agent: agent.as_str().into(),
+            },
+        },
+    };
+    let what = format!("{input:?}");
+    if let Err(e) = acd.handle(input, now) {
+        tracing::warn!(error = %e, input = %what, "ACD refused input");
+    }
+}
+
+fn route(handle: &AcdHandle, action: Action) {
+    let call = match &action {
+        Action::Offer { call, .. }
+        | Action::CancelOffer { call, .. }
+        | Action::Connected { call, .. }
+        | Action::Requeued { call }
+        | Action::Announce { call, .. }
+        | Action::Exit { call, .. }
+        | Action::Abandoned { call, .. } => Some(*call),
+        Action::AgentState { agent, state } => {
+            tracing::info!(agent = %agent.as_str(), state = ?state, "agent state");
+            None
+        }
+        Action::AgentAutoPaused { agent, reason } => {
+            tracing::warn!(agent = %agent.as_str(), %reason, "agent paused by the ACD");
+            None
+        }
+        #[allow(unreachable_patterns)]
+        _ => None,
+    };
+    let Some(CallKey(key)) = call else { return };
+    let target = handle.calls.get(&key).map(|h| h.clone());
+    match target {
+        Some(h) => {
+            if let Err(e) = h.try_send(CallInput::Acd(action)) {
+                tracing::warn!(call = key, "ACD action for a call that cannot take it: {e}");
+            }
+        }
+        None => {
+            tracing::debug!(call = key, action = ?action, "ACD action for a call that has ended")
+        }
+    }
+}

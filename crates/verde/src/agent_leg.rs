@@ -1,0 +1,246 @@
+//! The B2BUA's outbound leg: verde calls an agent's registered phone for a queued caller.
+//!
+//! A leg lives inside the caller's call task (one task owns both legs, so bridging needs no
+//! locks). It has its own Call-ID, dialog, RTP pair and media session; the SIP task routes the
+//! agent's messages to the caller's task through an alias of that Call-ID.
+
+use crate::rtp_ports::RtpPair;
+use crate::sip_core::{Engine, SipCmd};
+use std::time::Instant;
+use verde_media::{Codec, InbandDtmf, LocalSdp, MediaConfig, MediaSession, Negotiated};
+use verde_sip::{Dialog, Method, OutboundInvite, Peer, Request, Response};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LegState {
+    /// INVITE sent, no final answer yet.
+    Ringing,
+    /// We sent CANCEL (ring timeout, another agent answered, the caller left).
+    Cancelling,
+    /// 2xx received and ACKed: media flows.
+    Answered,
+    Ended,
+}
+
+/// What a response on the leg means to the call.
+pub enum LegEvent {
+    None,
+    Ringing,
+    Answered,
+    /// The agent did not take the call; the status says why.
+    Failed(u16),
+}
+
+pub struct AgentLeg {
+    pub agent: String,
+    pub call_id: String,
+    pub state: LegState,
+    pub peer: Peer,
+    pub rtp: RtpPair,
+    pub media: Option<MediaSession>,
+    invite: Request,
+    local_sdp: LocalSdp,
+    dialog: Option<Dialog>,
+    /// Kept to answer every retransmitted 2xx with the same ACK.
+    ack: Option<Request>,
+    pub answered_at: Option<Instant>,
+}
+
+impl AgentLeg {
+    /// Builds the INVITE for `agent` at its registered `contact`, reachable at `peer`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn invite(
+        engine: &Engine,
+        agent: &str,
+        queue: &str,
+        contact: &str,
+        peer: Peer,
+        caller: &str,
+        rtp: RtpPair,
+        sip_out: &mut Vec<SipCmd>,
+    ) -> AgentLeg {
+        let mut local_sdp = LocalSdp::new(
+            engine.media_ip,
+            rtp.port,
+            &[Codec::Pcmu, Codec::Pcma],
+            rand::random::<u32>() as u64,
+        );
+        let host = engine.sip_host();
+        let from = format!("\"{caller}\" <sip:{caller}@{host}>");
+        let to = format!("<sip:{agent}@{host}>");
+        let local_contact = engine.contact(peer.transport);
+        let invite = OutboundInvite {
+            target: contact,
+            from: &from,
+            to: &to,
+            local_contact: &local_contact,
+            transport: peer.transport,
+        }
+        .build()
+        .with_header("Subject", format!("verde queue {queue}"))
+        .with_header("X-Verde-Queue", queue)
+        .with_body("application/sdp", local_sdp.offer());
+        let call_id = invite.call_id().unwrap_or_default().to_string();
+        sip_out.push(SipCmd::Request {
+            call_id: call_id.clone(),
+            request: invite.clone(),
+            to: peer,
+        });
+        AgentLeg {
+            agent: agent.to_string(),
+            call_id,
+            state: LegState::Ringing,
+            peer,
+            rtp,
+            media: None,
+            invite,
+            local_sdp,
+            dialog: None,
+            ack: None,
+            answered_at: None,
+        }
+    }
+
+    /// A response to our INVITE (or a stray 2xx after the transaction ended).
+    pub fn on_response(
+        &mut self,
+        resp: &Response,
+        now: Instant,
+        sip_out: &mut Vec<SipCmd>,
+    ) -> LegEvent {
+        let is_invite = resp
+            .cseq()
+            .map(|(_, m)| m == Method::Invite)
+            .unwrap_or(false);
+        if !is_invite {
+            return LegEvent::None;
+        }
+        match resp.status {
+            100 => LegEvent::None,
+            101..=199 => {
+                if self.state == LegState::Ringing && resp.status == 180 {
+                    LegEvent::Ringing
+                } else {
+                    LegEvent::None
+                }
+            }
+            200..=299 => {
+                if let Some(ack) = &self.ack {
+                    // A retransmitted 2xx: our ACK was lost.
+                    sip_out.push(SipCmd::Ack {
+                        request: ack.clone(),
+                        to: self.peer,
+                    });
+                    return LegEvent::None;
+                }
+                let dialog = match Dialog::uac(&self.invite, resp) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        tracing::warn!(agent = %self.agent, error = ?e, "agent's 2xx unusable");
+                        self.state = LegState::Ended;
+                        return LegEvent::Failed(500);
+                    }
+                };
+                let ack = dialog.ack(1);
+                sip_out.push(SipCmd::Ack {
+                    request: ack.clone(),
+                    to: self.peer,
+                });
+                self.ack = Some(ack);
+                self.dialog = Some(dialog);
+                if self.state == LegState::Cancelling {
+                    // The answer crossed our CANCEL: take the call down at once.
+                    self.bye(sip_out);
+                    return LegEvent::None;
+                }
+                let answer = std::str::from_utf8(&resp.body).unwrap_or("");
+                match self.local_sdp.accept_answer(answer) {
+                    Ok(neg) => {
+                        self.start_media(&neg, now);
+                        self.state = LegState::Answered;
+                        self.answered_at = Some(now);
+                        LegEvent::Answered
+                    }
+                    Err(e) => {
+                        tracing::warn!(agent = %self.agent, error = %e, "agent's SDP answer refused");
+                        self.bye(sip_out);
+                        LegEvent::Failed(488)
+                    }
+                }
+            }
+            status => {
+                let was = self.state;
+                self.state = LegState::Ended;
+                if was == LegState::Cancelling {
+                    LegEvent::None
+                } else {
+                    LegEvent::Failed(status)
+                }
+            }
+        }
+    }
+
+    fn start_media(&mut self, neg: &Negotiated, now: Instant) {
+        let mut media = MediaSession::new(
+            neg,
+            MediaConfig {
+                inband_dtmf: InbandDtmf::Never,
+                wall_clock: Some(std::time::SystemTime::now()),
+                ..MediaConfig::default()
+            },
+            now,
+        );
+        media.set_relay(true);
+        self.media = Some(media);
+    }
+
+    /// Stops ringing the agent.
+    pub fn cancel(&mut self, sip_out: &mut Vec<SipCmd>) {
+        if self.state == LegState::Ringing {
+            sip_out.push(SipCmd::CancelInvite {
+                call_id: self.call_id.clone(),
+            });
+            self.state = LegState::Cancelling;
+        }
+    }
+
+    /// Ends an answered leg.
+    pub fn bye(&mut self, sip_out: &mut Vec<SipCmd>) {
+        if let Some(d) = self.dialog.as_mut() {
+            let bye = d.request(Method::Bye);
+            sip_out.push(SipCmd::Request {
+                call_id: self.call_id.clone(),
+                request: bye,
+                to: self.peer,
+            });
+        }
+        if let Some(m) = self.media.as_mut() {
+            m.close(Instant::now());
+        }
+        self.state = LegState::Ended;
+    }
+
+    /// Hangs up whatever the state: CANCEL while ringing, BYE once answered.
+    pub fn hang_up(&mut self, sip_out: &mut Vec<SipCmd>) {
+        match self.state {
+            LegState::Ringing => self.cancel(sip_out),
+            LegState::Answered => self.bye(sip_out),
+            LegState::Cancelling | LegState::Ended => {}
+        }
+    }
+
+    /// A re-INVITE or UPDATE from the agent (hold / unhold): our answer, or None if refused.
+    pub fn reoffer(&mut self, offer: &str, now: Instant) -> Option<Negotiated> {
+        let neg = self.local_sdp.answer(offer).ok()?;
+        if let Some(m) = self.media.as_mut() {
+            m.update(&neg, now);
+        }
+        Some(neg)
+    }
+
+    pub fn local_tag(&self) -> String {
+        self.dialog
+            .as_ref()
+            .map(|d| d.local_tag().to_string())
+            .unwrap_or_default()
+    }
+}
