@@ -61,6 +61,8 @@ pub struct SipConfig {
     pub realm: String,
     /// 64 hex digits shared by nodes that must accept each other's nonces; random when null.
     pub auth_secret: Option<String>,
+    /// Digest algorithms offered to phones, in order of preference (`SHA-256`, `MD5`).
+    pub digest_algorithms: Vec<String>,
     /// Lifetime of a digest nonce.
     #[serde(with = "humantime_secs")]
     pub nonce_ttl: Duration,
@@ -254,6 +256,15 @@ impl Config {
         }
         if self.sip.max_calls == 0 {
             bail!("{name}: sip.max_calls must be at least 1");
+        }
+        if self.sip.digest_algorithms.is_empty()
+            || self
+                .sip
+                .digest_algorithms
+                .iter()
+                .any(|a| !matches!(a.to_ascii_uppercase().as_str(), "MD5" | "SHA-256"))
+        {
+            bail!("{name}: sip.digest_algorithms: list MD5 and/or SHA-256");
         }
         if let Some(secret) = &self.sip.auth_secret {
             if secret.len() != 64 || !secret.chars().all(|c| c.is_ascii_hexdigit()) {

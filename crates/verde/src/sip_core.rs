@@ -412,10 +412,17 @@ impl SipTask {
     fn deliver(&mut self, call_id: &str, input: CallInput) -> bool {
         match self.engine.calls.get(call_id) {
             Some(h) => {
-                if h.try_send(input).is_err() {
+                match h.try_send(input) {
+                    Ok(()) => {}
                     // A call that cannot keep up with its own signalling: UDP retransmission
                     // will offer the request again.
-                    tracing::warn!(call_id, "call task backlogged; SIP event dropped");
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        tracing::warn!(call_id, "call task backlogged; SIP event dropped")
+                    }
+                    // The call is ending; late answers (200 to our BYE) need nobody.
+                    Err(mpsc::error::TrySendError::Closed(_)) => {
+                        tracing::debug!(call_id, "SIP event for a call that has ended")
+                    }
                 }
                 true
             }
@@ -649,7 +656,7 @@ impl SipTask {
                 let mut resp = req
                     .response(401, "Unauthorized")
                     .with_to_tag(&verde_sip::new_tag());
-                for c in self.auth.challenge(wall, stale) {
+                for c in ordered_challenges(self.auth.challenge(wall, stale), &self.engine.cfg.sip.digest_algorithms) {
                     resp.headers.push("WWW-Authenticate", c);
                 }
                 self.send(tx, resp, now);
@@ -743,6 +750,23 @@ impl SipTask {
             now,
         );
     }
+}
+
+/// The challenges in the configured order, without the algorithms left out. Phones take the
+/// first challenge they support, and some (baresip 1.0, older desk phones) give up at the first
+/// one they do not, so the order is the site's choice.
+fn ordered_challenges(all: Vec<String>, order: &[String]) -> Vec<String> {
+    order
+        .iter()
+        .filter_map(|alg| {
+            all.iter()
+                .find(|c| {
+                    c.to_ascii_lowercase()
+                        .contains(&format!("algorithm={}", alg.to_ascii_lowercase()))
+                })
+                .cloned()
+        })
+        .collect()
 }
 
 /// The tiny built-in flows that confirm an agent's feature code: play one prompt, hang up.
@@ -879,6 +903,20 @@ mod tests {
         let flows = super::feature_flows(&sounds).unwrap();
         assert_eq!(flows.len(), 4);
         assert!(super::feature_flows(std::path::Path::new("/nonexistent")).is_err());
+    }
+
+    #[test]
+    fn challenges_follow_the_configured_order() {
+        let all = vec![
+            "Digest realm=\"verde\", nonce=\"n\", algorithm=SHA-256, qop=\"auth\"".to_string(),
+            "Digest realm=\"verde\", nonce=\"n\", algorithm=MD5, qop=\"auth\"".to_string(),
+        ];
+        let order = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let got = super::ordered_challenges(all.clone(), &order(&["MD5", "SHA-256"]));
+        assert!(got[0].contains("MD5") && got[1].contains("SHA-256"), "{got:?}");
+        let got = super::ordered_challenges(all, &order(&["SHA-256"]));
+        assert_eq!(got.len(), 1);
+        assert!(got[0].contains("SHA-256"));
     }
 
     #[test]
