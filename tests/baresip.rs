@@ -14,7 +14,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// A running baresip with its control connection.
 pub struct Baresip {
@@ -28,8 +28,29 @@ pub struct Baresip {
 impl Baresip {
     /// Starts baresip as `sip:<user>@127.0.0.1:<port>` sending `audio_source` (an 8 kHz mono WAV,
     /// padded so it outlasts the call: aufile hangs up at end of file) and waits until its
-    /// ctrl_tcp port accepts.
+    /// ctrl_tcp port accepts. It registers nowhere and answers nothing by itself.
     pub fn start(dir: &TestDir, user: &str, audio_source: &Path) -> Baresip {
+        Baresip::launch(dir, user, audio_source, None)
+    }
+
+    /// Starts baresip as an agent's phone: it registers `sip:<id>@<registrar>` with digest
+    /// password `password` (re-registering every 60 s) and answers incoming calls according to
+    /// `answer`. `name` names its folder in the test dir (two phones may share an id).
+    pub fn start_agent(
+        dir: &TestDir,
+        name: &str,
+        account: &AgentAccount,
+        audio_source: &Path,
+    ) -> Baresip {
+        Baresip::launch(dir, name, audio_source, Some(account.line()))
+    }
+
+    fn launch(
+        dir: &TestDir,
+        user: &str,
+        audio_source: &Path,
+        account_line: Option<String>,
+    ) -> Baresip {
         let sip_port = free_port();
         let ctrl_port = free_port();
         let rtp_low = free_ports(20);
@@ -45,12 +66,18 @@ impl Baresip {
             ("USER", user.to_string()),
         ];
         for (tmpl, out) in [("config.tmpl", "config"), ("accounts.tmpl", "accounts")] {
-            let src = fixtures_dir().join("baresip").join(tmpl);
-            let mut text = fs::read_to_string(&src)
-                .unwrap_or_else(|e| panic!("cannot read {}: {e}", src.display()));
-            for (k, v) in &vars {
-                text = text.replace(&format!("@{k}@"), v);
-            }
+            let text = match (&account_line, out) {
+                (Some(line), "accounts") => format!("{line}\n"),
+                _ => {
+                    let src = fixtures_dir().join("baresip").join(tmpl);
+                    let mut text = fs::read_to_string(&src)
+                        .unwrap_or_else(|e| panic!("cannot read {}: {e}", src.display()));
+                    for (k, v) in &vars {
+                        text = text.replace(&format!("@{k}@"), v);
+                    }
+                    text
+                }
+            };
             fs::write(conf_dir.join(out), text).expect("write baresip config");
         }
         let fifo = conf_dir.join("stdin.fifo");
@@ -158,6 +185,54 @@ impl Drop for Baresip {
     }
 }
 
+/// How baresip answers calls offered to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnswerMode {
+    /// Answers at once (baresip `answermode=auto`).
+    Auto,
+    /// Rings until told to `accept` over ctrl_tcp (baresip `answermode=manual`).
+    Manual,
+}
+
+/// An agent's SIP account on verde, as a baresip `accounts` line.
+#[derive(Debug, Clone)]
+pub struct AgentAccount {
+    pub id: String,
+    pub password: String,
+    /// verde's SIP address: the registrar and where the phone's calls go.
+    pub registrar: std::net::SocketAddr,
+    pub answer: AnswerMode,
+}
+
+impl AgentAccount {
+    pub fn new(id: &str, password: &str, registrar: std::net::SocketAddr) -> AgentAccount {
+        AgentAccount {
+            id: id.to_string(),
+            password: password.to_string(),
+            registrar,
+            answer: AnswerMode::Auto,
+        }
+    }
+
+    pub fn answer(mut self, mode: AnswerMode) -> AgentAccount {
+        self.answer = mode;
+        self
+    }
+
+    /// PCMU only, so the bridge relays payloads between two PCMU legs; digest MD5 (verde's
+    /// default challenge: baresip 1.0 gives up on SHA-256 ones).
+    pub fn line(&self) -> String {
+        let mode = match self.answer {
+            AnswerMode::Auto => "auto",
+            AnswerMode::Manual => "manual",
+        };
+        format!(
+            "<sip:{}@{}>;auth_pass={};regint=60;answermode={mode};audio_codecs=PCMU",
+            self.id, self.registrar, self.password
+        )
+    }
+}
+
 /// A ctrl_tcp client. Responses and events arrive interleaved; events not yet asked for are kept
 /// in order so a test can wait for them later.
 pub struct Ctrl {
@@ -165,6 +240,9 @@ pub struct Ctrl {
     buf: Vec<u8>,
     pending: VecDeque<Value>,
     history: Vec<Value>,
+    /// When each message of `history` was read (not when baresip sent it: only as precise as
+    /// the caller's polling).
+    received_at: Vec<SystemTime>,
     next_token: u32,
 }
 
@@ -175,6 +253,7 @@ impl Ctrl {
             buf: Vec::new(),
             pending: VecDeque::new(),
             history: Vec::new(),
+            received_at: Vec::new(),
             next_token: 0,
         }
     }
@@ -226,6 +305,32 @@ impl Ctrl {
         self.wait(&format!("baresip event {event_type}"), timeout, |m| {
             m.get("event").is_some() && m.get("type").and_then(Value::as_str) == Some(event_type)
         })
+    }
+
+    /// Reads whatever has arrived, without waiting; fails if the connection broke.
+    pub fn poll(&mut self) {
+        if let Err(e) = self.fill(Duration::from_millis(1)) {
+            panic!("baresip control connection failed: {e}");
+        }
+    }
+
+    /// Every event of `event_type` received so far (waited for or not), with when it was read.
+    pub fn events(&mut self, event_type: &str) -> Vec<(SystemTime, Value)> {
+        self.all_events()
+            .into_iter()
+            .filter(|(_, m)| m.get("type").and_then(Value::as_str) == Some(event_type))
+            .collect()
+    }
+
+    /// Every event received so far, in order, with when it was read.
+    pub fn all_events(&mut self) -> Vec<(SystemTime, Value)> {
+        let _ = self.fill(Duration::from_millis(1));
+        self.history
+            .iter()
+            .zip(&self.received_at)
+            .filter(|(m, _)| m.get("event").is_some())
+            .map(|(m, t)| (*t, m.clone()))
+            .collect()
     }
 
     /// Whether an event of `event_type` has already been received.
@@ -286,6 +391,7 @@ impl Ctrl {
             let v: Value = serde_json::from_slice(&msg)
                 .unwrap_or_else(|_| json!({"unparsed": String::from_utf8_lossy(&msg)}));
             self.history.push(v.clone());
+            self.received_at.push(SystemTime::now());
             self.pending.push_back(v);
         }
         Ok(())

@@ -10,6 +10,7 @@
 //! This crate knows nothing of verde's internals: it only uses the command line, SIP/RTP on the
 //! wire and the HTTP API, exactly as an operator or a carrier would.
 
+pub mod acd;
 pub mod baresip;
 pub mod checks;
 pub mod flows;

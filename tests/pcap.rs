@@ -2,6 +2,7 @@
 //! and reading the classic pcap file back into UDP datagrams and RTP packets, so tests can check
 //! what verde actually put on the wire rather than what it believes it sent.
 
+use crate::wav::Audio;
 use crate::{read_lossy, signal, tail, TestDir};
 use std::fs;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -334,6 +335,98 @@ pub fn shift_rtp_in_pcap(src: &Path, dst: &Path, seq_add: u16, ts_add: u32) -> R
     fs::write(dst, data).map_err(|e| e.to_string())
 }
 
+/// Builds an RTP packet (version 2, no CSRC, no extension).
+pub fn rtp_packet(pt: u8, marker: bool, seq: u16, timestamp: u32, ssrc: u32, payload: &[u8]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(12 + payload.len());
+    b.push(0x80);
+    b.push(pt | if marker { 0x80 } else { 0 });
+    b.extend_from_slice(&seq.to_be_bytes());
+    b.extend_from_slice(&timestamp.to_be_bytes());
+    b.extend_from_slice(&ssrc.to_be_bytes());
+    b.extend_from_slice(payload);
+    b
+}
+
+/// Writes a classic little-endian Ethernet pcap of UDP datagrams (`(seconds from start,
+/// payload)`) from 127.0.0.1:10000 to 127.0.0.1:10002, the form SIPp's `play_pcap_audio` replays
+/// (it keeps the payloads and timing and rewrites the addresses for the call).
+pub fn write_udp_pcap(path: &Path, datagrams: &[(f64, Vec<u8>)]) {
+    let mut f = vec![0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0];
+    f.extend_from_slice(&[0; 8]);
+    f.extend_from_slice(&65535u32.to_le_bytes());
+    f.extend_from_slice(&1u32.to_le_bytes());
+    for (t, payload) in datagrams {
+        let mut frame = vec![0u8; 12];
+        frame.extend_from_slice(&[0x08, 0x00]);
+        let total = u16::try_from(20 + 8 + payload.len()).expect("datagram fits in IPv4");
+        let mut ip = vec![
+            0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0, 127, 0, 0, 1, 127, 0, 0, 1,
+        ];
+        ip[2..4].copy_from_slice(&total.to_be_bytes());
+        let sum = ipv4_checksum(&ip);
+        ip[10..12].copy_from_slice(&sum.to_be_bytes());
+        frame.extend_from_slice(&ip);
+        frame.extend_from_slice(&10000u16.to_be_bytes());
+        frame.extend_from_slice(&10002u16.to_be_bytes());
+        frame.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+        frame.extend_from_slice(&[0, 0]); // no UDP checksum: valid for IPv4
+        frame.extend_from_slice(payload);
+        let micros = (t * 1e6).round() as u64;
+        f.extend_from_slice(&((micros / 1_000_000) as u32).to_le_bytes());
+        f.extend_from_slice(&((micros % 1_000_000) as u32).to_le_bytes());
+        f.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+        f.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+        f.extend_from_slice(&frame);
+    }
+    fs::write(path, f).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+}
+
+fn ipv4_checksum(header: &[u8]) -> u16 {
+    let mut sum: u32 = header
+        .chunks(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// A pcap of `audio` (8 kHz) as 20 ms PCMU packets that continues the RTP stream of the first
+/// `digits_before` pcaps from [`dtmf_pcaps`]: same SSRC, sequence numbers and timestamp carrying
+/// on after the last digit. A caller that presses keys and then talks thus sends one stream from
+/// one socket, as a phone does, and the far end sees no new source or sequence restart.
+pub fn audio_pcap_after_dtmf(dir: &TestDir, name: &str, audio: &Audio, digits_before: usize) -> PathBuf {
+    let shipped = read_pcap(&shipped_dtmf_pcap('1')).unwrap_or_else(|e| panic!("{e}"));
+    let first = shipped
+        .iter()
+        .find_map(|d| parse_rtp(&d.payload))
+        .expect("SIPp's dtmf_2833_1.pcap holds RTP");
+    // dtmf_pcaps moves digit i by 100 packets and 8000 timestamp units.
+    let n = digits_before.max(1) as u32;
+    let seq0 = first.seq.wrapping_add((100 * n) as u16);
+    let ts0 = first.timestamp.wrapping_add(8000 * n);
+    let bytes = audio.to_ulaw();
+    let datagrams: Vec<(f64, Vec<u8>)> = bytes
+        .chunks_exact(160)
+        .enumerate()
+        .map(|(i, chunk)| {
+            let rtp = rtp_packet(
+                0,
+                i == 0,
+                seq0.wrapping_add(i as u16),
+                ts0.wrapping_add(160 * i as u32),
+                first.ssrc,
+                chunk,
+            );
+            (i as f64 * 0.020, rtp)
+        })
+        .collect();
+    let path = dir.join(format!("{name}.pcap"));
+    write_udp_pcap(&path, &datagrams);
+    path
+}
+
 /// Inter-arrival gaps in milliseconds.
 pub fn gaps_ms(times: &[f64]) -> Vec<f64> {
     times.windows(2).map(|w| (w[1] - w[0]) * 1000.0).collect()
@@ -448,6 +541,30 @@ mod tests {
         assert_eq!(r.payload_type, 101);
         assert_eq!(r.payload, vec![1, 0x0a, 0, 0]);
         assert_eq!(d[0].dst.port(), 10000);
+    }
+
+    #[test]
+    fn written_pcaps_read_back_and_audio_continues_the_dtmf_stream() {
+        let dir = TestDir::new("unit-audio-pcap");
+        let tone = Audio::tone(8000, 700.0, 0.5, 0.3);
+        let p = audio_pcap_after_dtmf(&dir, "tone", &tone, 2);
+        let d = read_pcap(&p).unwrap();
+        assert_eq!(d.len(), 25, "0.5 s at 20 ms");
+        assert!((d[1].time - d[0].time - 0.020).abs() < 1e-6);
+        let pkts: Vec<Rtp> = d.iter().map(|x| parse_rtp(&x.payload).unwrap()).collect();
+        let shipped = read_pcap(&shipped_dtmf_pcap('1')).unwrap();
+        let digit = parse_rtp(&shipped[0].payload).unwrap();
+        assert_eq!(pkts[0].ssrc, digit.ssrc);
+        assert_eq!(pkts[0].seq, digit.seq.wrapping_add(200));
+        assert!(pkts[0].marker && !pkts[1].marker);
+        assert_eq!(pkts[1].timestamp.wrapping_sub(pkts[0].timestamp), 160);
+        assert!(pkts.iter().all(|r| r.payload_type == 0 && r.payload.len() == 160));
+        let back = Audio::from_g711(0, pkts.iter().map(|r| r.payload.as_slice()));
+        assert_eq!(back.dominant_frequency(300.0, 3000.0, 10.0).0, 700.0);
+        // The IPv4 header checksum verifies (sums to 0xffff with the checksum included).
+        let raw = fs::read(&p).unwrap();
+        let ip = &raw[24 + 16 + 14..24 + 16 + 34];
+        assert_eq!(ipv4_checksum(ip), 0);
     }
 
     #[test]

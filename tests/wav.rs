@@ -145,6 +145,67 @@ impl Audio {
         (best.0, best.1 / (total * n))
     }
 
+    /// The share of the signal's power at exactly `freq` (same scale as
+    /// [`Audio::dominant_frequency`]: about 0.5 for a pure tone at `freq`, near 0 otherwise).
+    pub fn tone_share(&self, freq: f64) -> f64 {
+        let total: f64 = self
+            .samples
+            .iter()
+            .map(|&s| f64::from(s).powi(2))
+            .sum::<f64>()
+            .max(1e-20);
+        let n = self.samples.len().max(1) as f64;
+        goertzel_power(&self.samples, self.rate, freq) / (total * n)
+    }
+
+    /// Seconds of the signal, in `window_s` windows, that carry a pure `freq` tone: windows with
+    /// audible energy (RMS > 0.01) and more than a third of their power at `freq`. Music,
+    /// speech and silence do not count; a tone mixed with something as loud does not either.
+    pub fn tone_seconds(&self, freq: f64, window_s: f64) -> f64 {
+        self.tone_windows(freq, window_s)
+            .iter()
+            .filter(|&&on| on)
+            .count() as f64
+            * window_s
+    }
+
+    /// Per `window_s` window, whether it carries a pure `freq` tone (see [`Audio::tone_seconds`]).
+    pub fn tone_windows(&self, freq: f64, window_s: f64) -> Vec<bool> {
+        let win = ((window_s * f64::from(self.rate)) as usize).max(1);
+        self.samples
+            .chunks(win)
+            .filter(|c| c.len() == win)
+            .map(|c| {
+                let a = Audio {
+                    rate: self.rate,
+                    samples: c.to_vec(),
+                };
+                a.rms() > 0.01 && a.tone_share(freq) > 0.33
+            })
+            .collect()
+    }
+
+    /// G.711 µ-law bytes, each sample coded as the µ-law value whose decoding is nearest
+    /// (independent of any encoder under test).
+    pub fn to_ulaw(&self) -> Vec<u8> {
+        assert_eq!(self.rate, 8000, "G.711 is 8 kHz");
+        let mut table: Vec<(i16, u8)> = (0..=255u8).map(|b| (ulaw_to_linear(b), b)).collect();
+        table.sort_by_key(|e| e.0);
+        self.samples
+            .iter()
+            .map(|&x| {
+                let v = (x.clamp(-1.0, 1.0) * 32767.0) as i32;
+                let i = table.partition_point(|e| i32::from(e.0) < v);
+                let candidates = [i.saturating_sub(1), i.min(table.len() - 1)];
+                let best = candidates
+                    .iter()
+                    .min_by_key(|&&j| (i32::from(table[j].0) - v).abs())
+                    .expect("two candidates");
+                table[*best].1
+            })
+            .collect()
+    }
+
     /// RMS per `window_ms` window.
     pub fn envelope(&self, window_ms: u32) -> Vec<f64> {
         let win = ((self.rate * window_ms) / 1000).max(1) as usize;
@@ -271,6 +332,26 @@ mod tests {
         assert!(share > 0.3, "share {share}");
         let (f2, _) = Audio::tone(48000, 1000.0, 0.5, 0.3).dominant_frequency(100.0, 3000.0, 50.0);
         assert_eq!(f2, 1000.0);
+    }
+
+    #[test]
+    fn ulaw_encoding_keeps_a_tone_and_tone_windows_find_it() {
+        let mut a = Audio::tone(8000, 1000.0, 1.0, 0.3);
+        a.append(&Audio::tone(8000, 600.0, 0.6, 0.3));
+        a.append(&Audio::silence(8000, 0.4));
+        let bytes = a.to_ulaw();
+        assert_eq!(bytes.len(), a.samples.len());
+        let back = Audio::from_g711(0, bytes.chunks(160));
+        assert!((back.rms() - a.rms()).abs() < 0.01);
+        assert!((back.tone_seconds(1000.0, 0.2) - 1.0).abs() < 1e-9);
+        assert!((back.tone_seconds(600.0, 0.2) - 0.6).abs() < 1e-9);
+        assert_eq!(back.tone_seconds(800.0, 0.2), 0.0);
+        // Silence never counts as a tone, however its little power is spread.
+        assert_eq!(back.slice(1.6, 2.0).tone_seconds(1000.0, 0.2), 0.0);
+        assert!(Audio::silence(8000, 0.2)
+            .to_ulaw()
+            .iter()
+            .all(|&b| ulaw_to_linear(b) == 0));
     }
 
     #[test]

@@ -57,7 +57,9 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
 
-"$BIN" --sip "$SIP" --http "127.0.0.1:$HTTP_PORT" --data "$WORK/data" --media-ip 127.0.0.1 \
+# Capacity is what is measured here, not the default guard rail of 2000 concurrent calls.
+printf 'sip:\n  max_calls: 30000\n' > "$WORK/load.yaml"
+"$BIN" --config "$WORK/load.yaml" --sip "$SIP" --http "127.0.0.1:$HTTP_PORT" --data "$WORK/data" --media-ip 127.0.0.1 \
     --rtp-ports "20000-$RTP_HIGH" --flows "$ROOT/ivr-flows" --sounds "$ROOT/sounds" \
     2> "$WORK/verde.log" &
 pids+=($!)

@@ -296,6 +296,14 @@ impl Dialog {
     }
 }
 
+/// The socket address of a SIP URI whose host is an IP literal (port 5060 when absent).
+pub fn uri_socket_addr(uri: &str) -> Option<SocketAddr> {
+    let (uri, _) = split_name_addr(uri);
+    let (host, port) = uri_host_port(uri)?;
+    let ip: IpAddr = host.parse().ok()?;
+    Some(SocketAddr::new(ip, port.unwrap_or(5060)))
+}
+
 /// What verde needs to start a call to a phone (an agent's registered Contact): see
 /// [`OutboundInvite::build`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

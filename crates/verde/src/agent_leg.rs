@@ -10,6 +10,24 @@ use std::time::Instant;
 use verde_media::{Codec, InbandDtmf, LocalSdp, MediaConfig, MediaSession, Negotiated};
 use verde_sip::{Dialog, Method, OutboundInvite, Peer, Request, Response};
 
+/// Where to send an INVITE for a registration. A phone behind NAT writes an address it cannot
+/// be reached at in its Contact, so the source of its REGISTER is used (and over TCP the
+/// connection it opened); when the Contact names the very host the REGISTER came from, its port
+/// is honoured (a phone that registers from one port and listens on another).
+pub fn delivery_peer(binding: &verde_sip::Binding) -> Peer {
+    if binding.source.transport == verde_sip::Transport::Udp {
+        if let Some(addr) = verde_sip::uri_socket_addr(&binding.contact) {
+            if addr.ip() == binding.source.addr.ip() {
+                return Peer {
+                    transport: binding.source.transport,
+                    addr,
+                };
+            }
+        }
+    }
+    binding.source
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LegState {
     /// INVITE sent, no final answer yet.
@@ -242,5 +260,38 @@ impl AgentLeg {
             .as_ref()
             .map(|d| d.local_tag().to_string())
             .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use verde_sip::{Binding, Transport};
+
+    fn binding(contact: &str, source: &str, transport: Transport) -> Binding {
+        let now = Instant::now();
+        Binding {
+            contact: contact.into(),
+            source: Peer {
+                transport,
+                addr: source.parse().unwrap(),
+            },
+            expires_at: now,
+            registered_at: now,
+            call_id: "c".into(),
+            cseq: 1,
+        }
+    }
+
+    #[test]
+    fn invites_go_to_the_contact_only_when_it_is_the_registering_host() {
+        let same_host = binding("<sip:1001@127.0.0.1:5070>", "127.0.0.1:40000", Transport::Udp);
+        assert_eq!(delivery_peer(&same_host).addr, "127.0.0.1:5070".parse().unwrap());
+        let natted = binding("<sip:1001@192.168.1.10:5060>", "203.0.113.9:31000", Transport::Udp);
+        assert_eq!(delivery_peer(&natted).addr, "203.0.113.9:31000".parse().unwrap());
+        let tcp = binding("<sip:1001@127.0.0.1:5070;transport=tcp>", "127.0.0.1:40000", Transport::Tcp);
+        assert_eq!(delivery_peer(&tcp).addr, "127.0.0.1:40000".parse().unwrap());
+        let hostname = binding("<sip:1001@phone.example>", "127.0.0.1:40000", Transport::Udp);
+        assert_eq!(delivery_peer(&hostname).addr, "127.0.0.1:40000".parse().unwrap());
     }
 }

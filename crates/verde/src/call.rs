@@ -73,8 +73,12 @@ pub fn spawn(
     tokio::spawn(
         async move {
             let call_id = start.call_id.clone();
+            let invite_tx = Some(start.tx);
             run(engine.clone(), start, inbox).await;
-            let _ = engine.sip().send(SipCmd::CallEnded { call_id }).await;
+            let _ = engine
+                .sip()
+                .send(SipCmd::CallEnded { call_id, invite_tx })
+                .await;
         }
         .instrument(span),
     );
@@ -1137,7 +1141,7 @@ impl Call {
             &agent,
             &queue,
             &binding.contact,
-            binding.source,
+            crate::agent_leg::delivery_peer(&binding),
             &caller_number(&self.start.invite),
             rtp,
             &mut self.sip_out,
@@ -1204,6 +1208,7 @@ impl Call {
                 // The alias goes when the SIP task hears of it; late retransmissions of the
                 // agent's final answer meanwhile still reach us and are ignored.
                 let _ = sip.try_send(SipCmd::CallEnded {
+                    invite_tx: None,
                     call_id: l.call_id.clone(),
                 });
                 false
@@ -1291,6 +1296,7 @@ impl Call {
         }
         for leg in &self.legs {
             self.sip_out.push(SipCmd::CallEnded {
+                invite_tx: None,
                 call_id: leg.call_id.clone(),
             });
         }

@@ -118,7 +118,7 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the tokio runtime")?;
-    rt.block_on(serve(Arc::new(cfg)))?;
+    rt.block_on(serve(cfg))?;
     Ok(std::process::ExitCode::SUCCESS)
 }
 
@@ -137,7 +137,26 @@ fn init_tracing(json: bool) {
     }
 }
 
-async fn serve(cfg: Arc<Config>) -> Result<()> {
+/// Each call holds up to four sockets (RTP and RTCP for the caller and for an agent leg):
+/// more calls than the descriptor limit allows would fail one by one at their worst moment, so
+/// the limit is raised as far as the system lets us and `max_calls` is held below it.
+fn fit_max_calls(cfg: &mut Config) {
+    let limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024);
+    let fit = (limit.saturating_sub(256) / 4).max(1) as usize;
+    if cfg.sip.max_calls > fit {
+        tracing::warn!(
+            max_calls = cfg.sip.max_calls,
+            nofile = limit,
+            using = fit,
+            "sip.max_calls exceeds what the open-file limit allows; raise LimitNOFILE / ulimit -n"
+        );
+        cfg.sip.max_calls = fit;
+    }
+}
+
+async fn serve(mut cfg: Config) -> Result<()> {
+    fit_max_calls(&mut cfg);
+    let cfg = Arc::new(cfg);
     std::fs::create_dir_all(&cfg.data)
         .with_context(|| format!("cannot create data folder {}", cfg.data.display()))?;
     let store: Arc<dyn verde_store::Store> = Arc::new(

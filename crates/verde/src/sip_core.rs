@@ -47,8 +47,11 @@ pub enum SipCmd {
     CancelInvite {
         call_id: String,
     },
+    /// The call (or one of its agent legs) is over: forget its routes. `invite_tx` is the
+    /// caller's INVITE transaction, given by the call itself so no table is scanned.
     CallEnded {
         call_id: String,
+        invite_tx: Option<ServerTxId>,
     },
     TcpIn {
         from: SocketAddr,
@@ -346,9 +349,11 @@ impl SipTask {
                     }
                 }
             }
-            SipCmd::CallEnded { call_id } => {
+            SipCmd::CallEnded { call_id, invite_tx } => {
                 self.engine.calls.remove(&call_id);
-                self.invite_txs.retain(|_, c| *c != call_id);
+                if let Some(tx) = invite_tx {
+                    self.invite_txs.remove(&tx);
+                }
                 self.outbound_invites.remove(&call_id);
             }
             SipCmd::TcpIn { from, bytes } => {
