@@ -23,7 +23,8 @@ pub fn write_config(dir: &TestDir, yaml: &str) -> PathBuf {
 }
 
 /// The queues `ivr-flows/inps.yaml` sends callers to, other than pensions, at their defaults.
-pub const OTHER_INPS_QUEUES: &str = "  - { name: benefits }\n  - { name: pin }\n  - { name: operator }\n";
+pub const OTHER_INPS_QUEUES: &str =
+    "  - { name: benefits }\n  - { name: pin }\n  - { name: operator }\n";
 
 /// `GET /api/agents`.
 pub fn agents(verde: &Verde) -> Vec<Value> {
@@ -97,7 +98,9 @@ pub fn feature_code(phone: &mut Baresip, verde: &Verde, code: &str) {
         .ctrl
         .wait_event("CALL_ESTABLISHED", Duration::from_secs(10));
     // The confirmation prompt is about 3 s; verde hangs up after it.
-    phone.ctrl.wait_event("CALL_CLOSED", Duration::from_secs(15));
+    phone
+        .ctrl
+        .wait_event("CALL_CLOSED", Duration::from_secs(15));
 }
 
 /// Waits for the phone's REGISTER_OK (baresip's own report of a 200 to its REGISTER).
@@ -146,7 +149,10 @@ pub fn answered_callers(phone: &mut Baresip) -> Vec<String> {
 pub fn uri_user(uri: &str) -> String {
     let u = uri.trim_start_matches('<');
     let u = u.strip_prefix("sip:").unwrap_or(u);
-    u.split(['@', ';', '>']).next().unwrap_or_default().to_string()
+    u.split(['@', ';', '>'])
+        .next()
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// When a SIPp caller of `ivr-flows/inps.yaml` presses its keys, in ms after the call is
@@ -307,7 +313,11 @@ mod tests {
         // 2026-11-27 is day 20,784 since 1970-01-01.
         assert!((t - (20_784.0 * 86_400.0 + 16.0 * 3600.0 + 34.0 * 60.0 + 4.224981)).abs() < 1e-6);
         assert_eq!(parse_log_time("1970-01-01T00:00:01Z"), Some(1.0));
-        assert!(parse_log_time("2000-03-01T00:00:00Z").unwrap() - parse_log_time("2000-02-28T00:00:00Z").unwrap() == 2.0 * 86_400.0);
+        assert!(
+            parse_log_time("2000-03-01T00:00:00Z").unwrap()
+                - parse_log_time("2000-02-28T00:00:00Z").unwrap()
+                == 2.0 * 86_400.0
+        );
         assert!(parse_log_time("INFO").is_none());
     }
 

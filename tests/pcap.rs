@@ -336,7 +336,14 @@ pub fn shift_rtp_in_pcap(src: &Path, dst: &Path, seq_add: u16, ts_add: u32) -> R
 }
 
 /// Builds an RTP packet (version 2, no CSRC, no extension).
-pub fn rtp_packet(pt: u8, marker: bool, seq: u16, timestamp: u32, ssrc: u32, payload: &[u8]) -> Vec<u8> {
+pub fn rtp_packet(
+    pt: u8,
+    marker: bool,
+    seq: u16,
+    timestamp: u32,
+    ssrc: u32,
+    payload: &[u8],
+) -> Vec<u8> {
     let mut b = Vec::with_capacity(12 + payload.len());
     b.push(0x80);
     b.push(pt | if marker { 0x80 } else { 0 });
@@ -396,7 +403,12 @@ fn ipv4_checksum(header: &[u8]) -> u16 {
 /// `digits_before` pcaps from [`dtmf_pcaps`]: same SSRC, sequence numbers and timestamp carrying
 /// on after the last digit. A caller that presses keys and then talks thus sends one stream from
 /// one socket, as a phone does, and the far end sees no new source or sequence restart.
-pub fn audio_pcap_after_dtmf(dir: &TestDir, name: &str, audio: &Audio, digits_before: usize) -> PathBuf {
+pub fn audio_pcap_after_dtmf(
+    dir: &TestDir,
+    name: &str,
+    audio: &Audio,
+    digits_before: usize,
+) -> PathBuf {
     let shipped = read_pcap(&shipped_dtmf_pcap('1')).unwrap_or_else(|e| panic!("{e}"));
     let first = shipped
         .iter()
@@ -558,7 +570,9 @@ mod tests {
         assert_eq!(pkts[0].seq, digit.seq.wrapping_add(200));
         assert!(pkts[0].marker && !pkts[1].marker);
         assert_eq!(pkts[1].timestamp.wrapping_sub(pkts[0].timestamp), 160);
-        assert!(pkts.iter().all(|r| r.payload_type == 0 && r.payload.len() == 160));
+        assert!(pkts
+            .iter()
+            .all(|r| r.payload_type == 0 && r.payload.len() == 160));
         let back = Audio::from_g711(0, pkts.iter().map(|r| r.payload.as_slice()));
         assert_eq!(back.dominant_frequency(300.0, 3000.0, 10.0).0, 700.0);
         // The IPv4 header checksum verifies (sums to 0xffff with the checksum included).

@@ -58,8 +58,16 @@ fn a_caller_hanging_up_in_queue_is_recorded_as_abandoned_with_its_wait() {
         Some("caller"),
         "record {record:#}"
     );
-    assert_eq!(variable(&record, "queue"), Some("pensions"), "record {record:#}");
-    assert_eq!(variable(&record, "agent"), None, "nobody answered: {record:#}");
+    assert_eq!(
+        variable(&record, "queue"),
+        Some("pensions"),
+        "record {record:#}"
+    );
+    assert_eq!(
+        variable(&record, "agent"),
+        None,
+        "nobody answered: {record:#}"
+    );
 
     let after = try_wait_for(Duration::from_secs(5), || {
         let q = queue(&verde, "pensions");

@@ -36,8 +36,15 @@ fn agents_register_and_log_in_and_a_wrong_password_is_refused() {
     );
     let registered = |id: &str| agent(&verde, id)["registered"] == serde_json::json!(true);
     for id in ["1001", "1002", "1003"] {
-        assert!(!registered(id), "agent {id} registered before any phone started");
-        assert_eq!(agent(&verde, id)["state"], "loggedout", "agent {id} at start");
+        assert!(
+            !registered(id),
+            "agent {id} registered before any phone started"
+        );
+        assert_eq!(
+            agent(&verde, id)["state"],
+            "loggedout",
+            "agent {id} at start"
+        );
     }
 
     let source = padded_source(&dir, 120.0);
@@ -87,7 +94,8 @@ fn agents_register_and_log_in_and_a_wrong_password_is_refused() {
         );
     }
     assert!(
-        verde.logs().contains("registered user=1001") && verde.logs().contains("registered user=1002"),
+        verde.logs().contains("registered user=1001")
+            && verde.logs().contains("registered user=1002"),
         "verde did not log the two registrations:\n{}",
         tail(&verde.logs(), 30)
     );
@@ -99,7 +107,9 @@ fn agents_register_and_log_in_and_a_wrong_password_is_refused() {
         phone
             .ctrl
             .wait_event("CALL_ESTABLISHED", Duration::from_secs(10));
-        phone.ctrl.wait_event("CALL_CLOSED", Duration::from_secs(15));
+        phone
+            .ctrl
+            .wait_event("CALL_CLOSED", Duration::from_secs(15));
     }
     for id in ["1001", "1002"] {
         let a = wait_agent_state(&verde, id, "ready", Duration::from_secs(5));
@@ -108,7 +118,10 @@ fn agents_register_and_log_in_and_a_wrong_password_is_refused() {
             .map(|q| q.iter().filter_map(|v| v.as_str()).collect())
             .unwrap_or_default();
         assert_eq!(queues, ["pensions", "benefits"], "agent {id}: {a}");
-        assert!(a["registered"] == serde_json::json!(true), "agent {id}: {a}");
+        assert!(
+            a["registered"] == serde_json::json!(true),
+            "agent {id}: {a}"
+        );
     }
     let pensions = queue(&verde, "pensions");
     assert_eq!(pensions["agents_ready"], 2, "pensions: {pensions}");
@@ -124,12 +137,20 @@ fn agents_register_and_log_in_and_a_wrong_password_is_refused() {
         phone
             .ctrl
             .wait_event("CALL_ESTABLISHED", Duration::from_secs(10));
-        phone.ctrl.wait_event("CALL_CLOSED", Duration::from_secs(15));
+        phone
+            .ctrl
+            .wait_event("CALL_CLOSED", Duration::from_secs(15));
     }
     let a = wait_agent_state(&verde, "1001", "paused", Duration::from_secs(5));
-    assert_eq!(a["pause_reason"], "phone", "Anna paused from her phone: {a}");
+    assert_eq!(
+        a["pause_reason"], "phone",
+        "Anna paused from her phone: {a}"
+    );
     let b = wait_agent_state(&verde, "1002", "loggedout", Duration::from_secs(5));
-    assert_eq!(b["registered"], true, "logging out is not unregistering: {b}");
+    assert_eq!(
+        b["registered"], true,
+        "logging out is not unregistering: {b}"
+    );
     let pensions = queue(&verde, "pensions");
     assert_eq!(pensions["agents_ready"], 0, "pensions: {pensions}");
     assert_eq!(pensions["agents_logged_in"], 1, "pensions: {pensions}");
@@ -138,7 +159,11 @@ fn agents_register_and_log_in_and_a_wrong_password_is_refused() {
     wait_agent_state(&verde, "1001", "ready", Duration::from_secs(5));
 
     // Carla's phone was refused throughout and verde never took her REGISTER.
-    assert!(!registered("1003"), "Carla shows as registered: {}", agent(&verde, "1003"));
+    assert!(
+        !registered("1003"),
+        "Carla shows as registered: {}",
+        agent(&verde, "1003")
+    );
     assert!(
         !verde.logs().contains("registered user=1003"),
         "verde registered 1003 with a wrong password:\n{}",

@@ -13,9 +13,9 @@
 
 use std::time::{Duration, Instant};
 use verde_interop::acd::{
-    answered_callers, assert_reached_queue, first_call_log, heard_by_sipp, offered_callers, inps_caller_scenario,
-    queue, queue_wait_ms, variable, wait_agent, wait_agent_state, write_config, feature_code,
-    OTHER_INPS_QUEUES,
+    answered_callers, assert_reached_queue, feature_code, first_call_log, heard_by_sipp,
+    inps_caller_scenario, offered_callers, queue, queue_wait_ms, variable, wait_agent,
+    wait_agent_state, write_config, OTHER_INPS_QUEUES,
 };
 use verde_interop::baresip::{AgentAccount, Baresip};
 use verde_interop::flows::INPS;
@@ -51,10 +51,34 @@ struct Caller {
 /// at q+12 Bruno (free after wrap-up) takes 4, which stays until q+15.
 /// Every hand-over has 3 s of margin against the flow's timing.
 const CALLERS: [Caller; 4] = [
-    Caller { number: "0611000001", tone_hz: 600.0, start_ms: 0, stay_ms: 11_000, agent: BRUNO },
-    Caller { number: "0611000002", tone_hz: 700.0, start_ms: 2000, stay_ms: 6000, agent: ANNA },
-    Caller { number: "0611000003", tone_hz: 800.0, start_ms: 4000, stay_ms: 8000, agent: ANNA },
-    Caller { number: "0611000004", tone_hz: 900.0, start_ms: 6000, stay_ms: 9000, agent: BRUNO },
+    Caller {
+        number: "0611000001",
+        tone_hz: 600.0,
+        start_ms: 0,
+        stay_ms: 11_000,
+        agent: BRUNO,
+    },
+    Caller {
+        number: "0611000002",
+        tone_hz: 700.0,
+        start_ms: 2000,
+        stay_ms: 6000,
+        agent: ANNA,
+    },
+    Caller {
+        number: "0611000003",
+        tone_hz: 800.0,
+        start_ms: 4000,
+        stay_ms: 8000,
+        agent: ANNA,
+    },
+    Caller {
+        number: "0611000004",
+        tone_hz: 900.0,
+        start_ms: 6000,
+        stay_ms: 9000,
+        agent: BRUNO,
+    },
 ];
 
 fn agent_name(id: &str) -> &'static str {
@@ -159,13 +183,20 @@ fn longest_idle_agent_first_callers_in_arrival_order_audio_both_ways() {
 
     // Both agents end in wrap-up and then ready, two calls each.
     for id in [ANNA, BRUNO] {
-        let a = wait_agent(&verde, id, "ready after two calls", Duration::from_secs(10), |a| {
-            a["state"] == "ready" && a["calls_handled"] == 2
-        });
+        let a = wait_agent(
+            &verde,
+            id,
+            "ready after two calls",
+            Duration::from_secs(10),
+            |a| a["state"] == "ready" && a["calls_handled"] == 2,
+        );
         assert_eq!(a["missed"], 0, "{}: {a}", agent_name(id));
     }
     let pensions = queue(&verde, "pensions");
-    assert_eq!(pensions["waiting"], 0, "pensions after the calls: {pensions}");
+    assert_eq!(
+        pensions["waiting"], 0,
+        "pensions after the calls: {pensions}"
+    );
     // Each phone was offered exactly its callers, in order.
     let want = |id: &str| -> Vec<String> {
         CALLERS
@@ -176,8 +207,16 @@ fn longest_idle_agent_first_callers_in_arrival_order_audio_both_ways() {
     };
     for (id, phone) in [(ANNA, &mut anna), (BRUNO, &mut bruno)] {
         let name = agent_name(id);
-        assert_eq!(offered_callers(phone), want(id), "calls offered to {name}'s phone");
-        assert_eq!(answered_callers(phone), want(id), "calls {name}'s phone answered");
+        assert_eq!(
+            offered_callers(phone),
+            want(id),
+            "calls offered to {name}'s phone"
+        );
+        assert_eq!(
+            answered_callers(phone),
+            want(id),
+            "calls {name}'s phone answered"
+        );
     }
 
     anna.quit();
@@ -217,10 +256,18 @@ fn longest_idle_agent_first_callers_in_arrival_order_audio_both_ways() {
     }
     // Callers 1 and 2 found a free agent; 3 and 4 waited for one.
     for (c, _, _, waited) in &served[..2] {
-        assert!(*waited < 2500, "caller {} waited {waited} ms with an agent free", c.number);
+        assert!(
+            *waited < 2500,
+            "caller {} waited {waited} ms with an agent free",
+            c.number
+        );
     }
     for (c, _, _, waited) in &served[2..] {
-        assert!(*waited >= 2000, "caller {} waited only {waited} ms though both agents were busy", c.number);
+        assert!(
+            *waited >= 2000,
+            "caller {} waited only {waited} ms though both agents were busy",
+            c.number
+        );
     }
     // Arrival order: callers reached the queue in the order they called and were answered in
     // that order. Caller 4 must have been waiting when Anna took caller 3, or the order was
@@ -312,7 +359,11 @@ fn longest_idle_agent_first_callers_in_arrival_order_audio_both_ways() {
             "caller {}: agent {} waited {} ms; heard {own:.1} s of its agent's tone",
             c.number,
             agent_name(c.agent),
-            served.iter().find(|s| s.0.number == c.number).map(|s| s.3).unwrap_or(0)
+            served
+                .iter()
+                .find(|s| s.0.number == c.number)
+                .map(|s| s.3)
+                .unwrap_or(0)
         );
     }
 }

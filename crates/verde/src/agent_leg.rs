@@ -255,6 +255,24 @@ impl AgentLeg {
         Some(neg)
     }
 
+    /// Sends the NOTIFY (message/sipfrag) that tells the agent's phone how its REFER went.
+    pub fn notify_refer(
+        &mut self,
+        refer_cseq: Option<u32>,
+        status: u16,
+        reason: &str,
+        sip_out: &mut Vec<SipCmd>,
+    ) {
+        if let Some(d) = self.dialog.as_mut() {
+            let notify = d.refer_notify(refer_cseq, status, reason);
+            sip_out.push(SipCmd::Request {
+                call_id: self.call_id.clone(),
+                request: notify,
+                to: self.peer,
+            });
+        }
+    }
+
     pub fn local_tag(&self) -> String {
         self.dialog
             .as_ref()
@@ -285,13 +303,38 @@ mod tests {
 
     #[test]
     fn invites_go_to_the_contact_only_when_it_is_the_registering_host() {
-        let same_host = binding("<sip:1001@127.0.0.1:5070>", "127.0.0.1:40000", Transport::Udp);
-        assert_eq!(delivery_peer(&same_host).addr, "127.0.0.1:5070".parse().unwrap());
-        let natted = binding("<sip:1001@192.168.1.10:5060>", "203.0.113.9:31000", Transport::Udp);
-        assert_eq!(delivery_peer(&natted).addr, "203.0.113.9:31000".parse().unwrap());
-        let tcp = binding("<sip:1001@127.0.0.1:5070;transport=tcp>", "127.0.0.1:40000", Transport::Tcp);
+        let same_host = binding(
+            "<sip:1001@127.0.0.1:5070>",
+            "127.0.0.1:40000",
+            Transport::Udp,
+        );
+        assert_eq!(
+            delivery_peer(&same_host).addr,
+            "127.0.0.1:5070".parse().unwrap()
+        );
+        let natted = binding(
+            "<sip:1001@192.168.1.10:5060>",
+            "203.0.113.9:31000",
+            Transport::Udp,
+        );
+        assert_eq!(
+            delivery_peer(&natted).addr,
+            "203.0.113.9:31000".parse().unwrap()
+        );
+        let tcp = binding(
+            "<sip:1001@127.0.0.1:5070;transport=tcp>",
+            "127.0.0.1:40000",
+            Transport::Tcp,
+        );
         assert_eq!(delivery_peer(&tcp).addr, "127.0.0.1:40000".parse().unwrap());
-        let hostname = binding("<sip:1001@phone.example>", "127.0.0.1:40000", Transport::Udp);
-        assert_eq!(delivery_peer(&hostname).addr, "127.0.0.1:40000".parse().unwrap());
+        let hostname = binding(
+            "<sip:1001@phone.example>",
+            "127.0.0.1:40000",
+            Transport::Udp,
+        );
+        assert_eq!(
+            delivery_peer(&hostname).addr,
+            "127.0.0.1:40000".parse().unwrap()
+        );
     }
 }

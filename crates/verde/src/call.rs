@@ -1264,6 +1264,7 @@ impl Call {
                 }
             }
             Method::Ack => {}
+            Method::Refer => self.agent_refer(i, tx, req, now),
             Method::Info | Method::Options | Method::Notify => {
                 self.respond(tx, req.response(200, "OK"));
             }
@@ -1273,6 +1274,47 @@ impl Call {
                 self.respond(tx, resp);
             }
         }
+    }
+
+    /// Blind transfer by the agent (REFER): to another queue the caller keeps waiting with
+    /// music, the agent is released to wrap-up. Agents and outside numbers as targets need
+    /// direct routing and an outbound trunk, which do not exist yet: refused with 403.
+    fn agent_refer(&mut self, i: usize, tx: ServerTxId, req: Request, now: Instant) {
+        let target = match verde_sip::refer_to(&req) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(error = ?e, "REFER without a usable Refer-To");
+                return self.respond(tx, req.response(400, "Bad Refer-To"));
+            }
+        };
+        // The user part as written: queue names may hold '-' or '.', unlike phone numbers.
+        let queue = target
+            .uri
+            .split_once(':')
+            .map(|(_, rest)| rest.split(['@', ';']).next().unwrap_or(""))
+            .unwrap_or("")
+            .to_string();
+        let agent = self.legs[i].agent.clone();
+        if !self.engine.acd.has_queue(&queue) || self.queue.as_ref().is_none_or(|q| !q.bridged) {
+            tracing::warn!(%agent, target = %target.uri, "transfer refused: only transfers to a queue are supported");
+            return self.respond(tx, req.response(403, "Forbidden"));
+        }
+        tracing::info!(%agent, %queue, "agent transfers the caller to another queue");
+        self.respond(tx, req.response(202, "Accepted"));
+        let cseq = req.cseq().map(|(n, _)| n);
+        self.legs[i].notify_refer(cseq, 200, "OK", &mut self.sip_out);
+        self.legs[i].bye(&mut self.sip_out);
+        self.media.set_relay(false);
+        let fallback = self.queue.take().map(|q| q.fallback).unwrap_or_default();
+        self.engine.acd.input(AcdInput::CallEnded {
+            call: CallKey(self.key),
+            agent: agent.as_str().into(),
+        });
+        self.drop_ended_legs();
+        self.extra.insert("transferred_by".into(), agent);
+        self.extra.insert("transferred_to".into(), queue.clone());
+        self.disposition = None;
+        self.enqueue(queue, fallback, now);
     }
 
     /// Leaves the ACD cleanly: the queue learns the caller left (or the talk ended), ringing

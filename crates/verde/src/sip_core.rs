@@ -661,7 +661,10 @@ impl SipTask {
                 let mut resp = req
                     .response(401, "Unauthorized")
                     .with_to_tag(&verde_sip::new_tag());
-                for c in ordered_challenges(self.auth.challenge(wall, stale), &self.engine.cfg.sip.digest_algorithms) {
+                for c in ordered_challenges(
+                    self.auth.challenge(wall, stale),
+                    &self.engine.cfg.sip.digest_algorithms,
+                ) {
                     resp.headers.push("WWW-Authenticate", c);
                 }
                 self.send(tx, resp, now);
@@ -918,7 +921,10 @@ mod tests {
         ];
         let order = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let got = super::ordered_challenges(all.clone(), &order(&["MD5", "SHA-256"]));
-        assert!(got[0].contains("MD5") && got[1].contains("SHA-256"), "{got:?}");
+        assert!(
+            got[0].contains("MD5") && got[1].contains("SHA-256"),
+            "{got:?}"
+        );
         let got = super::ordered_challenges(all, &order(&["SHA-256"]));
         assert_eq!(got.len(), 1);
         assert!(got[0].contains("SHA-256"));
