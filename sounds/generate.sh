@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerates every prompt listed in sounds/prompts.yaml, plus sounds/moh.wav.
+# Regenerates every prompt listed in sounds/prompts.yaml, plus sounds/moh.wav and sounds/beep.wav.
 #
 #   sounds/generate.sh            # needs espeak-ng and sox (apt-get install espeak-ng sox)
 #
@@ -61,4 +61,8 @@ for i in "${!chords[@]}"; do
 done
 sox -D -R "${parts[@]}" -r 8000 -c 1 -b 16 -e signed-integer "$here/moh.wav" gain -n -6
 
-echo "generate.sh: $count prompts and moh.wav written under $here"
+# Voicemail beep: 1 kHz for 300 ms, language neutral; 5 ms ramps so it does not click.
+sox -D -R -n -r 8000 -c 1 -b 16 -e signed-integer "$here/beep.wav" synth 0.3 sine 1000 \
+    fade h 0.005 0.3 0.005 gain -n -6
+
+echo "generate.sh: $count prompts, moh.wav and beep.wav written under $here"

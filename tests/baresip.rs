@@ -22,6 +22,8 @@ pub struct Baresip {
     pub ctrl: Ctrl,
     pub sip_port: u16,
     pub rec_dir: PathBuf,
+    /// Short symlink to `rec_dir` given to baresip as `snd_path` (see [`short_alias`]).
+    rec_alias: PathBuf,
     log_path: PathBuf,
 }
 
@@ -56,13 +58,14 @@ impl Baresip {
         let rtp_low = free_ports(20);
         let conf_dir = dir.subdir(&format!("baresip-{user}"));
         let rec_dir = dir.subdir(&format!("baresip-{user}/rec"));
+        let rec_alias = short_alias(&rec_dir);
         let vars: Vec<(&str, String)> = vec![
             ("SIP_PORT", sip_port.to_string()),
             ("CTRL_PORT", ctrl_port.to_string()),
             ("RTP_LOW", rtp_low.to_string()),
             ("RTP_HIGH", (rtp_low + 19).to_string()),
             ("AUDIO_SOURCE", audio_source.display().to_string()),
-            ("REC_DIR", rec_dir.display().to_string()),
+            ("REC_DIR", rec_alias.display().to_string()),
             ("USER", user.to_string()),
         ];
         for (tmpl, out) in [("config.tmpl", "config"), ("accounts.tmpl", "accounts")] {
@@ -128,6 +131,7 @@ impl Baresip {
             ctrl: Ctrl::new(ctrl),
             sip_port,
             rec_dir,
+            rec_alias,
             log_path,
         }
     }
@@ -141,6 +145,13 @@ impl Baresip {
         let mut v: Vec<PathBuf> = fs::read_dir(&self.rec_dir)
             .map(|d| d.flatten().map(|e| e.path()).collect())
             .unwrap_or_default();
+        if let Some(bad) = v.iter().find(|p| p.extension().is_none_or(|e| e != "wav")) {
+            panic!(
+                "baresip wrote {} without a .wav extension: its recording file names are cut at \
+                 127 bytes, so snd_path must be short",
+                bad.display()
+            );
+        }
         v.retain(|p| p.to_string_lossy().ends_with("-dec.wav"));
         v.sort();
         v
@@ -167,9 +178,31 @@ impl Baresip {
     }
 }
 
+/// A symlink `/tmp/verde-rec-<pid>-<n>` to `target`. baresip's sndfile module builds each
+/// recording's name (`<snd_path>/dump-<date-time>-dec.wav`) in a 128-byte buffer and silently
+/// cuts what does not fit, so the deep test directories would lose the `.wav`, or more.
+fn short_alias(target: &Path) -> PathBuf {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let alias = std::env::temp_dir().join(format!(
+        "verde-rec-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+    ));
+    let _ = fs::remove_file(&alias);
+    std::os::unix::fs::symlink(target, &alias).unwrap_or_else(|e| {
+        panic!(
+            "cannot link {} to {}: {e}",
+            alias.display(),
+            target.display()
+        )
+    });
+    alias
+}
+
 impl Drop for Baresip {
     fn drop(&mut self) {
         self.quit();
+        let _ = fs::remove_file(&self.rec_alias);
         if thread::panicking() {
             eprintln!(
                 "---- baresip events ----\n{}\n---- baresip log (last 60 lines) ----\n{}\n----",

@@ -6,18 +6,23 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, info};
 
-use crate::config::{AgentConfig, QueueConfig, Strategy};
+use crate::config::{is_dtmf_key, AgentConfig, CallbackMode, QueueConfig, Strategy};
 use crate::order::RankedMap;
 use crate::types::{
-    AcdError, Action, AgentId, AgentSnapshot, AgentState, CallKey, CallerSnapshot, ConfigError,
-    ExitReason, Input, OfferFailure, QueueName, QueueSnapshot, Snapshot,
+    AcdError, Action, AgentId, AgentSnapshot, AgentState, CallKey, CallerKind, CallerSnapshot,
+    ConfigError, ExitReason, Input, OfferFailure, QueueName, QueueSnapshot, Snapshot,
 };
 
-/// Waiting-line keys are `(255 - priority) << 56 | ticket`: one `u64` orders callers by
-/// priority (higher first), then by ticket, which is handed out in arrival order and kept on
-/// requeue and abandoned resume, so "FIFO within priority" is just key order.
-const TICKET_BITS: u32 = 56;
-const TICKET_MASK: u64 = (1 << TICKET_BITS) - 1;
+/// Waiting-line keys are `(255 - priority) << 120 | ticket`, and a ticket is
+/// `original enqueue time << 56 | sequence`: one `u128` orders callers by priority (higher
+/// first), then by the time they first joined, then by arrival. Live callers join at `now`, so
+/// for them this is plain FIFO; a callback carries its original time and so lands among the
+/// live callers exactly where its caller would stand. The ticket is kept on requeue, abandoned
+/// resume and callback retries, so "keeps its place" is just key order.
+type LineKey = u128;
+const LANE_SHIFT: u32 = 120;
+const SEQ_BITS: u32 = 56;
+const TICKET_MASK: LineKey = (1 << LANE_SHIFT) - 1;
 /// Weight of the newest call in the handle-time average (about the last ten calls matter).
 const EWMA_ALPHA: f64 = 0.2;
 /// Announcements within this long reuse one service profile per queue.
@@ -87,7 +92,7 @@ struct EwtCache {
 
 #[derive(Debug)]
 struct Resume {
-    ticket: u64,
+    ticket: LineKey,
     enqueued_at: Instant,
     expires: Instant,
 }
@@ -99,14 +104,16 @@ struct Queue {
     skills: Vec<(String, u8)>,
     /// (after, cap) sorted by `after`; caps only go down.
     tiers: Vec<(Duration, u8)>,
-    waiting: RankedMap,
+    waiting: RankedMap<LineKey>,
     /// Sorted by level, highest first.
     buckets: Vec<Bucket>,
     ready_count: usize,
     /// Logged-in member agents.
     members: Vec<u32>,
-    /// Callers waiting or being offered.
+    /// Callers waiting or being offered, callbacks included.
     len: usize,
+    /// Callbacks among `len`: they do not count against `max_len`, which limits live lines.
+    callbacks: usize,
     offering: usize,
     rr_last: Option<u32>,
     handle_secs: Option<f64>,
@@ -117,7 +124,7 @@ struct Queue {
     ewt_cache: Option<EwtCache>,
     resume: HashMap<String, Resume>,
     /// Expiry order of `resume` (the window is per queue, so this is sorted).
-    resume_order: VecDeque<(Instant, String, u64)>,
+    resume_order: VecDeque<(Instant, String, LineKey)>,
 }
 
 impl Queue {
@@ -223,10 +230,13 @@ struct Agent {
 struct Caller {
     queue: u32,
     priority: u8,
-    key: u64,
+    key: LineKey,
     number: String,
-    /// Original enqueue time (kept on requeue and abandoned resume).
+    /// Original enqueue time (kept on requeue and abandoned resume; a callback's is the time
+    /// its caller first joined).
     enqueued_at: Instant,
+    /// A virtual caller standing in for someone to call back: no announcements, no exits.
+    callback: bool,
     offers: Vec<u32>,
     ring_at: Option<Instant>,
     max_wait_at: Option<Instant>,
@@ -234,6 +244,16 @@ struct Caller {
     announce_at: Option<Instant>,
     /// Agents that failed an offer for this caller: tried last.
     excluded: Vec<u32>,
+}
+
+impl Caller {
+    fn kind(&self) -> CallerKind {
+        if self.callback {
+            CallerKind::Callback
+        } else {
+            CallerKind::Live
+        }
+    }
 }
 
 /// How an offer ended, for the agent's side.
@@ -259,7 +279,7 @@ pub struct Acd {
     timers: BTreeSet<(Instant, Timer)>,
     actions: VecDeque<Action>,
     dirty: Vec<u32>,
-    next_ticket: u64,
+    next_seq: u64,
 }
 
 fn agent_level(required: &[(String, u8)], skills: &BTreeMap<String, u8>) -> u8 {
@@ -273,6 +293,10 @@ fn agent_level(required: &[(String, u8)], skills: &BTreeMap<String, u8>) -> u8 {
         })
         .min()
         .unwrap_or(FULL_LEVEL)
+}
+
+fn line_key(priority: u8, ticket: LineKey) -> LineKey {
+    (LineKey::from(u8::MAX - priority) << LANE_SHIFT) | ticket
 }
 
 fn resumable(number: &str) -> bool {
@@ -296,7 +320,7 @@ impl Acd {
             timers: BTreeSet::new(),
             actions: VecDeque::new(),
             dirty: Vec::new(),
-            next_ticket: 1,
+            next_seq: 1,
         };
         for cfg in queues {
             let name = QueueName::from(cfg.name.as_str());
@@ -305,6 +329,20 @@ impl Acd {
             }
             if cfg.ring_timeout.is_zero() {
                 return Err(ConfigError::ZeroRingTimeout(cfg.name));
+            }
+            let bad_callback = |field, reason| ConfigError::Callback {
+                queue: cfg.name.clone(),
+                field,
+                reason,
+            };
+            if !is_dtmf_key(cfg.callback.offer_key) {
+                return Err(bad_callback(
+                    "offer_key",
+                    "must be a DTMF key: 0-9, *, # or A-D",
+                ));
+            }
+            if cfg.callback.max_attempts == 0 {
+                return Err(bad_callback("max_attempts", "must be at least 1"));
             }
             let mut tiers: Vec<(Duration, u8)> = cfg
                 .escalation
@@ -328,6 +366,7 @@ impl Acd {
                 ready_count: 0,
                 members: Vec::new(),
                 len: 0,
+                callbacks: 0,
                 offering: 0,
                 rr_last: None,
                 handle_secs: None,
@@ -385,8 +424,15 @@ impl Acd {
                 priority,
                 caller,
             } => self.enqueue(call, &queue, priority, caller, now),
+            Input::EnqueueCallback {
+                call,
+                queue,
+                priority,
+                caller,
+                enqueued_at,
+            } => self.enqueue_callback(call, &queue, priority, caller, enqueued_at, now),
             Input::Abandon { call } => self.abandon(call, now),
-            Input::KeyPressed { call, .. } => self.key_pressed(call, now),
+            Input::KeyPressed { call, digit } => self.key_pressed(call, digit, now),
             Input::RemoveCaller { call } => {
                 if self.callers.contains_key(&call) {
                     self.finish_caller(call, now);
@@ -452,10 +498,59 @@ impl Acd {
         Some(self.agents[a as usize].state.public())
     }
 
-    /// Callers in line in one queue (not counting those being offered).
+    /// Callers in line in one queue, callbacks included (not counting those being offered).
     pub fn waiting(&self, queue: &str) -> Option<usize> {
         let q = *self.queue_ix.get(queue)?;
         Some(self.queues[q as usize].waiting.len())
+    }
+
+    /// When `call` first joined its queue (earlier than its `Enqueue` after an abandoned resume;
+    /// a callback's original time). A caller who accepts a callback keeps this time: read it
+    /// before [`Input::RemoveCaller`] and pass it back in [`Input::EnqueueCallback`].
+    pub fn enqueued_at(&self, call: CallKey) -> Option<Instant> {
+        self.callers.get(&call).map(|c| c.enqueued_at)
+    }
+
+    /// The estimated wait of a caller or callback in line, from the callers ahead of it in its
+    /// queue (callbacks included; see the crate documentation). `None` when `call` is not in
+    /// line (unknown, or being offered to an agent) or no agent serves its queue.
+    pub fn estimated_wait_for(&self, call: CallKey, now: Instant) -> Option<Duration> {
+        let caller = self.callers.get(&call)?;
+        if !caller.offers.is_empty() {
+            return None;
+        }
+        self.caller_ewt(caller, now)
+    }
+
+    /// Whether to offer a callback to `call`, a live caller in line, now: its queue has
+    /// callbacks enabled, the basket holds fewer than `ceiling` requests for the queue
+    /// (`basket_size`, which only the binary's store knows), and either the caller's estimated
+    /// wait is over `offer_when_wait_over` (nobody serving counts as over) or more than
+    /// `offer_when_len_over` are in the queue. False for callbacks, callers being offered to an
+    /// agent and unknown calls.
+    pub fn callback_offer(&self, call: CallKey, basket_size: usize, now: Instant) -> bool {
+        let Some(caller) = self.callers.get(&call) else {
+            return false;
+        };
+        if caller.callback || !caller.offers.is_empty() {
+            return false;
+        }
+        let queue = &self.queues[caller.queue as usize];
+        let cfg = &queue.cfg.callback;
+        if !cfg.enabled || basket_size >= cfg.ceiling {
+            return false;
+        }
+        cfg.offer_when_len_over.is_some_and(|n| queue.len > n)
+            || cfg
+                .offer_when_wait_over
+                .is_some_and(|limit| self.caller_ewt(caller, now).is_none_or(|w| w > limit))
+    }
+
+    fn caller_ewt(&self, caller: &Caller, now: Instant) -> Option<Duration> {
+        // Uncached: this is a query, not the announcement path.
+        let position = self.queues[caller.queue as usize].waiting.rank(caller.key);
+        let (handle, remaining) = self.service_profile(caller.queue, now);
+        estimate(handle, &remaining, position)
     }
 
     /// Starts a new day for `fewest-calls`: every agent's handled count goes back to 0.
@@ -483,6 +578,7 @@ impl Acd {
                     call: *call,
                     caller: c.number.clone(),
                     priority: c.priority,
+                    kind: c.kind(),
                     position: None,
                     waited,
                 });
@@ -503,11 +599,16 @@ impl Acd {
                             call: CallKey(raw),
                             caller: c.number.clone(),
                             priority: c.priority,
+                            kind: c.kind(),
                             position: Some(pos as u32),
                             waited: now.saturating_duration_since(c.enqueued_at),
                         }
                     })
                     .collect();
+                let callbacks_waiting = callers
+                    .iter()
+                    .filter(|c| c.kind == CallerKind::Callback)
+                    .count();
                 let mut ringing = std::mem::take(&mut offered[qi]);
                 ringing.sort_by_key(|c| std::cmp::Reverse(c.waited));
                 let offering = ringing.len();
@@ -516,6 +617,7 @@ impl Acd {
                 QueueSnapshot {
                     name: q.name.clone(),
                     waiting: q.waiting.len(),
+                    callbacks_waiting,
                     offering,
                     longest_wait: longest[qi],
                     estimated_wait: estimate(handle, &remaining, q.waiting.len()),
@@ -710,10 +812,12 @@ impl Acd {
         if self.queues[q as usize].cfg.exits.empty.is_none() {
             return;
         }
+        // Callbacks stay: their callers are not on the line, and agents will return.
         let calls: Vec<CallKey> = self.queues[q as usize]
             .waiting
             .iter()
             .map(|(_, raw)| CallKey(raw))
+            .filter(|call| !self.callers[call].callback)
             .collect();
         for call in calls {
             self.exit(call, ExitReason::Empty, now);
@@ -850,7 +954,11 @@ impl Acd {
         }
         let qu = &mut self.queues[q as usize];
         qu.purge_resume(now);
-        if qu.cfg.max_len.is_some_and(|max| qu.len >= max) {
+        if qu
+            .cfg
+            .max_len
+            .is_some_and(|max| qu.len - qu.callbacks >= max)
+        {
             debug!(?call, queue = %qu.name, "queue full");
             self.actions.push_back(Action::Exit {
                 call,
@@ -878,15 +986,9 @@ impl Acd {
                 debug!(?call, queue = %qu.name, "abandoned caller resumes its place");
                 (r.ticket, r.enqueued_at)
             }
-            None => {
-                let t = self.next_ticket;
-                self.next_ticket += 1;
-                (t, now)
-            }
+            None => (self.ticket(now), now),
         };
-        let key = (u64::from(u8::MAX - priority) << TICKET_BITS) | ticket;
-        qu.waiting.insert(key, call.0);
-        qu.len += 1;
+        let qu = &self.queues[q as usize];
         let max_wait_at = qu.cfg.max_wait.map(|d| now + d);
         let announce_at = (qu.cfg.announce.position || qu.cfg.announce.estimated_wait)
             .then(|| now + qu.cfg.announce.first_delay);
@@ -896,14 +998,15 @@ impl Acd {
         if let Some(at) = announce_at {
             self.timers.insert((at, Timer::Announce(call)));
         }
-        self.callers.insert(
+        self.insert_caller(
             call,
             Caller {
                 queue: q,
                 priority,
-                key,
+                key: line_key(priority, ticket),
                 number,
                 enqueued_at,
+                callback: false,
                 offers: Vec::new(),
                 ring_at: None,
                 max_wait_at,
@@ -912,8 +1015,71 @@ impl Acd {
                 excluded: Vec::new(),
             },
         );
-        self.mark_dirty(q);
         Ok(())
+    }
+
+    /// A callback stands in line from its original time: no full/empty check (the request was
+    /// accepted when the caller left), no max-wait or announcement timer.
+    fn enqueue_callback(
+        &mut self,
+        call: CallKey,
+        queue: &QueueName,
+        priority: u8,
+        number: String,
+        enqueued_at: Instant,
+        now: Instant,
+    ) -> Result<(), AcdError> {
+        let q = self.queue_idx(queue)?;
+        if self.callers.contains_key(&call) {
+            return Err(AcdError::DuplicateCall(call));
+        }
+        // A time from the future would let a request jump people already waiting.
+        let enqueued_at = enqueued_at.min(now);
+        let ticket = self.ticket(enqueued_at);
+        debug!(?call, queue = %queue, "callback joins the line at its original time");
+        self.queues[q as usize].callbacks += 1;
+        self.insert_caller(
+            call,
+            Caller {
+                queue: q,
+                priority,
+                key: line_key(priority, ticket),
+                number,
+                enqueued_at,
+                callback: true,
+                offers: Vec::new(),
+                ring_at: None,
+                max_wait_at: None,
+                timed_out: false,
+                announce_at: None,
+                excluded: Vec::new(),
+            },
+        );
+        Ok(())
+    }
+
+    fn insert_caller(&mut self, call: CallKey, caller: Caller) {
+        let q = caller.queue;
+        let queue = &mut self.queues[q as usize];
+        queue.waiting.insert(caller.key, call.0);
+        queue.len += 1;
+        self.callers.insert(call, caller);
+        self.mark_dirty(q);
+    }
+
+    /// A fresh ticket for someone who first joined at `at` (see [`LineKey`]).
+    fn ticket(&mut self, at: Instant) -> LineKey {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        // Signed offset from `base`, biased by 2^63, so that instants before the ACD was built
+        // (callbacks reloaded after a restart) still sort by time.
+        const MID: u64 = 1 << 63;
+        let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        let time = match at.checked_duration_since(self.base) {
+            Some(after) => MID.saturating_add(nanos(after)),
+            None => MID.saturating_sub(nanos(self.base.duration_since(at))),
+        };
+        (LineKey::from(time) << SEQ_BITS) | LineKey::from(seq)
     }
 
     /// Takes a caller out of the ACD entirely, withdrawing any outstanding offers.
@@ -921,6 +1087,9 @@ impl Acd {
         let mut caller = self.callers.remove(&call).expect("caller exists");
         let queue = &mut self.queues[caller.queue as usize];
         queue.len -= 1;
+        if caller.callback {
+            queue.callbacks -= 1;
+        }
         // A caller is either in line or being offered (answered() already dropped its offer).
         if queue.waiting.remove(caller.key).is_none() {
             queue.offering -= 1;
@@ -971,7 +1140,8 @@ impl Acd {
             waited,
         });
         let window = queue.cfg.abandoned_resume;
-        if !window.is_zero() && resumable(&caller.number) {
+        // A callback's place lives in the basket, which re-enqueues it with its original time.
+        if !window.is_zero() && !caller.callback && resumable(&caller.number) {
             let expires = now + window;
             let ticket = caller.key & TICKET_MASK;
             queue.resume.insert(
@@ -989,9 +1159,13 @@ impl Acd {
         Ok(())
     }
 
-    fn key_pressed(&mut self, call: CallKey, now: Instant) -> Result<(), AcdError> {
+    fn key_pressed(&mut self, call: CallKey, digit: char, now: Instant) -> Result<(), AcdError> {
         let caller = self.callers.get(&call).ok_or(AcdError::UnknownCall(call))?;
-        if self.queues[caller.queue as usize].cfg.exits.key.is_some() {
+        let cfg = &self.queues[caller.queue as usize].cfg;
+        // The callback offer key belongs to the binary's offer ("press 1 to be called back"):
+        // it must never throw the caller out through the key exit instead.
+        let callback_key = cfg.callback.enabled && digit == cfg.callback.offer_key;
+        if cfg.exits.key.is_some() && !caller.callback && !callback_key {
             self.exit(call, ExitReason::Key, now);
         }
         Ok(())
@@ -1001,8 +1175,14 @@ impl Acd {
 
     fn offer(&mut self, call: CallKey, q: u32, agents: &[u32], now: Instant) {
         let queue = &mut self.queues[q as usize];
-        let ring_at = now + queue.cfg.ring_timeout;
         let caller = self.callers.get_mut(&call).expect("offered caller exists");
+        let cb = &queue.cfg.callback;
+        // Customer-first: the reserved agent rings only once the customer has answered.
+        let ring_at = if caller.callback && cb.mode == CallbackMode::CustomerFirst {
+            now + cb.customer_ring_timeout + queue.cfg.ring_timeout
+        } else {
+            now + queue.cfg.ring_timeout
+        };
         queue.waiting.remove(caller.key);
         queue.offering += 1;
         caller.offers.extend_from_slice(agents);
@@ -1296,13 +1476,13 @@ impl Acd {
             for &q in &list {
                 self.queues[q as usize].dirty = false;
             }
-            // Across queues, the caller with the highest priority and the oldest ticket first.
+            // Across queues, the caller with the highest priority and the oldest time first.
             if list.len() > 1 {
                 list.sort_by_key(|&q| {
                     self.queues[q as usize]
                         .waiting
                         .first()
-                        .map_or(u64::MAX, |(k, _)| k)
+                        .map_or(LineKey::MAX, |(k, _)| k)
                 });
             }
             for q in list {
@@ -1313,7 +1493,7 @@ impl Acd {
 
     /// Offers the first caller of `q` that has an eligible free agent; false when none.
     fn dispatch_one(&mut self, q: u32, now: Instant) -> bool {
-        let mut from = 0u64;
+        let mut from: LineKey = 0;
         loop {
             let queue = &self.queues[q as usize];
             if queue.ready_count == 0 || queue.waiting.is_empty() {
@@ -1348,11 +1528,11 @@ impl Acd {
             }
             let enqueued_at = caller.enqueued_at;
             self.schedule_escalation(q, enqueued_at, waited);
-            let lane = key >> TICKET_BITS;
-            if lane >= u64::from(u8::MAX) {
+            let lane = key >> LANE_SHIFT;
+            if lane >= LineKey::from(u8::MAX) {
                 return false;
             }
-            from = (lane + 1) << TICKET_BITS;
+            from = (lane + 1) << LANE_SHIFT;
         }
     }
 

@@ -74,6 +74,9 @@ pub struct QueueConfig {
     pub default_handle_time: Duration,
     #[serde(default)]
     pub exits: ExitsConfig,
+    /// Call-me-back offers and how callbacks are dialed. Disabled by default.
+    #[serde(default)]
+    pub callback: CallbackConfig,
 }
 
 impl QueueConfig {
@@ -94,6 +97,7 @@ impl QueueConfig {
             abandoned_resume: secs::<60>(),
             default_handle_time: secs::<120>(),
             exits: ExitsConfig::default(),
+            callback: CallbackConfig::default(),
         }
     }
 }
@@ -151,6 +155,124 @@ pub struct ExitsConfig {
     /// When the caller presses a key ([`crate::Input::KeyPressed`]). Unset: keys are ignored.
     #[serde(default)]
     pub key: Option<String>,
+}
+
+/// How a callback is dialed once it reaches an agent (see [`CallbackConfig::mode`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CallbackMode {
+    /// The agent is reserved and rung first, sees who is being called back, then verde dials
+    /// the customer.
+    #[default]
+    AgentFirst,
+    /// The agent is reserved, verde dials the customer first and rings the agent once the
+    /// customer answers.
+    CustomerFirst,
+}
+
+/// Call-me-back settings of one queue (`callback:` under a queue).
+///
+/// The ACD uses `enabled`, the two thresholds and `ceiling` to answer
+/// [`crate::Acd::callback_offer`], `mode` and `customer_ring_timeout` for the ring timer of a
+/// callback's offer, and `offer_key` to keep that key away from the key exit. The rest
+/// (attempts, retry delay, SLA) is carried for the binary's callback basket.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CallbackConfig {
+    /// Offer callbacks to callers waiting in this queue. Default false.
+    pub enabled: bool,
+    /// Offer when the caller's estimated wait is over this (or nobody serves the queue).
+    /// `null` disables this trigger. Default 120s.
+    #[serde(deserialize_with = "deserialize_opt_duration")]
+    pub offer_when_wait_over: Option<Duration>,
+    /// Offer when more than this many are in the queue (callbacks and callers being offered
+    /// included). `null` disables this trigger. Default 10.
+    pub offer_when_len_over: Option<usize>,
+    /// No offer while the basket holds this many callbacks for the queue. Default 200.
+    pub ceiling: usize,
+    /// Default agent-first.
+    pub mode: CallbackMode,
+    /// Dialing attempts per request, the first included. Default 2.
+    pub max_attempts: u32,
+    /// Between two attempts. Default 10m.
+    #[serde(deserialize_with = "deserialize_duration")]
+    pub retry_delay: Duration,
+    /// Each callback must be made within this many *working* hours of the request (counted by
+    /// the binary on the flow's schedule and holidays). Default 8h.
+    #[serde(deserialize_with = "deserialize_duration")]
+    pub sla: Duration,
+    /// The DTMF key that accepts the offer (`1`, `'1'`, `'#'`). Default '1'.
+    #[serde(deserialize_with = "deserialize_dtmf_key")]
+    pub offer_key: char,
+    /// How long the customer's phone rings per attempt. In customer-first mode the reserved
+    /// agent's offer times out after this plus the queue's `ring_timeout`. Default 30s.
+    #[serde(deserialize_with = "deserialize_duration")]
+    pub customer_ring_timeout: Duration,
+}
+
+impl Default for CallbackConfig {
+    fn default() -> Self {
+        CallbackConfig {
+            enabled: false,
+            offer_when_wait_over: Some(secs::<120>()),
+            offer_when_len_over: Some(10),
+            ceiling: 200,
+            mode: CallbackMode::default(),
+            max_attempts: 2,
+            retry_delay: secs::<600>(),
+            sla: secs::<{ 8 * 3600 }>(),
+            offer_key: '1',
+            customer_ring_timeout: secs::<30>(),
+        }
+    }
+}
+
+/// Keys a caller can send as DTMF (RFC 4733 events 0-15).
+pub fn is_dtmf_key(c: char) -> bool {
+    matches!(c, '0'..='9' | '*' | '#' | 'A'..='D')
+}
+
+/// `deserialize_with` helper for a DTMF key: a single digit number or a one-character string.
+pub fn deserialize_dtmf_key<'de, D: Deserializer<'de>>(d: D) -> Result<char, D::Error> {
+    struct KeyVisitor;
+
+    impl Visitor<'_> for KeyVisitor {
+        type Value = char;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a DTMF key: 0-9, '*', '#' or A-D")
+        }
+
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<char, E> {
+            u32::try_from(v)
+                .ok()
+                .filter(|v| *v <= 9)
+                .and_then(|v| char::from_digit(v, 10))
+                .ok_or_else(|| E::custom(format!("{v} is not a DTMF key (0-9, *, #, A-D)")))
+        }
+
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<char, E> {
+            u64::try_from(v)
+                .map_err(|_| E::custom(format!("{v} is not a DTMF key (0-9, *, #, A-D)")))
+                .and_then(|v| self.visit_u64(v))
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<char, E> {
+            let mut chars = v.chars();
+            match (chars.next().map(|c| c.to_ascii_uppercase()), chars.next()) {
+                (Some(c), None) if is_dtmf_key(c) => Ok(c),
+                _ => Err(E::custom(format!(
+                    "{v:?} is not a DTMF key (0-9, *, #, A-D)"
+                ))),
+            }
+        }
+
+        fn visit_char<E: de::Error>(self, v: char) -> Result<char, E> {
+            self.visit_str(v.encode_utf8(&mut [0; 4]))
+        }
+    }
+
+    d.deserialize_any(KeyVisitor)
 }
 
 /// One agent (`agents:` entry). Credentials are the binary's business.
@@ -343,6 +465,59 @@ exits: {timeout: voicemail, empty: closed}
         assert!(err.contains("invalid duration"), "{err}");
         assert!(serde_yaml::from_str::<QueueConfig>("name: a\nstrategy: random").is_err());
         assert!(serde_yaml::from_str::<AgentConfig>("id: a\npassword: x").is_err());
+    }
+
+    #[test]
+    fn callback_yaml_with_defaults_and_overrides() {
+        let q: QueueConfig = serde_yaml::from_str(
+            r#"
+name: support
+callback:
+  enabled: true
+  offer_when_wait_over: 3m
+  offer_when_len_over: ~
+  ceiling: 50
+  mode: customer-first
+  retry_delay: 15m
+  offer_key: 9
+"#,
+        )
+        .unwrap();
+        let cb = &q.callback;
+        assert!(cb.enabled);
+        assert_eq!(cb.offer_when_wait_over, Some(Duration::from_secs(180)));
+        assert_eq!(cb.offer_when_len_over, None);
+        assert_eq!(cb.ceiling, 50);
+        assert_eq!(cb.mode, CallbackMode::CustomerFirst);
+        assert_eq!(cb.retry_delay, Duration::from_secs(900));
+        assert_eq!(cb.offer_key, '9');
+        assert_eq!(cb.max_attempts, 2);
+        assert_eq!(cb.sla, Duration::from_secs(8 * 3600));
+        assert_eq!(cb.customer_ring_timeout, Duration::from_secs(30));
+
+        let off = QueueConfig::new("sales").callback;
+        assert!(!off.enabled);
+        assert_eq!(off.offer_when_wait_over, Some(Duration::from_secs(120)));
+        assert_eq!(off.offer_when_len_over, Some(10));
+        assert_eq!((off.ceiling, off.offer_key), (200, '1'));
+        assert_eq!(off.mode, CallbackMode::AgentFirst);
+        assert_eq!(off.retry_delay, Duration::from_secs(600));
+
+        for (yaml, key) in [("'#'", '#'), ("\"*\"", '*'), ("0", '0'), ("b", 'B')] {
+            let q: QueueConfig =
+                serde_yaml::from_str(&format!("name: a\ncallback: {{offer_key: {yaml}}}")).unwrap();
+            assert_eq!(q.callback.offer_key, key, "{yaml}");
+        }
+        for bad in ["10", "'12'", "x", "-1"] {
+            let err = serde_yaml::from_str::<QueueConfig>(&format!(
+                "name: a\ncallback: {{offer_key: {bad}}}"
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains("not a DTMF key"), "{bad}: {err}");
+        }
+        assert!(serde_yaml::from_str::<QueueConfig>("name: a\ncallback: {mode: random}").is_err());
+        assert!(serde_yaml::from_str::<QueueConfig>("name: a\ncallback: {ceilng: 3}").is_err());
     }
 
     #[test]

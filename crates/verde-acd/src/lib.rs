@@ -26,10 +26,21 @@
 //! owners, each its own task and channel.
 //!
 //! # Semantics
-//! * Callers are ordered by priority (higher first), then FIFO by arrival. A caller whose offer
-//!   fails goes back **at the head** (it keeps its place key); a caller who abandons and redials
-//!   from the same number into the same queue within `abandoned_resume` (60 s) regains its
-//!   original place and enqueue time (its `max_wait` counts from the redial).
+//! * Callers are ordered by priority (higher first), then by the time they first joined, then
+//!   by arrival. A caller whose offer fails goes back **at the head** (it keeps its place key);
+//!   a caller who abandons and redials from the same number into the same queue within
+//!   `abandoned_resume` (60 s) regains its original place and enqueue time (its `max_wait`
+//!   counts from the redial).
+//! * Callbacks ([`Input::EnqueueCallback`]) keep the caller's place: a callback is a virtual
+//!   caller whose time is the one its caller first joined at, so it stands behind everyone who
+//!   called earlier and is still waiting and ahead of everyone who called later, and re-enqueuing
+//!   it with the same time (a retry, or a new time band) puts it back in the same place. It is
+//!   served like a live caller (same offers, strategies, skills, escalation counted from the
+//!   original time) but gets no announcements and never leaves through max wait, max length
+//!   or the empty exit. Live callers' positions and estimates count the callbacks ahead of them:
+//!   those are people waiting too. Which callbacks may be dialed now (time bands, service hours,
+//!   attempts) is the binary's decision: the ACD only holds the eligible ones. The binary asks
+//!   [`Acd::callback_offer`] whether to offer a waiting caller a callback.
 //! * Strategies: `longest-idle` (agent whose last call ended, or who logged in, longest ago),
 //!   `first-free` (order of the `agents:` list), `round-robin` (rotating pointer per queue over
 //!   that order), `fewest-calls` (fewest handled since [`Acd::reset_daily_counters`]), `ring-all`
@@ -56,7 +67,8 @@
 //! `default_handle_time` until one call ended). Agent `i` can take a new call after `r_i`:
 //! 0 when ready, `H - talk so far` when on a call, the rest of its wrap-up, `H` while ringing for
 //! another caller (each clamped to `[0, H]`). It then frees up again every `H`, so with the `r_i`
-//! sorted ascending the caller with `p` callers ahead of it (in this queue only) gets the
+//! sorted ascending the caller with `p` callers ahead of it (in this queue only, callbacks
+//! included) gets the
 //! `(p + 1)`-th slot:
 //!
 //! ```text
@@ -66,9 +78,10 @@
 //! which is the `ceil(p / N) * H` rule corrected by the remaining time of the calls in progress.
 //!
 //! # Costs
-//! Each queue keeps its callers in an order-statistic treap keyed by `(priority, ticket)`
-//! (O(log n) for enqueue, dispatch, requeue, abandon and the *position* of any caller) and its
-//! ready agents in `BTreeSet`s ordered per strategy, one per skill level present. Dispatch looks at
+//! Each queue keeps its callers in an order-statistic treap keyed by `(priority, original time,
+//! arrival)` packed in a `u128` (O(log n) for enqueue, dispatch, requeue, abandon, a callback
+//! joining in the middle and the *position* of any caller) and its ready agents in `BTreeSet`s
+//! ordered per strategy, one per skill level present. Dispatch looks at
 //! the first key of each eligible level bucket: O(levels * log agents); round-robin is a range
 //! query from the pointer. Reserving an agent removes it from the ready set of each of its queues:
 //! O(queues per agent * log agents). Ring-all walks every eligible free agent (it offers to all of
@@ -83,10 +96,13 @@ mod order;
 mod types;
 
 pub use acd::Acd;
-pub use config::{AgentConfig, AnnounceConfig, EscalationTier, ExitsConfig, QueueConfig, Strategy};
+pub use config::{
+    AgentConfig, AnnounceConfig, CallbackConfig, CallbackMode, EscalationTier, ExitsConfig,
+    QueueConfig, Strategy,
+};
 pub use types::{
-    AcdError, Action, AgentId, AgentSnapshot, AgentState, CallKey, CallerSnapshot, ConfigError,
-    ExitReason, Input, OfferFailure, QueueName, QueueSnapshot, Snapshot,
+    AcdError, Action, AgentId, AgentSnapshot, AgentState, CallKey, CallerKind, CallerSnapshot,
+    ConfigError, ExitReason, Input, OfferFailure, QueueName, QueueSnapshot, Snapshot,
 };
 
 #[cfg(test)]

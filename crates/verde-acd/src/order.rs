@@ -1,4 +1,4 @@
-//! An order-statistic map from `u64` keys to `u64` values (a treap with subtree sizes).
+//! An order-statistic map from small `Copy` keys to `u64` values (a treap with subtree sizes).
 //!
 //! A waiting line needs four things fast: the head (dispatch), insertion at the tail (a new
 //! caller) and in the middle (requeue at the head, abandoned resume), removal from the middle
@@ -10,8 +10,8 @@
 const NIL: u32 = u32::MAX;
 
 #[derive(Clone, Copy, Debug)]
-struct Node {
-    key: u64,
+struct Node<K> {
+    key: K,
     val: u64,
     pri: u32,
     left: u32,
@@ -20,20 +20,20 @@ struct Node {
 }
 
 #[derive(Debug)]
-pub(crate) struct RankedMap {
-    nodes: Vec<Node>,
+pub(crate) struct RankedMap<K> {
+    nodes: Vec<Node<K>>,
     free: Vec<u32>,
     root: u32,
     rng: u64,
 }
 
-impl Default for RankedMap {
+impl<K: Ord + Copy> Default for RankedMap<K> {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl RankedMap {
+impl<K: Ord + Copy> RankedMap<K> {
     pub(crate) fn new() -> Self {
         RankedMap {
             nodes: Vec::new(),
@@ -74,7 +74,7 @@ impl RankedMap {
         (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 32) as u32
     }
 
-    fn alloc(&mut self, key: u64, val: u64) -> u32 {
+    fn alloc(&mut self, key: K, val: u64) -> u32 {
         let node = Node {
             key,
             val,
@@ -93,7 +93,7 @@ impl RankedMap {
     }
 
     /// Splits `t` into (keys < key, keys >= key).
-    fn split(&mut self, t: u32, key: u64) -> (u32, u32) {
+    fn split(&mut self, t: u32, key: K) -> (u32, u32) {
         if t == NIL {
             return (NIL, NIL);
         }
@@ -131,7 +131,7 @@ impl RankedMap {
         }
     }
 
-    pub(crate) fn contains(&self, key: u64) -> bool {
+    pub(crate) fn contains(&self, key: K) -> bool {
         let mut t = self.root;
         while t != NIL {
             let n = &self.nodes[t as usize];
@@ -144,7 +144,7 @@ impl RankedMap {
     }
 
     /// Inserts `key`; returns false (and changes nothing) when it is already present.
-    pub(crate) fn insert(&mut self, key: u64, val: u64) -> bool {
+    pub(crate) fn insert(&mut self, key: K, val: u64) -> bool {
         if self.contains(key) {
             return false;
         }
@@ -177,7 +177,7 @@ impl RankedMap {
     }
 
     /// Removes `key`, returning its value.
-    pub(crate) fn remove(&mut self, key: u64) -> Option<u64> {
+    pub(crate) fn remove(&mut self, key: K) -> Option<u64> {
         let mut t = self.root;
         while t != NIL {
             let n = &self.nodes[t as usize];
@@ -192,7 +192,7 @@ impl RankedMap {
     }
 
     /// `key` must be present: sizes are decremented along the path on the way back.
-    fn remove_at(&mut self, t: u32, key: u64) -> u32 {
+    fn remove_at(&mut self, t: u32, key: K) -> u32 {
         let node = self.nodes[t as usize];
         if key == node.key {
             self.free.push(t);
@@ -209,12 +209,19 @@ impl RankedMap {
         t
     }
 
-    pub(crate) fn first(&self) -> Option<(u64, u64)> {
-        self.first_from(0)
+    pub(crate) fn first(&self) -> Option<(K, u64)> {
+        let mut t = self.root;
+        let mut best = None;
+        while t != NIL {
+            let n = &self.nodes[t as usize];
+            best = Some((n.key, n.val));
+            t = n.left;
+        }
+        best
     }
 
     /// The smallest entry whose key is `>= lower`.
-    pub(crate) fn first_from(&self, lower: u64) -> Option<(u64, u64)> {
+    pub(crate) fn first_from(&self, lower: K) -> Option<(K, u64)> {
         let mut t = self.root;
         let mut best = None;
         while t != NIL {
@@ -230,7 +237,7 @@ impl RankedMap {
     }
 
     /// How many keys are strictly below `key`.
-    pub(crate) fn rank(&self, key: u64) -> usize {
+    pub(crate) fn rank(&self, key: K) -> usize {
         let mut t = self.root;
         let mut below = 0usize;
         while t != NIL {
@@ -246,7 +253,7 @@ impl RankedMap {
     }
 
     /// Entries in key order.
-    pub(crate) fn iter(&self) -> Iter<'_> {
+    pub(crate) fn iter(&self) -> Iter<'_, K> {
         let mut it = Iter {
             map: self,
             stack: Vec::new(),
@@ -256,12 +263,12 @@ impl RankedMap {
     }
 }
 
-pub(crate) struct Iter<'a> {
-    map: &'a RankedMap,
+pub(crate) struct Iter<'a, K> {
+    map: &'a RankedMap<K>,
     stack: Vec<u32>,
 }
 
-impl Iter<'_> {
+impl<K: Ord + Copy> Iter<'_, K> {
     fn push_left(&mut self, mut t: u32) {
         while t != NIL {
             self.stack.push(t);
@@ -270,10 +277,10 @@ impl Iter<'_> {
     }
 }
 
-impl Iterator for Iter<'_> {
-    type Item = (u64, u64);
+impl<K: Ord + Copy> Iterator for Iter<'_, K> {
+    type Item = (K, u64);
 
-    fn next(&mut self) -> Option<(u64, u64)> {
+    fn next(&mut self) -> Option<(K, u64)> {
         let t = self.stack.pop()?;
         let n = self.map.nodes[t as usize];
         self.push_left(n.right);

@@ -81,6 +81,52 @@ impl Harness {
         })
     }
 
+    /// Enqueues a callback whose caller first joined at `enqueued_at`.
+    fn callback(&mut self, call: u64, queue: &str, enqueued_at: Instant) -> Vec<Action> {
+        self.input(Input::EnqueueCallback {
+            call: ck(call),
+            queue: queue.into(),
+            priority: 0,
+            caller: format!("+39{call}"),
+            enqueued_at,
+        })
+    }
+
+    /// The instant `secs` after the start (negative: before the ACD existed).
+    fn t(&self, secs: f64) -> Instant {
+        if secs >= 0.0 {
+            self.t0 + s(secs)
+        } else {
+            self.t0
+                .checked_sub(s(-secs))
+                .expect("clock far enough from its origin")
+        }
+    }
+
+    /// (call, kind, position, waited) of every entry of queue `qi`, in snapshot order.
+    fn line(&self, qi: usize) -> Vec<(u64, CallerKind, Option<u32>, Duration)> {
+        self.acd.snapshot(self.now).queues[qi]
+            .callers
+            .iter()
+            .map(|c| (c.call.0, c.kind, c.position, c.waited))
+            .collect()
+    }
+
+    /// Ends the current call of a single agent again and again; the order callers got it.
+    fn serve_all(&mut self, agent: &str, first: u64) -> Vec<u64> {
+        let mut order = vec![first];
+        let mut current = first;
+        loop {
+            let acts = self.end(current, agent);
+            let Some(&(next, _)) = offers(&acts).first() else {
+                return order;
+            };
+            self.answer(next, agent);
+            order.push(next);
+            current = next;
+        }
+    }
+
     fn login(&mut self, agent: &str) -> Vec<Action> {
         self.input(Input::AgentLogin {
             agent: agent.into(),
@@ -161,6 +207,16 @@ fn exits(actions: &[Action]) -> Vec<(u64, ExitReason, Option<&str>)> {
         .iter()
         .filter_map(|a| match a {
             Action::Exit { call, reason, node } => Some((call.0, *reason, node.as_deref())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn announced(actions: &[Action]) -> Vec<(u64, Option<u32>)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Announce { call, position, .. } => Some((call.0, *position)),
             _ => None,
         })
         .collect()
@@ -912,4 +968,439 @@ fn bad_config_and_unknown_names_are_reported() {
             agent: "a".into()
         })
     );
+}
+
+// ---- callbacks ----------------------------------------------------------------------------
+
+use CallerKind::{Callback, Live};
+
+#[test]
+fn callback_stands_where_its_original_time_puts_it() {
+    let mut q = QueueConfig::new("q");
+    q.wrap_up = Duration::ZERO;
+    q.announce.estimated_wait = false;
+    q.announce.first_delay = s(30.0);
+    q.announce.frequency = Duration::ZERO;
+    let mut h = Harness::new(vec![q], agents(&["a1"], &["q"]));
+    h.login("a1");
+    h.pause("a1");
+    h.enqueue(1, "q", 0, "+391");
+    h.at(10.0);
+    h.enqueue(2, "q", 0, "+392");
+    h.at(20.0);
+    h.enqueue(3, "q", 0, "+393");
+    h.at(25.0);
+    // The caller behind callback 10 first joined at 5: after caller 1, before callers 2 and 3.
+    let at = h.t(5.0);
+    h.callback(10, "q", at);
+    let acts = h.at(50.0);
+    assert_eq!(
+        announced(&acts),
+        vec![(1, Some(0)), (2, Some(2)), (3, Some(3))],
+        "live positions count the callback ahead; the callback hears nothing"
+    );
+    assert_eq!(
+        h.line(0),
+        vec![
+            (1, Live, Some(0), s(50.0)),
+            (10, Callback, Some(1), s(45.0)),
+            (2, Live, Some(2), s(40.0)),
+            (3, Live, Some(3), s(30.0)),
+        ]
+    );
+    let snap = h.acd.snapshot(h.now);
+    assert_eq!(
+        (snap.queues[0].waiting, snap.queues[0].callbacks_waiting),
+        (4, 1)
+    );
+    assert_eq!(snap.queues[0].longest_wait, Some(s(50.0)));
+    let acts = h.input(Input::AgentReady { agent: "a1".into() });
+    assert_eq!(offers(&acts), vec![(1, "a1")]);
+    h.answer(1, "a1");
+    h.at(60.0);
+    let acts = h.end(1, "a1");
+    assert_eq!(
+        acts.iter()
+            .filter(|a| matches!(a, Action::Offer { .. }))
+            .collect::<Vec<_>>(),
+        vec![&Action::Offer {
+            call: ck(10),
+            agent: "a1".into(),
+            queue: "q".into()
+        }],
+        "the same offer a live caller gets"
+    );
+    let acts = h.answer(10, "a1");
+    assert!(
+        acts.contains(&Action::Connected {
+            call: ck(10),
+            agent: "a1".into(),
+            queue: "q".into(),
+            waited: s(55.0),
+        }),
+        "waited counts from the original time: {acts:?}"
+    );
+    assert_eq!(h.serve_all("a1", 10), vec![10, 2, 3]);
+    let snap = h.acd.snapshot(h.now);
+    assert_eq!(
+        (snap.queues[0].waiting, snap.queues[0].callbacks_waiting),
+        (0, 0)
+    );
+}
+
+#[test]
+fn retried_callback_goes_back_behind_earlier_callers_and_ahead_of_later_ones() {
+    let mut h = Harness::new(
+        vec![queue("q", Strategy::LongestIdle)],
+        agents(&["a1"], &["q"]),
+    );
+    h.login("a1");
+    h.pause("a1");
+    h.at(1.0);
+    h.enqueue(1, "q", 0, "+39001");
+    h.at(3.0);
+    h.input(Input::Abandon { call: ck(1) });
+    // The callback's caller joined at 2; caller 1 (joined at 1) has hung up for now.
+    h.at(4.0);
+    let at = h.t(2.0);
+    h.callback(10, "q", at);
+    let acts = h.input(Input::AgentReady { agent: "a1".into() });
+    assert_eq!(offers(&acts), vec![(10, "a1")]);
+    h.answer(10, "a1");
+    h.pause("a1");
+    // Agent-first: the customer does not answer; the agent goes to wrap-up (here: its pause).
+    h.at(30.0);
+    h.end(10, "a1");
+    assert_eq!(h.state("a1"), paused("break"));
+    // Caller 1 redials within the resume window and gets its place (joined at 1) back.
+    h.at(40.0);
+    h.enqueue(2, "q", 0, "+39001");
+    assert_eq!(h.acd.enqueued_at(ck(2)), Some(h.t(1.0)));
+    assert_eq!(h.acd.enqueued_at(ck(10)), None, "forgotten once connected");
+    h.at(45.0);
+    h.enqueue(3, "q", 0, "+39003");
+    h.at(50.0);
+    h.enqueue(4, "q", 0, "+39004");
+    // The retry, with the original time.
+    h.at(70.0);
+    h.callback(10, "q", at);
+    assert_eq!(
+        h.line(0),
+        vec![
+            (2, Live, Some(0), s(69.0)),
+            (10, Callback, Some(1), s(68.0)),
+            (3, Live, Some(2), s(25.0)),
+            (4, Live, Some(3), s(20.0)),
+        ]
+    );
+    let acts = h.input(Input::AgentReady { agent: "a1".into() });
+    assert_eq!(offers(&acts), vec![(2, "a1")]);
+    h.answer(2, "a1");
+    assert_eq!(h.serve_all("a1", 2), vec![2, 10, 3, 4]);
+}
+
+#[test]
+fn callback_keeps_its_place_after_a_failed_offer_and_leaves_without_blame() {
+    let mut q = queue("q", Strategy::FirstFree);
+    q.max_misses_before_pause = 2;
+    let mut h = Harness::new(vec![q], agents(&["a1"], &["q"]));
+    h.login("a1");
+    h.pause("a1");
+    h.at(10.0);
+    h.enqueue(1, "q", 0, "");
+    h.at(20.0);
+    let at = h.t(5.0);
+    h.callback(10, "q", at);
+    let acts = h.input(Input::AgentReady { agent: "a1".into() });
+    assert_eq!(offers(&acts), vec![(10, "a1")]);
+    let acts = h.fail(10, "a1", OfferFailure::NoAnswer);
+    assert!(acts.contains(&Action::Requeued { call: ck(10) }));
+    assert_eq!(offers(&acts), vec![(10, "a1")], "still ahead of caller 1");
+    // Customer-first would find out here that the customer cannot be reached: the binary takes
+    // the callback out, and the agent, who did nothing wrong, gets caller 1 at once.
+    let acts = h.input(Input::RemoveCaller { call: ck(10) });
+    assert_eq!(cancels(&acts), vec![(10, "a1")]);
+    assert_eq!(offers(&acts), vec![(1, "a1")]);
+    assert_eq!(
+        h.acd.snapshot(h.now).agents[0].missed,
+        1,
+        "only the no-answer"
+    );
+    assert!(matches!(
+        h.try_input(Input::RemoveCaller { call: ck(10) }),
+        Err(AcdError::UnknownCall(_))
+    ));
+}
+
+#[test]
+fn callbacks_get_no_announcement_and_never_exit() {
+    let mut q = QueueConfig::new("q");
+    q.max_wait = Some(s(30.0));
+    q.max_len = Some(1);
+    q.announce.first_delay = s(5.0);
+    q.announce.frequency = s(10.0);
+    q.exits = ExitsConfig {
+        timeout: Some("timeout".into()),
+        full: Some("full".into()),
+        empty: Some("closed".into()),
+        key: Some("menu".into()),
+    };
+    let mut h = Harness::new(vec![q], agents(&["a1"], &["q"]));
+    // Reloaded after a restart: the caller joined before this ACD existed.
+    let at = h.t(-100.0);
+    assert!(
+        exits(&h.callback(10, "q", at)).is_empty(),
+        "nobody logged in"
+    );
+    assert_eq!(
+        exits(&h.enqueue(1, "q", 0, "")),
+        vec![(1, ExitReason::Empty, Some("closed"))]
+    );
+    // The only agent gets the callback; its phone is busy, and it goes on a break.
+    assert_eq!(offers(&h.login("a1")), vec![(10, "a1")]);
+    h.pause("a1");
+    let acts = h.fail(10, "a1", OfferFailure::Busy);
+    assert!(acts.contains(&Action::Requeued { call: ck(10) }));
+    assert_eq!(h.state("a1"), paused("break"));
+    // The callback does not take the one live place.
+    assert!(exits(&h.enqueue(2, "q", 0, "")).is_empty());
+    assert_eq!(
+        exits(&h.enqueue(3, "q", 0, "")),
+        vec![(3, ExitReason::Full, Some("full"))]
+    );
+    assert!(h
+        .input(Input::KeyPressed {
+            call: ck(10),
+            digit: '5'
+        })
+        .is_empty());
+    let acts = h.at(100.0);
+    assert!(announced(&acts).iter().all(|(c, _)| *c == 2), "{acts:?}");
+    assert_eq!(announced(&acts)[0], (2, Some(1)), "the callback is ahead");
+    assert_eq!(
+        exits(&acts),
+        vec![(2, ExitReason::Timeout, Some("timeout"))]
+    );
+    let acts = h.input(Input::AgentLogout { agent: "a1".into() });
+    assert!(exits(&acts).is_empty());
+    assert_eq!(h.line(0), vec![(10, Callback, Some(0), s(200.0))]);
+    // It is served once someone logs in, with no timer of its own left behind.
+    assert_eq!(offers(&h.login("a1")), vec![(10, "a1")]);
+    h.answer(10, "a1");
+    assert_eq!(h.acd.poll_timeout(), None);
+}
+
+#[test]
+fn ring_all_rings_everyone_for_a_callback() {
+    let mut h = Harness::new(
+        vec![queue("q", Strategy::RingAll)],
+        agents(&["a1", "a2", "a3"], &["q"]),
+    );
+    for a in ["a1", "a2", "a3"] {
+        h.login(a);
+    }
+    let at = h.t(0.0);
+    h.at(30.0);
+    let acts = h.callback(10, "q", at);
+    assert_eq!(offers(&acts), vec![(10, "a1"), (10, "a2"), (10, "a3")]);
+    let acts = h.answer(10, "a3");
+    assert_eq!(cancels(&acts), vec![(10, "a1"), (10, "a2")]);
+    assert!(acts.contains(&Action::Connected {
+        call: ck(10),
+        agent: "a3".into(),
+        queue: "q".into(),
+        waited: s(30.0)
+    }));
+}
+
+#[test]
+fn skills_and_escalation_count_from_the_original_time() {
+    let mut q = queue("billing", Strategy::LongestIdle);
+    q.skills.insert("billing".into(), 5);
+    q.escalation = vec![EscalationTier {
+        after: s(30.0),
+        min_level: 3,
+    }];
+    let mut expert = AgentConfig::new("expert", &["billing"]);
+    expert.skills.insert("billing".into(), 7);
+    let mut junior = AgentConfig::new("junior", &["billing"]);
+    junior.skills.insert("billing".into(), 3);
+    let mut h = Harness::new(vec![q], vec![junior, expert]);
+    h.login("junior");
+    h.enqueue(1, "billing", 0, "");
+    h.at(10.0);
+    // Joined 60 s ago: past the 30 s tier already, the junior may take it.
+    let at = h.t(-50.0);
+    assert_eq!(offers(&h.callback(10, "billing", at)), vec![(10, "junior")]);
+    h.answer(10, "junior");
+    // Joined at 5: the junior only from 35.
+    let at = h.t(5.0);
+    h.callback(11, "billing", at);
+    assert_eq!(offers(&h.end(10, "junior")), Vec::<(u64, &str)>::new());
+    assert_eq!(offers(&h.login("expert")), vec![(1, "expert")]);
+    h.answer(1, "expert");
+    assert!(offers(&h.at(34.9)).is_empty());
+    assert_eq!(offers(&h.at(35.0)), vec![(11, "junior")]);
+}
+
+#[test]
+fn customer_first_callback_reserves_the_agent_while_the_customer_rings() {
+    let mut q = queue("q", Strategy::FirstFree);
+    q.ring_timeout = s(15.0);
+    q.callback.mode = CallbackMode::CustomerFirst;
+    q.callback.customer_ring_timeout = s(30.0);
+    let mut agent_first = queue("af", Strategy::FirstFree);
+    agent_first.ring_timeout = s(15.0);
+    let mut h = Harness::new(vec![q, agent_first], agents(&["a1", "a2"], &["q", "af"]));
+    h.login("a1");
+    h.login("a2");
+    let at = h.t(0.0);
+    assert_eq!(offers(&h.callback(10, "q", at)), vec![(10, "a1")]);
+    assert_eq!(offers(&h.callback(11, "af", at)), vec![(11, "a2")]);
+    // A live caller in the customer-first queue keeps the plain ring timeout.
+    let acts = h.at(15.0);
+    assert_eq!(cancels(&acts), vec![(11, "a2")]);
+    assert_eq!(offers(&acts), vec![(11, "a2")], "only agent free for it");
+    assert!(cancels(&h.at(44.9)).iter().all(|(c, _)| *c != 10));
+    let acts = h.at(45.0);
+    assert!(cancels(&acts).contains(&(10, "a1")), "{acts:?}");
+}
+
+#[test]
+fn callback_offer_thresholds_and_ceiling() {
+    let mut q = queue("q", Strategy::LongestIdle);
+    q.default_handle_time = s(120.0);
+    q.callback.enabled = true;
+    q.callback.offer_when_wait_over = Some(s(120.0));
+    q.callback.offer_when_len_over = None;
+    q.callback.ceiling = 5;
+    let mut by_len = q.clone();
+    by_len.name = "len".into();
+    by_len.callback.offer_when_wait_over = None;
+    by_len.callback.offer_when_len_over = Some(2);
+    let mut off = q.clone();
+    off.name = "off".into();
+    off.callback.enabled = false;
+    let mut h = Harness::new(vec![q, by_len, off], agents(&["a1"], &["q", "off"]));
+    h.login("a1");
+    h.enqueue(1, "q", 0, "");
+    h.answer(1, "a1");
+    h.enqueue(2, "q", 0, "");
+    h.enqueue(3, "q", 0, "");
+    h.at(10.0);
+    // One agent, 110 s left on its call, H = 120 s: 110 s for caller 2, 230 s for caller 3.
+    assert_eq!(h.acd.estimated_wait_for(ck(2), h.now), Some(s(110.0)));
+    assert_eq!(h.acd.estimated_wait_for(ck(3), h.now), Some(s(230.0)));
+    assert!(!h.acd.callback_offer(ck(2), 0, h.now));
+    assert!(h.acd.callback_offer(ck(3), 4, h.now));
+    assert!(!h.acd.callback_offer(ck(3), 5, h.now), "the basket is full");
+    // A callback ahead pushes caller 2 past the threshold.
+    let at = h.t(-30.0);
+    h.callback(10, "q", at);
+    assert_eq!(h.acd.estimated_wait_for(ck(2), h.now), Some(s(230.0)));
+    assert!(h.acd.callback_offer(ck(2), 0, h.now));
+    assert!(!h.acd.callback_offer(ck(10), 0, h.now), "not to a callback");
+    assert!(!h.acd.callback_offer(ck(99), 0, h.now), "unknown call");
+    // Nobody serves "len": only its length counts, and it must be over 2.
+    h.enqueue(20, "len", 0, "");
+    h.enqueue(21, "len", 0, "");
+    assert_eq!(h.acd.estimated_wait_for(ck(20), h.now), None);
+    assert!(!h.acd.callback_offer(ck(20), 0, h.now));
+    h.callback(22, "len", at);
+    assert!(h.acd.callback_offer(ck(20), 0, h.now));
+    assert!(h.acd.callback_offer(ck(21), 0, h.now));
+    // Disabled: never, however long the wait.
+    for c in 30..40 {
+        h.enqueue(c, "off", 0, "");
+    }
+    assert!(!h.acd.callback_offer(ck(39), 0, h.now));
+    // Being offered to an agent: about to be served.
+    h.end(1, "a1");
+    assert_eq!(h.acd.estimated_wait_for(ck(10), h.now), None);
+    assert!(!h.acd.callback_offer(ck(10), 0, h.now));
+}
+
+#[test]
+fn nobody_serving_counts_as_a_long_wait() {
+    let mut q = queue("q", Strategy::LongestIdle);
+    q.callback.enabled = true;
+    let mut h = Harness::new(vec![q], agents(&["a1"], &["q"]));
+    h.enqueue(1, "q", 0, "");
+    assert!(h.acd.callback_offer(ck(1), 0, h.now), "nobody logged in");
+    h.login("a1");
+    h.enqueue(2, "q", 0, "");
+    // a1 rings for caller 1: caller 2 would wait one handle time (120 s), not over 120 s.
+    assert!(!h.acd.callback_offer(ck(2), 0, h.now));
+    h.pause("a1");
+    h.fail(1, "a1", OfferFailure::Busy);
+    assert!(
+        h.acd.callback_offer(ck(2), 0, h.now),
+        "paused agents serve nobody"
+    );
+}
+
+#[test]
+fn the_offer_key_never_takes_the_key_exit() {
+    let mut q = queue("q", Strategy::LongestIdle);
+    q.exits.key = Some("menu".into());
+    q.callback.enabled = true;
+    q.callback.offer_key = '#';
+    let mut h = Harness::new(vec![q], agents(&["a1"], &["q"]));
+    h.enqueue(1, "q", 0, "");
+    let press = |digit| Input::KeyPressed { call: ck(1), digit };
+    assert!(h.input(press('#')).is_empty());
+    assert_eq!(
+        exits(&h.input(press('1'))),
+        vec![(1, ExitReason::Key, Some("menu"))]
+    );
+}
+
+#[test]
+fn callback_config_is_checked() {
+    let now = Instant::now();
+    let mut q = QueueConfig::new("q");
+    q.callback.offer_key = 'x';
+    assert_eq!(
+        Acd::new(vec![q.clone()], vec![], now).unwrap_err(),
+        ConfigError::Callback {
+            queue: "q".into(),
+            field: "offer_key",
+            reason: "must be a DTMF key: 0-9, *, # or A-D"
+        }
+    );
+    q.callback.offer_key = '2';
+    q.callback.max_attempts = 0;
+    let err = Acd::new(vec![q], vec![], now).unwrap_err();
+    assert!(err.to_string().contains("callback.max_attempts"), "{err}");
+}
+
+#[test]
+fn callback_errors_change_nothing() {
+    let mut h = Harness::new(
+        vec![queue("q", Strategy::FirstFree)],
+        agents(&["a1"], &["q"]),
+    );
+    let cb = |call: u64, queue: &str, enqueued_at| Input::EnqueueCallback {
+        call: ck(call),
+        queue: queue.into(),
+        priority: 0,
+        caller: String::new(),
+        enqueued_at,
+    };
+    let at = h.t(0.0);
+    assert_eq!(
+        h.try_input(cb(1, "nope", at)),
+        Err(AcdError::UnknownQueue("nope".into()))
+    );
+    h.enqueue(1, "q", 0, "");
+    assert_eq!(
+        h.try_input(cb(1, "q", at)),
+        Err(AcdError::DuplicateCall(ck(1)))
+    );
+    assert_eq!(h.acd.snapshot(h.now).queues[0].callbacks_waiting, 0);
+    // A time in the future counts as now: it cannot jump caller 1.
+    let later = h.t(3600.0);
+    h.input(cb(2, "q", later));
+    let line: Vec<u64> = h.line(0).iter().map(|c| c.0).collect();
+    assert_eq!(line, vec![1, 2]);
 }

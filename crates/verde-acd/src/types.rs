@@ -3,7 +3,7 @@
 use std::borrow::Borrow;
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The binary's handle for one queued call (e.g. its call-task id). Unique while the call is
 /// known to the ACD.
@@ -134,11 +134,37 @@ pub enum Input {
         priority: u8,
         caller: String,
     },
+    /// A callback request (someone who left their number) stands in line as a virtual caller,
+    /// ordered among the live callers of the same priority by `enqueued_at`: the time its caller
+    /// first joined the queue, normally in the past (a time after `now` counts as `now`). It
+    /// never gets announcements and never leaves through max wait, max length or the empty exit;
+    /// it does not count against `max_len`. At the head, with an agent free, it gets the same
+    /// [`Action::Offer`] as a live caller, and the offer inputs work the same (for
+    /// [`crate::CallbackMode::CustomerFirst`] the ring timer also covers
+    /// `callback.customer_ring_timeout`). After [`Action::Connected`] the ACD forgets it.
+    ///
+    /// The binary enqueues it only while it may be dialed (its time band, the service hours)
+    /// and takes it out with [`Input::RemoveCaller`] when it no longer may, or when the
+    /// customer cannot be reached before the agent answered (customer-first: the agent is
+    /// released without a miss). To retry, or when it becomes eligible again, it enqueues it
+    /// again with the **same** `enqueued_at`: it goes back behind everyone who called earlier
+    /// and is still waiting, ahead of everyone who called later.
+    EnqueueCallback {
+        call: CallKey,
+        queue: QueueName,
+        priority: u8,
+        /// The number to call back, for snapshots.
+        caller: String,
+        enqueued_at: Instant,
+    },
     /// The caller hung up while waiting or while an agent was being offered the call.
     Abandon { call: CallKey },
-    /// The caller pressed a DTMF key while waiting (leaves through `exits.key` if configured).
+    /// The caller pressed a DTMF key while waiting (leaves through `exits.key` if configured;
+    /// never for the queue's `callback.offer_key` while callbacks are enabled).
     KeyPressed { call: CallKey, digit: char },
-    /// The binary takes the caller out of the queue (moved elsewhere, callback). No action.
+    /// The binary takes the caller out of the queue (moved elsewhere, accepted a callback, a
+    /// callback no longer eligible or not reached). Outstanding offers are withdrawn with
+    /// [`Action::CancelOffer`], without blame for the agents. No other action.
     RemoveCaller { call: CallKey },
     /// `queues: None` joins the agent's configured queues. Login makes the agent ready.
     AgentLogin {
@@ -187,7 +213,8 @@ pub enum Action {
         queue: QueueName,
         waited: Duration,
     },
-    /// Every offer for `call` failed; the caller is back at the head of the line (resume MOH).
+    /// Every offer for `call` failed; the caller is back at the head of the line (resume MOH;
+    /// a callback is back at its place, nothing to play).
     Requeued { call: CallKey },
     /// Tell the caller their place. `position` counts the callers ahead (0 = next); each field is
     /// `None` when the queue does not announce it (or, for the wait, no agent is serving).
@@ -245,6 +272,12 @@ pub enum ConfigError {
     UnknownQueue { agent: String, queue: String },
     #[error("queue {0:?}: ring_timeout must be more than 0")]
     ZeroRingTimeout(String),
+    #[error("queue {queue:?}: callback.{field} {reason}")]
+    Callback {
+        queue: String,
+        field: &'static str,
+        reason: &'static str,
+    },
 }
 
 /// Point-in-time copy of the ACD's state for the CTI layer.
@@ -257,13 +290,16 @@ pub struct Snapshot {
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueueSnapshot {
     pub name: QueueName,
-    /// Callers in line (not counting those being offered to an agent).
+    /// Callers in line, callbacks included (not counting those being offered to an agent).
     pub waiting: usize,
+    /// Callbacks among `waiting`.
+    pub callbacks_waiting: usize,
     /// Callers whose call is ringing an agent.
     pub offering: usize,
-    /// Longest time in queue among its callers.
+    /// Longest time in queue among its callers (callbacks from their original time).
     pub longest_wait: Option<Duration>,
-    /// Estimated wait for a caller joining now; `None` when no agent serves the queue.
+    /// Estimated wait for a caller joining now (behind every callback in line); `None` when no
+    /// agent serves the queue.
     pub estimated_wait: Option<Duration>,
     /// The handle time (talk + wrap-up) used for estimates.
     pub handle_time: Duration,
@@ -278,9 +314,18 @@ pub struct CallerSnapshot {
     pub call: CallKey,
     pub caller: String,
     pub priority: u8,
-    /// Callers ahead (0 = next); `None` while being offered to an agent.
+    pub kind: CallerKind,
+    /// Callers ahead, callbacks included (0 = next); `None` while being offered to an agent.
     pub position: Option<u32>,
+    /// From the original enqueue time.
     pub waited: Duration,
+}
+
+/// Whether a queued entry is a caller on the line or a callback request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallerKind {
+    Live,
+    Callback,
 }
 
 #[derive(Debug, Clone, PartialEq)]

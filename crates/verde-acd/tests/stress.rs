@@ -1,12 +1,15 @@
 //! Concurrency stress test of the single-owner design.
 //!
-//! Eight producer threads (five caller threads, three threads playing 24 agents' phones) race
-//! thousands of enqueues, abandons, logins, pauses, readies, answers, failures, call ends and
+//! Nine producer threads (five caller threads, one callback basket, three threads playing 24
+//! agents' phones) race thousands of enqueues, callbacks with past original times, callback
+//! removals and retries, abandons, logins, pauses, readies, answers, failures, call ends and
 //! early wrap-up ends through one bounded channel into the owner thread, which runs the `Acd`
-//! against the real clock and logs every accepted input and every action in order. The log is
-//! then replayed by an independent checker asserting that no agent ever holds two calls, that
-//! every enqueued caller ends exactly once (connected, abandoned or exited) and that within a
-//! queue callers are offered strictly in (priority, arrival) order, requeued callers at the head.
+//! against the real clock and logs every accepted input (with the `now` it was handled at) and
+//! every action in order. The log is then replayed by an independent checker asserting that no
+//! agent ever holds two calls, that every enqueued caller or callback ends exactly once per
+//! enqueue (connected, abandoned, exited or removed), that callbacks never hear an announcement
+//! or leave through an exit, and that within a queue entries are offered strictly in
+//! (priority, original time, arrival) order, requeued ones back at their place.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -23,6 +26,10 @@ use verde_acd::{
 
 const CALLER_THREADS: u64 = 5;
 const CALLS_PER_THREAD: u64 = 800;
+const CALLBACKS: u64 = 400;
+/// Callback keys live above every caller thread's keys.
+const CALLBACK_KEYS: u64 = 1 << 40;
+const PRODUCER_THREADS: usize = CALLER_THREADS as usize + 1;
 const AGENT_THREADS: usize = 3;
 const AGENTS_PER_THREAD: usize = 8;
 const QUEUES: usize = 5;
@@ -93,8 +100,12 @@ fn config() -> (Vec<QueueConfig>, Vec<AgentConfig>) {
 }
 
 enum Entry {
-    In(Input),
+    In(Input, Instant),
     Out(Action),
+}
+
+fn is_callback(call: CallKey) -> bool {
+    call.0 >= CALLBACK_KEYS
 }
 
 fn caller_thread(t: u64, tx: SyncSender<Input>, done: Arc<AtomicUsize>) {
@@ -131,6 +142,45 @@ fn caller_thread(t: u64, tx: SyncSender<Input>, done: Arc<AtomicUsize>) {
         send_due(&mut abandons, false);
     }
     send_due(&mut abandons, true);
+    done.fetch_add(1, Ordering::SeqCst);
+}
+
+/// The basket: callbacks whose callers joined up to 1.5 s ago (a live caller's max wait), a
+/// quarter of them taken out later (no longer eligible, or the customer was not reached) and
+/// enqueued again with the same original time.
+fn callback_thread(tx: SyncSender<Input>, done: Arc<AtomicUsize>) {
+    let mut rng = Rng(0xCA11_BAC4);
+    let mut retries: Vec<(Instant, Input)> = Vec::new();
+    let send_due = |retries: &mut Vec<(Instant, Input)>| {
+        let now = Instant::now();
+        retries.sort_by_key(|(due, _)| *due);
+        while retries.first().is_some_and(|(due, _)| *due <= now) {
+            tx.send(retries.remove(0).1).expect("owner alive");
+        }
+    };
+    for i in 0..CALLBACKS {
+        let now = Instant::now();
+        let enqueue = Input::EnqueueCallback {
+            call: CallKey(CALLBACK_KEYS + i),
+            queue: QueueName::from(format!("q{}", rng.below(QUEUES as u64))),
+            priority: if rng.chance(20) { 3 } else { 0 },
+            caller: format!("+39cb{i:05}"),
+            enqueued_at: now.checked_sub(rng.micros(1_500_000)).unwrap_or(now),
+        };
+        tx.send(enqueue.clone()).expect("owner alive");
+        if rng.chance(25) {
+            let removal = now + rng.micros(300_000);
+            let call = CallKey(CALLBACK_KEYS + i);
+            retries.push((removal, Input::RemoveCaller { call }));
+            retries.push((removal + rng.micros(200_000), enqueue));
+        }
+        send_due(&mut retries);
+        thread::sleep(rng.micros(8000));
+    }
+    while !retries.is_empty() {
+        thread::sleep(Duration::from_millis(5));
+        send_due(&mut retries);
+    }
     done.fetch_add(1, Ordering::SeqCst);
 }
 
@@ -268,12 +318,19 @@ fn owner(
             .min(Duration::from_millis(1));
         match rx.recv_timeout(wait) {
             Ok(input) => {
-                let accepted = acd.handle(input.clone(), Instant::now()).is_ok();
+                let now = Instant::now();
+                let accepted = acd.handle(input.clone(), now).is_ok();
                 if accepted {
-                    if let Input::Enqueue { call, .. } = &input {
-                        open.insert(*call);
+                    match &input {
+                        Input::Enqueue { call, .. } | Input::EnqueueCallback { call, .. } => {
+                            open.insert(*call);
+                        }
+                        Input::RemoveCaller { call } => {
+                            open.remove(call);
+                        }
+                        _ => {}
                     }
-                    log.push(Entry::In(input));
+                    log.push(Entry::In(input, now));
                 }
             }
             Err(RecvTimeoutError::Timeout) => {}
@@ -302,7 +359,7 @@ fn owner(
             }
             log.push(Entry::Out(action));
         }
-        if callers_done.load(Ordering::SeqCst) == CALLER_THREADS as usize && open.is_empty() {
+        if callers_done.load(Ordering::SeqCst) == PRODUCER_THREADS && open.is_empty() {
             break;
         }
         assert!(
@@ -327,51 +384,100 @@ struct Stats {
     requeued: usize,
     cancels: usize,
     failures: usize,
+    callbacks_enqueued: usize,
+    callbacks_connected: usize,
+    callbacks_removed: usize,
+    /// Callbacks that joined behind someone enqueued before them but who called later.
+    callbacks_overtaking: usize,
 }
 
-type Lines = HashMap<QueueName, BTreeMap<(Reverse<u8>, usize), CallKey>>;
+/// (priority desc, original time, arrival in the log).
+type LineKey = (Reverse<u8>, Instant, usize);
+type Lines = HashMap<QueueName, BTreeMap<LineKey, CallKey>>;
 
-fn end_call(
-    call: CallKey,
-    place: &HashMap<CallKey, (QueueName, (Reverse<u8>, usize))>,
-    ends: &mut HashMap<CallKey, u32>,
-    lines: &mut Lines,
-    offering: &mut HashSet<CallKey>,
-) {
-    let (queue, key) = place.get(&call).expect("ended call was enqueued");
-    *ends.entry(call).or_default() += 1;
-    assert_eq!(ends[&call], 1, "call {call:?} ended twice");
-    offering.remove(&call);
-    if let Some(line) = lines.get_mut(queue) {
-        line.remove(key);
+/// Per call: its current or last (queue, line key) and how many times it was enqueued / ended.
+#[derive(Default)]
+struct Calls {
+    place: HashMap<CallKey, (QueueName, LineKey)>,
+    enqueues: HashMap<CallKey, u32>,
+    ends: HashMap<CallKey, u32>,
+}
+
+impl Calls {
+    fn live(&self, call: CallKey) -> bool {
+        self.enqueues.get(&call).copied().unwrap_or(0) > self.ends.get(&call).copied().unwrap_or(0)
+    }
+
+    fn enqueue(&mut self, call: CallKey, queue: &QueueName, key: LineKey, lines: &mut Lines) {
+        assert!(!self.live(call), "{call:?} enqueued while still queued");
+        *self.enqueues.entry(call).or_default() += 1;
+        self.place.insert(call, (queue.clone(), key));
+        lines.entry(queue.clone()).or_default().insert(key, call);
+    }
+
+    fn end(&mut self, call: CallKey, lines: &mut Lines, offering: &mut HashSet<CallKey>) {
+        assert!(
+            self.live(call),
+            "call {call:?} ended twice or never enqueued"
+        );
+        *self.ends.entry(call).or_default() += 1;
+        offering.remove(&call);
+        let (queue, key) = &self.place[&call];
+        if let Some(line) = lines.get_mut(queue) {
+            line.remove(key);
+        }
     }
 }
 
-/// Replays the log and asserts the three properties; returns counts.
+/// Replays the log and asserts the properties; returns counts.
 fn check(log: &[Entry]) -> Stats {
     let mut stats = Stats::default();
     // Agent -> (call, connected?) it holds.
     let mut holding: HashMap<AgentId, (CallKey, bool)> = HashMap::new();
-    let mut ends: HashMap<CallKey, u32> = HashMap::new();
-    // Call -> (queue, line key).
-    let mut place: HashMap<CallKey, (QueueName, (Reverse<u8>, usize))> = HashMap::new();
-    // Per queue, callers in line (never offered, or requeued), by (priority desc, arrival).
+    let mut calls = Calls::default();
+    // Per queue, entries in line (never offered, or requeued), in the order they must be served.
     let mut lines: Lines = HashMap::new();
     let mut offering: HashSet<CallKey> = HashSet::new();
     for (seq, entry) in log.iter().enumerate() {
         match entry {
-            Entry::In(Input::Enqueue {
-                call,
-                queue,
-                priority,
-                ..
-            }) => {
+            Entry::In(
+                Input::Enqueue {
+                    call,
+                    queue,
+                    priority,
+                    ..
+                },
+                now,
+            ) => {
                 stats.enqueued += 1;
-                let key = (Reverse(*priority), seq);
-                assert!(place.insert(*call, (queue.clone(), key)).is_none());
-                lines.entry(queue.clone()).or_default().insert(key, *call);
+                let key = (Reverse(*priority), *now, seq);
+                calls.enqueue(*call, queue, key, &mut lines);
             }
-            Entry::In(Input::OfferFailed { call, agent, .. }) => {
+            Entry::In(
+                Input::EnqueueCallback {
+                    call,
+                    queue,
+                    priority,
+                    enqueued_at,
+                    ..
+                },
+                now,
+            ) => {
+                stats.callbacks_enqueued += 1;
+                let key = (Reverse(*priority), (*enqueued_at).min(*now), seq);
+                if lines
+                    .get(queue)
+                    .is_some_and(|l| l.range(key..).next().is_some())
+                {
+                    stats.callbacks_overtaking += 1;
+                }
+                calls.enqueue(*call, queue, key, &mut lines);
+            }
+            Entry::In(Input::RemoveCaller { call }, _) => {
+                stats.callbacks_removed += 1;
+                calls.end(*call, &mut lines, &mut offering);
+            }
+            Entry::In(Input::OfferFailed { call, agent, .. }, _) => {
                 stats.failures += 1;
                 assert_eq!(
                     holding.remove(agent),
@@ -379,21 +485,21 @@ fn check(log: &[Entry]) -> Stats {
                     "accepted failure of an offer {agent} did not hold"
                 );
             }
-            Entry::In(Input::CallEnded { call, agent }) => {
+            Entry::In(Input::CallEnded { call, agent }, _) => {
                 assert_eq!(
                     holding.remove(agent),
                     Some((*call, true)),
                     "accepted end of a call {agent} was not on"
                 );
             }
-            Entry::In(_) => {}
+            Entry::In(..) => {}
             Entry::Out(Action::Offer { call, agent, queue }) => {
                 stats.offers += 1;
                 if let Some(held) = holding.get(agent) {
                     panic!("{agent} offered {call:?} while holding {held:?} (log entry {seq})");
                 }
                 holding.insert(agent.clone(), (*call, false));
-                assert!(!ends.contains_key(call), "offer for ended call {call:?}");
+                assert!(calls.live(*call), "offer for ended call {call:?}");
                 if offering.insert(*call) {
                     let line = lines.get_mut(queue).expect("queue has a line");
                     let (&first_key, &first) = line.first_key_value().expect("line not empty");
@@ -410,30 +516,42 @@ fn check(log: &[Entry]) -> Stats {
                 assert_eq!(holding.remove(agent), Some((*call, false)));
             }
             Entry::Out(Action::Connected { call, agent, .. }) => {
-                stats.connected += 1;
+                if is_callback(*call) {
+                    stats.callbacks_connected += 1;
+                } else {
+                    stats.connected += 1;
+                }
                 assert_eq!(holding.get(agent), Some(&(*call, false)));
                 holding.insert(agent.clone(), (*call, true));
-                end_call(*call, &place, &mut ends, &mut lines, &mut offering);
+                calls.end(*call, &mut lines, &mut offering);
             }
             Entry::Out(Action::Requeued { call }) => {
                 stats.requeued += 1;
                 assert!(offering.remove(call), "requeued {call:?} was not offered");
-                let (queue, key) = place[call].clone();
+                let (queue, key) = calls.place[call].clone();
                 lines.get_mut(&queue).expect("line").insert(key, *call);
             }
             Entry::Out(Action::Abandoned { call, .. }) => {
+                assert!(!is_callback(*call), "callback {call:?} abandoned");
                 stats.abandoned += 1;
-                end_call(*call, &place, &mut ends, &mut lines, &mut offering);
+                calls.end(*call, &mut lines, &mut offering);
             }
             Entry::Out(Action::Exit { call, .. }) => {
+                assert!(
+                    !is_callback(*call),
+                    "callback {call:?} exited (log entry {seq})"
+                );
                 stats.exited += 1;
-                end_call(*call, &place, &mut ends, &mut lines, &mut offering);
+                calls.end(*call, &mut lines, &mut offering);
+            }
+            Entry::Out(Action::Announce { call, .. }) => {
+                assert!(!is_callback(*call), "announcement to callback {call:?}");
             }
             Entry::Out(_) => {}
         }
     }
-    for call in place.keys() {
-        assert_eq!(ends.get(call), Some(&1), "call {call:?} never ended");
+    for (call, n) in &calls.enqueues {
+        assert_eq!(calls.ends.get(call), Some(n), "call {call:?} never ended");
     }
     stats
 }
@@ -460,6 +578,10 @@ fn racing_producers_never_double_book_lose_or_reorder() {
         let (tx, done) = (tx.clone(), callers_done.clone());
         handles.push(thread::spawn(move || caller_thread(t, tx, done)));
     }
+    {
+        let (tx, done) = (tx.clone(), callers_done.clone());
+        handles.push(thread::spawn(move || callback_thread(tx, done)));
+    }
     drop(tx);
     let owner = thread::spawn(move || owner(rx, inboxes, callers_done, stop));
     let log = owner.join().expect("owner thread");
@@ -478,4 +600,16 @@ fn racing_producers_never_double_book_lose_or_reorder() {
         stats.requeued > 0 && stats.cancels > 0 && stats.failures > 0,
         "{stats:?}"
     );
+    // Every basket entry ends served or taken out, and each retry starts a new one.
+    assert_eq!(
+        stats.callbacks_connected + stats.callbacks_removed,
+        stats.callbacks_enqueued,
+        "{stats:?}"
+    );
+    assert!(stats.callbacks_enqueued > CALLBACKS as usize, "{stats:?}");
+    assert!(
+        stats.callbacks_removed > 0 && stats.callbacks_connected > CALLBACKS as usize / 2,
+        "{stats:?}"
+    );
+    assert!(stats.callbacks_overtaking > 0, "{stats:?}");
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use chrono_tz::Tz;
 
-use crate::schedule::Schedule;
+use crate::schedule::{Schedule, TimeRange};
 
 /// A problem in a flow file, displayed as `file:line: reason` (or `file: reason` when no
 /// line applies, e.g. an unreadable file or directory).
@@ -110,6 +110,54 @@ pub(crate) struct ScheduleNode {
     pub bands: Vec<(String, String)>,
 }
 
+/// A time band a caller may choose for a callback (`bands` of a `callback` node).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BandSpec {
+    /// The key that picks it.
+    pub key: char,
+    pub name: String,
+    /// Local clock times in the flow's time zone; `None` means whenever the service is open
+    /// (e.g. "as soon as possible").
+    pub hours: Option<TimeRange>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct CallbackNode {
+    pub queue: String,
+    /// Played before the number is read back.
+    pub confirm_prompts: Vec<PromptSpec>,
+    /// Played after the number: "press 1 to confirm, 2 to enter another number".
+    pub confirm_after: Vec<PromptSpec>,
+    pub enter_prompts: Vec<PromptSpec>,
+    pub band_prompts: Vec<PromptSpec>,
+    /// Each band with the prompts that describe it, in declaration order.
+    pub bands: Vec<(BandSpec, Vec<PromptSpec>)>,
+    pub min_digits: usize,
+    pub max_digits: usize,
+    pub terminator: Option<char>,
+    pub timeout: Duration,
+    pub inter_digit_timeout: Duration,
+    pub retries: u32,
+    pub invalid_prompts: Vec<PromptSpec>,
+    pub no_input_prompts: Vec<PromptSpec>,
+    pub barge_in: bool,
+    pub next: String,
+    pub on_refused: Option<String>,
+    pub on_duplicate: Option<String>,
+    pub on_failure: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct VoicemailNode {
+    pub mailbox: String,
+    pub greeting: Vec<PromptSpec>,
+    pub beep: bool,
+    pub max_duration: Duration,
+    pub terminator: Option<char>,
+    /// Where the flow continues once the message is recorded; hang up when absent.
+    pub next: Option<String>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum NumberMode {
     Number,
@@ -157,10 +205,8 @@ pub(crate) enum Node {
         queue: String,
         fallback: Vec<PromptSpec>,
     },
-    Voicemail {
-        mailbox: String,
-        greeting: Vec<PromptSpec>,
-    },
+    Voicemail(VoicemailNode),
+    Callback(Box<CallbackNode>),
     Hangup {
         reason: String,
     },
@@ -189,6 +235,8 @@ pub struct Flow {
     pub(crate) languages: Vec<String>,
     pub(crate) timezone: Tz,
     pub(crate) start: String,
+    /// Nodes the call task may resume at (`entries`), besides `start`.
+    pub(crate) entries: Vec<String>,
     pub(crate) nodes: HashMap<String, Node>,
     /// (lang, prompt name) pairs that exist, computed at load time so the interpreter can fall
     /// back to the default language without touching the catalog.
@@ -239,6 +287,17 @@ impl Flow {
             .collect();
         v.sort_by_key(|(id, _)| *id);
         v.into_iter()
+    }
+
+    /// Nodes declared in `entries`: where the call task may resume the flow from outside
+    /// (queue exits, the in-queue callback offer) with [`crate::Interpreter::resume_at`].
+    pub fn entries(&self) -> &[String] {
+        &self.entries
+    }
+
+    /// Whether the flow has a node `id` (to check configured resume points at load time).
+    pub fn has_node(&self, id: &str) -> bool {
+        self.nodes.contains_key(id)
     }
 
     pub(crate) fn has_prompt(&self, lang: &str, name: &str) -> bool {

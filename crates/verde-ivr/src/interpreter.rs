@@ -7,15 +7,25 @@
 //! - Actions come in order; `Answer`/`EarlyMedia` always precede the first `Play` that needs them.
 //! - A `Hangup` action before any `Answer` means "reject the call" (the flow decided before
 //!   answering, e.g. closed with nothing to say).
+//! - `Voicemail` is played like a `Play` of its `greeting` (nothing to play counts as finished)
+//!   and answered with `PromptDone`; then comes `Record`: the call task plays the beep if asked,
+//!   records until `max_duration`, the `terminator` key or the caller's hangup, and reports
+//!   `RecordingDone` (not after a hangup: it keeps the recording and sends `Hangup`). Keys
+//!   during the recording are the call task's business; the interpreter ignores them.
+//! - `Callback` asks the call task to store a callback request durably and answer with
+//!   `CallbackAccepted` once it is stored (before the caller hears the confirmation), or
+//!   `CallbackRefused`.
+//! - Both waits have a safety timer ([`Interpreter::poll_timeout`]) so a lost report cannot
+//!   leave the caller in silence forever.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
 
-use crate::flow::{Flow, Node, NumberMode, NumberSource, PromptSpec};
+use crate::flow::{BandSpec, CallbackNode, Flow, Node, NumberMode, NumberSource, PromptSpec};
 use crate::numbers;
 use crate::schedule::ScheduleState;
 
@@ -25,6 +35,10 @@ const MAX_HOPS_WITHOUT_WAIT: u32 = 100;
 const MAX_NODES_PER_CALL: u32 = 10_000;
 /// Digits typed ahead beyond this are dropped.
 const MAX_TYPE_AHEAD: usize = 32;
+/// Beyond `max_duration`, time for the beep and the call task's report of a recording.
+const RECORD_GRACE: Duration = Duration::from_secs(15);
+/// How long the call task may take to store a callback request.
+const CALLBACK_VERDICT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The call as the IVR sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +60,40 @@ pub enum IvrEvent {
     Digit(char),
     /// The caller hung up.
     Hangup,
+    /// The callback request of the last `Callback` action is stored.
+    CallbackAccepted,
+    /// The callback request of the last `Callback` action was not stored.
+    CallbackRefused { reason: CallbackRefusal },
+    /// The recording asked by the last `Record` action ended (max duration or terminator).
+    RecordingDone { duration_ms: u32 },
+}
+
+/// Why a callback request was not stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CallbackRefusal {
+    /// The basket is at its ceiling.
+    Full,
+    /// A callback is already booked for this number in this queue.
+    Duplicate,
+    /// Anything else: no callback service for the queue, a storage error, no verdict in time.
+    Unavailable,
+}
+
+impl CallbackRefusal {
+    /// `full`, `duplicate` or `unavailable` (the `callback_result` variable).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallbackRefusal::Full => "full",
+            CallbackRefusal::Duplicate => "duplicate",
+            CallbackRefusal::Unavailable => "unavailable",
+        }
+    }
+}
+
+impl fmt::Display for CallbackRefusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// One recording to play: `sounds/<lang>/<name>.*`, already resolved to an existing language.
@@ -77,10 +125,27 @@ pub enum IvrAction {
         queue: String,
         fallback: Vec<PromptRef>,
     },
-    /// Record a message in this mailbox after playing `greeting` (placeholder: no storage yet).
+    /// The call enters voicemail: play `greeting` as for `Play` and report `PromptDone`;
+    /// `Record` follows.
     Voicemail {
         mailbox: String,
         greeting: Vec<PromptRef>,
+    },
+    /// Play the beep (when `beep`), then record the caller into `mailbox` until
+    /// `max_duration`, the `terminator` key or hangup; report `RecordingDone`.
+    Record {
+        mailbox: String,
+        max_duration: Duration,
+        terminator: Option<char>,
+        beep: bool,
+    },
+    /// Store a callback request durably, then report `CallbackAccepted` or `CallbackRefused`.
+    /// `number` is the caller's number as received (digits, maybe a leading `+`) or the digits
+    /// the caller typed; `band` is the time band chosen, if the node offers bands.
+    Callback {
+        queue: String,
+        number: String,
+        band: Option<BandSpec>,
     },
     /// End the call (BYE, or a final error response if never answered).
     Hangup { reason: String },
@@ -95,8 +160,13 @@ pub enum Outcome {
     Queued {
         queue: String,
     },
+    /// The caller left a message (the flow or the caller hung up after it was recorded).
     Voicemail {
         mailbox: String,
+    },
+    /// A callback request was stored (the flow or the caller hung up after that).
+    CallbackBooked {
+        queue: String,
     },
     /// The flow hung up (a hangup node, a menu failure, loop protection).
     HungUp {
@@ -114,6 +184,7 @@ impl fmt::Display for Outcome {
             Outcome::Transferred { uri } => write!(f, "transferred:{uri}"),
             Outcome::Queued { queue } => write!(f, "queued:{queue}"),
             Outcome::Voicemail { mailbox } => write!(f, "voicemail:{mailbox}"),
+            Outcome::CallbackBooked { queue } => write!(f, "callback:{queue}"),
             Outcome::HungUp { reason } => write!(f, "hangup:{reason}"),
             Outcome::CallerHangup { node } => write!(f, "caller_hangup:{node}"),
         }
@@ -124,14 +195,48 @@ impl fmt::Display for Outcome {
 enum After {
     Next(String),
     Input,
+    /// The voicemail greeting: record next.
+    Record,
 }
 
 #[derive(Debug, Clone)]
 enum Wait {
     NotStarted,
-    Prompt { after: After, interruptible: bool },
-    Input { deadline: Instant },
+    Prompt {
+        after: After,
+        interruptible: bool,
+    },
+    Input {
+        deadline: Instant,
+    },
+    /// The call task records a message.
+    Record {
+        deadline: Instant,
+    },
+    /// The call task stores a callback request.
+    Verdict {
+        deadline: Instant,
+    },
     Done,
+}
+
+/// Where a caller is inside a callback node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CbPhase {
+    /// Hearing the number read back: 1 confirms, 2 enters another.
+    Confirm,
+    /// Typing another number.
+    Enter,
+    /// Choosing a time band.
+    Band,
+}
+
+#[derive(Debug, Clone)]
+struct CbState {
+    phase: CbPhase,
+    number: String,
+    /// Numbers typed so far in this node.
+    entries: u32,
 }
 
 /// The state of one call in its flow.
@@ -156,6 +261,9 @@ pub struct Interpreter {
     hops: u32,
     visits: u32,
     outcome: Option<Outcome>,
+    callback: Option<CbState>,
+    /// What the caller left behind (a message, a booked callback): a later hangup reports it.
+    left: Option<Outcome>,
 }
 
 impl Interpreter {
@@ -189,6 +297,8 @@ impl Interpreter {
             hops: 0,
             visits: 0,
             outcome: None,
+            callback: None,
+            left: None,
         }
     }
 
@@ -218,7 +328,23 @@ impl Interpreter {
                     match after.clone() {
                         After::Next(next) => self.goto(next, now),
                         After::Input => self.start_input(now),
+                        After::Record => self.start_record(now),
                     }
+                }
+            }
+            IvrEvent::RecordingDone { duration_ms } => {
+                if matches!(self.wait, Wait::Record { .. }) {
+                    self.recording_done(Some(duration_ms), now);
+                }
+            }
+            IvrEvent::CallbackAccepted => {
+                if matches!(self.wait, Wait::Verdict { .. }) {
+                    self.callback_accepted(now);
+                }
+            }
+            IvrEvent::CallbackRefused { reason } => {
+                if matches!(self.wait, Wait::Verdict { .. }) {
+                    self.callback_refused(reason, now);
                 }
             }
             IvrEvent::Digit(d) => {
@@ -229,16 +355,31 @@ impl Interpreter {
             }
             IvrEvent::Hangup => {
                 if !matches!(self.wait, Wait::Done) {
+                    if matches!(self.wait, Wait::Record { .. }) {
+                        // Hanging up is how most callers end a message: the call task keeps it.
+                        self.left = self.voicemail_outcome();
+                    }
                     self.wait = Wait::Done;
-                    self.outcome = Some(Outcome::CallerHangup {
+                    self.outcome = Some(self.left.clone().unwrap_or(Outcome::CallerHangup {
                         node: self.node.clone(),
-                    });
+                    }));
                 }
             }
         }
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
+        match self.wait {
+            Wait::Record { deadline } if now >= deadline => {
+                tracing::warn!(call_id = %self.call.call_id, node = %self.node, "no RecordingDone in time: continuing the flow");
+                return self.recording_done(None, now);
+            }
+            Wait::Verdict { deadline } if now >= deadline => {
+                tracing::warn!(call_id = %self.call.call_id, node = %self.node, "no callback verdict in time");
+                return self.callback_refused(CallbackRefusal::Unavailable, now);
+            }
+            _ => {}
+        }
         let Wait::Input { deadline } = self.wait else {
             return;
         };
@@ -247,6 +388,14 @@ impl Interpreter {
         }
         let flow = self.flow.clone();
         match flow.nodes.get(&self.node) {
+            Some(Node::Callback(c)) => {
+                let entering = self.callback_phase() == Some(CbPhase::Enter);
+                if entering && !self.collected.is_empty() {
+                    self.callback_number_entered(c, now);
+                } else {
+                    self.callback_retry(c, false, now);
+                }
+            }
             Some(Node::Menu(m)) => match &m.default {
                 Some(default) => self.goto(default.clone(), now),
                 None => self.menu_retry(false, now),
@@ -265,7 +414,9 @@ impl Interpreter {
     /// When `handle_timeout` must be called next.
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.wait {
-            Wait::Input { deadline } => Some(deadline),
+            Wait::Input { deadline } | Wait::Record { deadline } | Wait::Verdict { deadline } => {
+                Some(deadline)
+            }
             _ => None,
         }
     }
@@ -311,7 +462,17 @@ impl Interpreter {
 
     fn on_digit(&mut self, d: char, now: Instant) {
         match self.wait.clone() {
-            Wait::NotStarted | Wait::Done => {}
+            Wait::NotStarted | Wait::Done | Wait::Record { .. } | Wait::Verdict { .. } => {}
+            Wait::Prompt {
+                after: After::Record,
+                ..
+            } => {
+                // The terminator skips the greeting; other keys must not spill into later menus.
+                if Some(d) == self.voicemail_terminator() {
+                    self.actions.push_back(IvrAction::StopPlayback);
+                    self.start_record(now);
+                }
+            }
             Wait::Prompt {
                 interruptible: true,
                 after,
@@ -327,6 +488,7 @@ impl Interpreter {
                         self.wait = Wait::Input { deadline: now };
                         self.input_digit(d, now);
                     }
+                    After::Record => {}
                 }
             }
             Wait::Prompt { .. } => self.type_ahead(d),
@@ -355,12 +517,10 @@ impl Interpreter {
     }
 
     fn hang_up(&mut self, reason: String) {
-        self.finish(
-            IvrAction::Hangup {
-                reason: reason.clone(),
-            },
-            Outcome::HungUp { reason },
-        );
+        let outcome = self.left.clone().unwrap_or(Outcome::HungUp {
+            reason: reason.clone(),
+        });
+        self.finish(IvrAction::Hangup { reason }, outcome);
     }
 
     /// Languages to try for a recording: the caller's, the flow's fallback, the default.
@@ -553,16 +713,39 @@ impl Interpreter {
                         },
                     );
                 }
-                Node::Voicemail { mailbox, greeting } => {
+                Node::Voicemail(v) => {
                     self.ensure_answered();
-                    let action = IvrAction::Voicemail {
-                        mailbox: mailbox.clone(),
-                        greeting: self.resolve(greeting),
+                    self.hops = 0;
+                    self.variables.insert("voicemail".into(), v.mailbox.clone());
+                    self.actions.push_back(IvrAction::Voicemail {
+                        mailbox: v.mailbox.clone(),
+                        greeting: self.resolve(&v.greeting),
+                    });
+                    self.wait = Wait::Prompt {
+                        after: After::Record,
+                        interruptible: false,
                     };
-                    let outcome = Outcome::Voicemail {
-                        mailbox: mailbox.clone(),
-                    };
-                    return self.finish(action, outcome);
+                    return;
+                }
+                Node::Callback(c) => {
+                    self.ensure_answered();
+                    self.attempts = 0;
+                    self.collected.clear();
+                    // A number must be confirmed after hearing it: keys typed before do not count.
+                    self.typed_ahead.clear();
+                    self.callback = Some(match callback_number(&self.call.caller) {
+                        Some(number) => CbState {
+                            phase: CbPhase::Confirm,
+                            number,
+                            entries: 0,
+                        },
+                        None => CbState {
+                            phase: CbPhase::Enter,
+                            number: String::new(),
+                            entries: 1,
+                        },
+                    });
+                    return self.callback_present(c, Vec::new(), now);
                 }
                 Node::Hangup { reason } => return self.hang_up(reason.clone()),
             }
@@ -599,6 +782,12 @@ impl Interpreter {
             Some(Node::Menu(m)) => m.timeout,
             Some(Node::Collect(c)) if self.collected.is_empty() => c.timeout,
             Some(Node::Collect(c)) => c.inter_digit_timeout,
+            Some(Node::Callback(c))
+                if self.callback_phase() == Some(CbPhase::Enter) && !self.collected.is_empty() =>
+            {
+                c.inter_digit_timeout
+            }
+            Some(Node::Callback(c)) => c.timeout,
             _ => return self.hang_up(format!("node {} cannot take input", self.node)),
         };
         self.wait = Wait::Input {
@@ -639,6 +828,7 @@ impl Interpreter {
                     };
                 }
             }
+            Some(Node::Callback(c)) => self.callback_digit(c, d, now),
             _ => {}
         }
     }
@@ -718,6 +908,286 @@ impl Interpreter {
         prompts.extend(self.resolve(&c.prompts));
         self.present_input(prompts, c.barge_in, now);
     }
+
+    fn voicemail_terminator(&self) -> Option<char> {
+        match self.flow.nodes.get(&self.node) {
+            Some(Node::Voicemail(v)) => v.terminator,
+            _ => None,
+        }
+    }
+
+    fn voicemail_outcome(&self) -> Option<Outcome> {
+        match self.flow.nodes.get(&self.node) {
+            Some(Node::Voicemail(v)) => Some(Outcome::Voicemail {
+                mailbox: v.mailbox.clone(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// The greeting is over (or skipped): the call task beeps and records.
+    fn start_record(&mut self, now: Instant) {
+        let flow = self.flow.clone();
+        let Some(Node::Voicemail(v)) = flow.nodes.get(&self.node) else {
+            return;
+        };
+        self.typed_ahead.clear();
+        self.actions.push_back(IvrAction::Record {
+            mailbox: v.mailbox.clone(),
+            max_duration: v.max_duration,
+            terminator: v.terminator,
+            beep: v.beep,
+        });
+        self.wait = Wait::Record {
+            deadline: now + v.max_duration + RECORD_GRACE,
+        };
+    }
+
+    /// `duration_ms` is None when the call task never reported (safety timer).
+    fn recording_done(&mut self, duration_ms: Option<u32>, now: Instant) {
+        let flow = self.flow.clone();
+        let Some(Node::Voicemail(v)) = flow.nodes.get(&self.node) else {
+            return;
+        };
+        if let Some(ms) = duration_ms {
+            self.variables
+                .insert("voicemail_duration_ms".into(), ms.to_string());
+        }
+        self.left = self.voicemail_outcome();
+        match &v.next {
+            Some(next) => self.goto(next.clone(), now),
+            None => self.hang_up("completed".into()),
+        }
+    }
+
+    fn callback_phase(&self) -> Option<CbPhase> {
+        self.callback.as_ref().map(|c| c.phase)
+    }
+
+    /// Plays what the current phase of the callback node asks, after `extra` (retry prompts).
+    fn callback_present(&mut self, c: &CallbackNode, extra: Vec<PromptRef>, now: Instant) {
+        let Some(state) = self.callback.clone() else {
+            return;
+        };
+        let mut prompts = extra;
+        match state.phase {
+            CbPhase::Confirm => {
+                prompts.extend(self.resolve(&c.confirm_prompts));
+                prompts
+                    .extend(self.number_prompts(&spoken_digits(&state.number), NumberMode::Digits));
+                prompts.extend(self.resolve(&c.confirm_after));
+            }
+            CbPhase::Enter => prompts.extend(self.resolve(&c.enter_prompts)),
+            CbPhase::Band => {
+                prompts.extend(self.resolve(&c.band_prompts));
+                for (_, band_prompts) in &c.bands {
+                    prompts.extend(self.resolve(band_prompts));
+                }
+            }
+        }
+        self.present_input(prompts, c.barge_in, now);
+    }
+
+    /// Moves to `phase` with fresh attempts and presents it.
+    fn callback_enter_phase(&mut self, c: &CallbackNode, phase: CbPhase, now: Instant) {
+        if let Some(state) = self.callback.as_mut() {
+            state.phase = phase;
+        }
+        self.attempts = 0;
+        self.collected.clear();
+        self.callback_present(c, Vec::new(), now);
+    }
+
+    fn callback_digit(&mut self, c: &CallbackNode, d: char, now: Instant) {
+        let Some(state) = self.callback.clone() else {
+            return;
+        };
+        match state.phase {
+            CbPhase::Confirm => match d {
+                '1' => {
+                    self.choices.push((self.node.clone(), d));
+                    self.callback_number_confirmed(c, now);
+                }
+                '2' => {
+                    self.choices.push((self.node.clone(), d));
+                    // Every number typed is another attempt: a caller cannot loop forever.
+                    if state.entries > c.retries {
+                        self.attempts = state.entries;
+                        return self.callback_fail(c, "no number confirmed", now);
+                    }
+                    if let Some(s) = self.callback.as_mut() {
+                        s.entries += 1;
+                    }
+                    self.callback_enter_phase(c, CbPhase::Enter, now);
+                }
+                _ => {
+                    self.typed_ahead.clear();
+                    self.callback_retry(c, true, now);
+                }
+            },
+            CbPhase::Enter => {
+                if Some(d) == c.terminator {
+                    return self.callback_number_entered(c, now);
+                }
+                if !d.is_ascii_digit() {
+                    return; // * or a letter is no part of a phone number
+                }
+                self.collected.push(d);
+                if self.collected.len() >= c.max_digits {
+                    self.callback_number_entered(c, now);
+                } else {
+                    self.wait = Wait::Input {
+                        deadline: now + c.inter_digit_timeout,
+                    };
+                }
+            }
+            CbPhase::Band => match c.bands.iter().find(|(b, _)| b.key == d) {
+                Some((band, _)) => {
+                    self.choices.push((self.node.clone(), d));
+                    self.callback_request(c, Some(band.clone()), now);
+                }
+                None => {
+                    self.typed_ahead.clear();
+                    self.callback_retry(c, true, now);
+                }
+            },
+        }
+    }
+
+    /// The typed number ended (terminator, max digits, inter-digit timeout): read it back.
+    fn callback_number_entered(&mut self, c: &CallbackNode, now: Instant) {
+        if self.collected.len() < c.min_digits {
+            return self.callback_retry(c, true, now);
+        }
+        let number = std::mem::take(&mut self.collected);
+        if let Some(s) = self.callback.as_mut() {
+            s.number = number;
+        }
+        self.callback_enter_phase(c, CbPhase::Confirm, now);
+    }
+
+    fn callback_number_confirmed(&mut self, c: &CallbackNode, now: Instant) {
+        if c.bands.is_empty() {
+            self.callback_request(c, None, now);
+        } else {
+            self.callback_enter_phase(c, CbPhase::Band, now);
+        }
+    }
+
+    fn callback_retry(&mut self, c: &CallbackNode, invalid: bool, now: Instant) {
+        let phase = self.callback_phase();
+        self.collected.clear();
+        self.typed_ahead.clear();
+        self.attempts += 1;
+        if self.attempts > c.retries {
+            if phase == Some(CbPhase::Band) {
+                // The number is confirmed: rather than lose the request, take the first band.
+                let first = c.bands.first().map(|(b, _)| b.clone());
+                return self.callback_request(c, first, now);
+            }
+            let why = match (phase, invalid) {
+                (Some(CbPhase::Enter), true) => "too few digits",
+                (_, true) => "invalid choice",
+                (_, false) => "no input",
+            };
+            return self.callback_fail(c, why, now);
+        }
+        let extra = if invalid {
+            &c.invalid_prompts
+        } else {
+            &c.no_input_prompts
+        };
+        let extra = self.resolve(extra);
+        self.callback_present(c, extra, now);
+    }
+
+    fn callback_fail(&mut self, c: &CallbackNode, why: &str, now: Instant) {
+        match &c.on_failure {
+            Some(n) => self.goto(n.clone(), now),
+            None => self.hang_up(format!(
+                "callback {}: {why} after {} attempts",
+                self.node, self.attempts
+            )),
+        }
+    }
+
+    /// Hands the request to the call task and waits for its verdict.
+    fn callback_request(&mut self, c: &CallbackNode, band: Option<BandSpec>, now: Instant) {
+        let number = self
+            .callback
+            .as_ref()
+            .map(|s| s.number.clone())
+            .unwrap_or_default();
+        self.variables
+            .insert("callback_number".into(), number.clone());
+        if let Some(b) = &band {
+            self.variables
+                .insert("callback_band".into(), b.name.clone());
+        }
+        self.hops = 0;
+        tracing::debug!(call_id = %self.call.call_id, queue = %c.queue, band = ?band.as_ref().map(|b| &b.name), "callback requested");
+        self.actions.push_back(IvrAction::Callback {
+            queue: c.queue.clone(),
+            number,
+            band,
+        });
+        self.wait = Wait::Verdict {
+            deadline: now + CALLBACK_VERDICT_TIMEOUT,
+        };
+    }
+
+    fn callback_accepted(&mut self, now: Instant) {
+        let flow = self.flow.clone();
+        let Some(Node::Callback(c)) = flow.nodes.get(&self.node) else {
+            return;
+        };
+        self.callback = None;
+        self.variables
+            .insert("callback_result".into(), "booked".into());
+        self.left = Some(Outcome::CallbackBooked {
+            queue: c.queue.clone(),
+        });
+        self.goto(c.next.clone(), now);
+    }
+
+    fn callback_refused(&mut self, reason: CallbackRefusal, now: Instant) {
+        let flow = self.flow.clone();
+        let Some(Node::Callback(c)) = flow.nodes.get(&self.node) else {
+            return;
+        };
+        self.callback = None;
+        self.variables
+            .insert("callback_result".into(), reason.as_str().into());
+        let target = match reason {
+            CallbackRefusal::Duplicate => c.on_duplicate.as_ref().or(c.on_refused.as_ref()),
+            _ => c.on_refused.as_ref(),
+        };
+        match target {
+            Some(n) => self.goto(n.clone(), now),
+            None => self.hang_up(format!("callback refused: {reason}")),
+        }
+    }
+}
+
+/// The caller's number if it can be called back: digits with an optional leading `+`
+/// (anonymous or withheld callers have none and must type one).
+fn callback_number(caller: &str) -> Option<String> {
+    let n: String = caller
+        .chars()
+        .filter(|c| !matches!(c, ' ' | '-' | '.' | '(' | ')'))
+        .collect();
+    let digits = n.strip_prefix('+').unwrap_or(&n);
+    ((3..=20).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit())).then_some(n)
+}
+
+/// The digits to read back: Italy's country code is dropped (`+39 333...` is read `333...`),
+/// since these services are Italian; other international numbers are read in full.
+fn spoken_digits(number: &str) -> String {
+    let national = number
+        .strip_prefix("+39")
+        .or_else(|| number.strip_prefix("0039"))
+        .unwrap_or(number);
+    national.chars().filter(char::is_ascii_digit).collect()
 }
 
 #[cfg(test)]
@@ -778,6 +1248,19 @@ mod tests {
                 now,
             }
         }
+        fn from(flow: Arc<Flow>, caller: &str) -> Self {
+            let mut c = Self::new(flow.clone());
+            let call = CallInfo {
+                call_id: "c2".into(),
+                caller: caller.into(),
+                did: "800111222".into(),
+            };
+            c.ivr = Interpreter::new(flow, call, rome(2026, 5, 14, 10, 0), c.now);
+            c
+        }
+        fn digits(&mut self, keys: &str) -> Vec<IvrAction> {
+            keys.chars().flat_map(|d| self.digit(d)).collect()
+        }
         fn send(&mut self, e: IvrEvent) -> Vec<IvrAction> {
             self.ivr.handle(e, self.now);
             self.actions()
@@ -813,6 +1296,24 @@ mod tests {
                 IvrAction::Hangup { reason } => format!("hangup {reason}"),
                 IvrAction::Transfer { uri } => format!("transfer {uri}"),
                 IvrAction::Voicemail { mailbox, .. } => format!("voicemail {mailbox}"),
+                IvrAction::Callback {
+                    queue,
+                    number,
+                    band,
+                } => match band {
+                    Some(b) => format!("callback {queue} {number} {}", b.name),
+                    None => format!("callback {queue} {number}"),
+                },
+                IvrAction::Record {
+                    mailbox,
+                    max_duration,
+                    terminator,
+                    beep,
+                } => format!(
+                    "record {mailbox} {}s {} beep={beep}",
+                    max_duration.as_secs(),
+                    terminator.map_or("-".to_string(), String::from)
+                ),
                 other => format!("{other:?}"),
             })
             .collect()
@@ -1349,5 +1850,572 @@ mod tests {
         c.send(IvrEvent::PromptDone);
         c.send(IvrEvent::PromptDone);
         assert_eq!(names(&c.digit('1')), ["queue teaching"]);
+    }
+
+    const CALLBACK: &str = r##"  a:
+    type: callback
+    queue: pensions
+    min_digits: 6
+    max_digits: 11
+    retries: 1
+    invalid_prompts: [invalid]
+    no_input_prompts: [no_input]
+    next: booked
+    on_refused: full
+    on_duplicate: dup
+    on_failure: failed
+  booked: { type: play, prompts: [callback_booked], next: bye }
+  full: { type: play, prompts: [callback_full], next: bye }
+  dup: { type: play, prompts: [callback_duplicate], next: bye }
+  failed: { type: hangup, reason: callback_failed }
+  bye: { type: hangup }
+"##;
+
+    const BANDS: &str = "    bands:\n      - { key: 1, name: asap, prompts: [band_asap] }\n      - { key: 2, name: morning, from: \"09:00\", to: \"12:00\", prompts: [band_morning] }\n      - { key: 3, name: afternoon, from: \"14:00\", to: \"18:00\", prompts: [band_afternoon] }\n";
+
+    fn with_bands(nodes: &str) -> String {
+        nodes.replace("    next: booked\n", &format!("{BANDS}    next: booked\n"))
+    }
+
+    /// The read-back prompts of `digits`, in Italian.
+    fn readback(digits: &str) -> String {
+        let nums: Vec<String> = digits.chars().map(|d| format!("it/num_{d}")).collect();
+        format!(
+            "play it/callback_confirm_number_before,{},it/callback_confirm_number_after",
+            nums.join(",")
+        )
+    }
+
+    #[test]
+    fn callback_confirms_the_caller_number_and_waits_for_the_verdict() {
+        let mut c = Call::new(flow(&text(CALLBACK)));
+        assert_eq!(
+            names(&c.send(IvrEvent::Start)),
+            ["Answer".to_string(), readback("3331234567")]
+        );
+        // Keys typed ahead do not confirm; events before the verdict change nothing.
+        assert!(c.send(IvrEvent::CallbackAccepted).is_empty());
+        c.send(IvrEvent::PromptDone);
+        let out = c.digit('1');
+        assert_eq!(
+            out,
+            [IvrAction::Callback {
+                queue: "pensions".into(),
+                number: "3331234567".into(),
+                band: None
+            }]
+        );
+        assert_eq!(c.ivr.variables()["callback_number"], "3331234567");
+        assert!(!c.ivr.variables().contains_key("callback_band"));
+        assert_eq!(c.ivr.poll_timeout(), Some(c.now + CALLBACK_VERDICT_TIMEOUT));
+        assert!(!c.ivr.is_done());
+        // Keys while the request is stored are ignored.
+        assert!(c.digit('1').is_empty());
+        assert_eq!(
+            names(&c.send(IvrEvent::CallbackAccepted)),
+            ["play it/callback_booked"]
+        );
+        assert_eq!(c.ivr.variables()["callback_result"], "booked");
+        assert_eq!(names(&c.send(IvrEvent::PromptDone)), ["hangup completed"]);
+        assert_eq!(c.ivr.outcome().unwrap().to_string(), "callback:pensions");
+        assert_eq!(c.ivr.choices(), [("a".to_string(), '1')]);
+    }
+
+    #[test]
+    fn callback_to_another_number_is_read_back_before_it_counts() {
+        let mut c = Call::new(flow(&text(CALLBACK)));
+        c.send(IvrEvent::Start);
+        // 2 during the read-back: barge in and type another number.
+        assert_eq!(
+            names(&c.digit('2')),
+            ["StopPlayback", "play it/callback_enter_number"]
+        );
+        c.send(IvrEvent::PromptDone);
+        // Too short (min 6): the invalid prompt, then the request again.
+        assert_eq!(
+            names(&c.digits("123#")),
+            ["play it/invalid,it/callback_enter_number"]
+        );
+        c.send(IvrEvent::PromptDone);
+        assert_eq!(names(&c.digits("0612345#")), [readback("0612345")]);
+        c.send(IvrEvent::PromptDone);
+        assert_eq!(names(&c.digit('1')), ["callback pensions 0612345"]);
+        assert_eq!(c.ivr.variables()["callback_number"], "0612345");
+    }
+
+    #[test]
+    fn callback_number_ends_at_max_digits_or_after_the_inter_digit_timeout() {
+        let mut c = Call::new(flow(&text(CALLBACK)));
+        c.send(IvrEvent::Start);
+        c.send(IvrEvent::PromptDone);
+        c.digit('2');
+        c.send(IvrEvent::PromptDone);
+        // max_digits 11: the 11th digit ends the input at once.
+        assert_eq!(names(&c.digits("39912345678")), [readback("39912345678")]);
+        c.send(IvrEvent::PromptDone);
+        c.digit('2');
+        c.send(IvrEvent::PromptDone);
+        c.digits("0212345");
+        let t = c.now;
+        assert_eq!(c.ivr.poll_timeout(), Some(t + Duration::from_secs(3)));
+        assert_eq!(names(&c.time_out()), [readback("0212345")]);
+    }
+
+    #[test]
+    fn callback_typing_numbers_forever_is_bounded() {
+        let mut c = Call::new(flow(&text(CALLBACK)));
+        c.send(IvrEvent::Start);
+        c.send(IvrEvent::PromptDone);
+        // retries: 1 -> two numbers may be typed; asking for a third fails.
+        for _ in 0..2 {
+            assert_eq!(
+                names(&c.digit('2')),
+                ["play it/callback_enter_number"],
+                "path {:?}",
+                c.ivr.path()
+            );
+            c.send(IvrEvent::PromptDone);
+            c.digits("061234#");
+            c.send(IvrEvent::PromptDone);
+        }
+        assert_eq!(names(&c.digit('2')), ["hangup callback_failed"]);
+    }
+
+    #[test]
+    fn callback_confirmation_invalid_and_silent_then_failure() {
+        let mut c = Call::new(flow(&text(CALLBACK)));
+        c.send(IvrEvent::Start);
+        c.send(IvrEvent::PromptDone);
+        let out = names(&c.digit('7'));
+        assert_eq!(out.len(), 1);
+        assert!(out[0].starts_with("play it/invalid,it/callback_confirm_number_before"));
+        c.send(IvrEvent::PromptDone);
+        assert_eq!(names(&c.time_out()), ["hangup callback_failed"]);
+        assert!(!c.ivr.variables().contains_key("callback_number"));
+
+        let nodes = CALLBACK
+            .replace("    on_failure: failed\n", "")
+            .replace("  failed: { type: hangup, reason: callback_failed }\n", "");
+        let mut c = Call::new(flow(&text(&nodes)));
+        c.send(IvrEvent::Start);
+        c.send(IvrEvent::PromptDone);
+        let out = names(&c.time_out());
+        assert!(
+            out[0].starts_with("play it/no_input,it/callback_confirm"),
+            "{out:?}"
+        );
+        c.send(IvrEvent::PromptDone);
+        assert_eq!(
+            names(&c.time_out()),
+            ["hangup callback a: no input after 2 attempts"]
+        );
+    }
+
+    #[test]
+    fn callback_from_an_anonymous_caller_asks_for_a_number_first() {
+        for caller in ["anonymous", "", "+39"] {
+            let mut c = Call::from(flow(&text(CALLBACK)), caller);
+            assert_eq!(
+                names(&c.send(IvrEvent::Start)),
+                ["Answer", "play it/callback_enter_number"],
+                "caller {caller:?}"
+            );
+        }
+        // An international caller keeps the +; Italy's country code is not read back.
+        let mut c = Call::from(flow(&text(CALLBACK)), "+39 06 1234567");
+        assert_eq!(
+            names(&c.send(IvrEvent::Start)),
+            ["Answer".to_string(), readback("061234567")]
+        );
+        c.send(IvrEvent::PromptDone);
+        assert_eq!(names(&c.digit('1')), ["callback pensions +39061234567"]);
+    }
+
+    #[test]
+    fn callback_keys_typed_before_the_node_do_not_confirm() {
+        let nodes = format!(
+            "  w: {{ type: play, prompts: [hello], next: a }}\n{}",
+            CALLBACK
+        );
+        let mut c = Call::new(flow(&text(&nodes).replace("start: a", "start: w")));
+        c.send(IvrEvent::Start);
+        c.digit('1');
+        assert_eq!(
+            names(&c.send(IvrEvent::PromptDone)),
+            [readback("3331234567")]
+        );
+    }
+
+    #[test]
+    fn callback_time_band_choice() {
+        let mut c = Call::new(flow(&text(&with_bands(CALLBACK))));
+        c.send(IvrEvent::Start);
+        c.send(IvrEvent::PromptDone);
+        assert_eq!(
+            names(&c.digit('1')),
+            ["play it/callback_band_menu,it/band_asap,it/band_morning,it/band_afternoon"]
+        );
+        c.send(IvrEvent::PromptDone);
+        assert_eq!(
+            names(&c.digit('9')),
+            ["play it/invalid,it/callback_band_menu,it/band_asap,it/band_morning,it/band_afternoon"]
+        );
+        let out = c.digit('3');
+        let IvrAction::Callback {
+            band: Some(band),
+            number,
+            ..
+        } = &out[1]
+        else {
+            panic!("{out:?}")
+        };
+        assert_eq!(out[0], IvrAction::StopPlayback);
+        assert_eq!(number, "3331234567");
+        assert_eq!((band.key, band.name.as_str()), ('3', "afternoon"));
+        let hours = band.hours.expect("afternoon has hours");
+        assert_eq!(
+            (hours.start_secs(), hours.end_secs()),
+            (14 * 3600, 18 * 3600)
+        );
+        assert_eq!(c.ivr.variables()["callback_band"], "afternoon");
+        assert_eq!(
+            c.ivr.choices(),
+            [("a".to_string(), '1'), ("a".to_string(), '3')]
+        );
+    }
+
+    #[test]
+    fn callback_band_not_chosen_takes_the_first_rather_than_losing_the_request() {
+        let mut c = Call::new(flow(&text(&with_bands(CALLBACK))));
+        c.send(IvrEvent::Start);
+        c.send(IvrEvent::PromptDone);
+        c.digit('1');
+        c.send(IvrEvent::PromptDone);
+        c.time_out();
+        c.send(IvrEvent::PromptDone);
+        let out = c.time_out();
+        let IvrAction::Callback {
+            band: Some(band), ..
+        } = &out[0]
+        else {
+            panic!("{out:?}")
+        };
+        assert_eq!((band.name.as_str(), band.hours), ("asap", None));
+    }
+
+    #[test]
+    fn callback_refusals_follow_their_branches() {
+        let cases = [
+            (
+                CallbackRefusal::Full,
+                CALLBACK.to_string(),
+                "play it/callback_full",
+            ),
+            (
+                CallbackRefusal::Duplicate,
+                CALLBACK.to_string(),
+                "play it/callback_duplicate",
+            ),
+            // Without on_duplicate a duplicate takes on_refused.
+            (
+                CallbackRefusal::Duplicate,
+                CALLBACK.replace("    on_duplicate: dup\n", "").replace(
+                    "  dup: { type: play, prompts: [callback_duplicate], next: bye }\n",
+                    "",
+                ),
+                "play it/callback_full",
+            ),
+            (
+                CallbackRefusal::Full,
+                CALLBACK.replace("    on_refused: full\n", "").replace(
+                    "  full: { type: play, prompts: [callback_full], next: bye }\n",
+                    "",
+                ),
+                "hangup callback refused: full",
+            ),
+        ];
+        for (reason, nodes, expected) in cases {
+            let mut c = Call::new(flow(&text(&nodes)));
+            c.send(IvrEvent::Start);
+            c.send(IvrEvent::PromptDone);
+            c.digit('1');
+            assert_eq!(
+                names(&c.send(IvrEvent::CallbackRefused { reason })),
+                [expected],
+                "{reason}"
+            );
+            assert_eq!(c.ivr.variables()["callback_result"], reason.as_str());
+            // Nothing was booked: the outcome is not a callback.
+            c.send(IvrEvent::PromptDone);
+            assert!(!c
+                .ivr
+                .outcome()
+                .unwrap()
+                .to_string()
+                .starts_with("callback:"));
+        }
+    }
+
+    #[test]
+    fn callback_without_a_verdict_in_time_is_treated_as_unavailable() {
+        let mut c = Call::new(flow(&text(CALLBACK)));
+        c.send(IvrEvent::Start);
+        c.send(IvrEvent::PromptDone);
+        c.digit('1');
+        c.ivr.handle_timeout(c.now + Duration::from_secs(1));
+        assert!(c.actions().is_empty(), "early timer does nothing");
+        assert_eq!(names(&c.time_out()), ["play it/callback_full"]);
+        assert_eq!(c.ivr.variables()["callback_result"], "unavailable");
+        // A late verdict changes nothing.
+        assert!(c.send(IvrEvent::CallbackAccepted).is_empty());
+    }
+
+    #[test]
+    fn caller_hanging_up_after_a_booked_callback_keeps_the_callback_outcome() {
+        let mut c = Call::new(flow(&text(CALLBACK)));
+        c.send(IvrEvent::Start);
+        c.send(IvrEvent::PromptDone);
+        c.digit('1');
+        c.send(IvrEvent::CallbackAccepted);
+        c.send(IvrEvent::Hangup);
+        assert_eq!(
+            c.ivr.outcome(),
+            Some(&Outcome::CallbackBooked {
+                queue: "pensions".into()
+            })
+        );
+        // Hanging up before the verdict: the request is the call task's; the IVR saw no booking.
+        let mut c = Call::new(flow(&text(CALLBACK)));
+        c.send(IvrEvent::Start);
+        c.send(IvrEvent::PromptDone);
+        c.digit('1');
+        c.send(IvrEvent::Hangup);
+        assert_eq!(
+            c.ivr.outcome(),
+            Some(&Outcome::CallerHangup { node: "a".into() })
+        );
+        assert_eq!(c.ivr.poll_timeout(), None);
+    }
+
+    const VOICEMAIL: &str = r##"  a:
+    type: voicemail
+    mailbox: desk
+    greeting: [leave_message]
+    max_duration: 60
+    next: thanks
+  thanks: { type: play, prompts: [voicemail_thanks], next: bye }
+  bye: { type: hangup }
+"##;
+
+    fn record(mailbox: &str, secs: u64, terminator: Option<char>, beep: bool) -> IvrAction {
+        IvrAction::Record {
+            mailbox: mailbox.into(),
+            max_duration: Duration::from_secs(secs),
+            terminator,
+            beep,
+        }
+    }
+
+    #[test]
+    fn voicemail_greeting_then_record_then_next() {
+        let mut c = Call::new(flow(&text(VOICEMAIL)));
+        let out = c.send(IvrEvent::Start);
+        assert_eq!(out[0], IvrAction::Answer);
+        assert_eq!(names(&out[1..]), ["voicemail desk"]);
+        assert!(!c.ivr.is_done());
+        // Keys during the greeting other than the terminator are dropped, not typed ahead.
+        assert!(c.digit('5').is_empty());
+        assert_eq!(
+            c.send(IvrEvent::PromptDone),
+            [record("desk", 60, Some('#'), true)]
+        );
+        assert_eq!(
+            c.ivr.poll_timeout(),
+            Some(c.now + Duration::from_secs(60) + RECORD_GRACE)
+        );
+        // The terminator during the recording is the call task's: it reports RecordingDone.
+        assert!(c.digit('#').is_empty());
+        assert_eq!(
+            names(&c.send(IvrEvent::RecordingDone { duration_ms: 3020 })),
+            ["play it/voicemail_thanks"]
+        );
+        assert_eq!(c.ivr.variables()["voicemail"], "desk");
+        assert_eq!(c.ivr.variables()["voicemail_duration_ms"], "3020");
+        assert_eq!(names(&c.send(IvrEvent::PromptDone)), ["hangup completed"]);
+        assert_eq!(c.ivr.outcome().unwrap().to_string(), "voicemail:desk");
+        assert_eq!(c.ivr.path(), ["a", "thanks", "bye"]);
+    }
+
+    #[test]
+    fn voicemail_terminator_skips_the_greeting() {
+        let nodes = VOICEMAIL.replace(
+            "    max_duration: 60\n",
+            "    terminator: \"*\"\n    beep: false\n",
+        );
+        let mut c = Call::new(flow(&text(&nodes)));
+        c.send(IvrEvent::Start);
+        assert!(c.digit('#').is_empty());
+        assert_eq!(
+            c.digit('*'),
+            [
+                IvrAction::StopPlayback,
+                record("desk", 120, Some('*'), false)
+            ]
+        );
+        // The greeting's playback was stopped: no PromptDone is due, and a stray one is ignored.
+        assert!(c.send(IvrEvent::PromptDone).is_empty());
+    }
+
+    #[test]
+    fn voicemail_hangup_while_recording_keeps_the_message() {
+        let mut c = Call::new(flow(&text(VOICEMAIL)));
+        c.send(IvrEvent::Start);
+        c.send(IvrEvent::PromptDone);
+        c.send(IvrEvent::Hangup);
+        assert!(c.ivr.is_done());
+        assert_eq!(
+            c.ivr.outcome(),
+            Some(&Outcome::Voicemail {
+                mailbox: "desk".into()
+            })
+        );
+        assert!(c
+            .send(IvrEvent::RecordingDone { duration_ms: 10 })
+            .is_empty());
+        // Hanging up during the greeting left nothing.
+        let mut c = Call::new(flow(&text(VOICEMAIL)));
+        c.send(IvrEvent::Start);
+        c.send(IvrEvent::Hangup);
+        assert_eq!(
+            c.ivr.outcome(),
+            Some(&Outcome::CallerHangup { node: "a".into() })
+        );
+    }
+
+    #[test]
+    fn voicemail_without_a_report_continues_after_the_safety_timer() {
+        let mut c = Call::new(flow(&text(VOICEMAIL)));
+        c.send(IvrEvent::Start);
+        c.send(IvrEvent::PromptDone);
+        assert_eq!(names(&c.time_out()), ["play it/voicemail_thanks"]);
+        assert!(!c.ivr.variables().contains_key("voicemail_duration_ms"));
+    }
+
+    #[test]
+    fn voicemail_without_next_hangs_up_after_recording() {
+        let nodes = "  a: { type: voicemail, mailbox: desk, terminator: \"\" }\n";
+        let mut c = Call::new(flow(&text(nodes)));
+        let out = c.send(IvrEvent::Start);
+        assert_eq!(
+            out[1],
+            IvrAction::Voicemail {
+                mailbox: "desk".into(),
+                greeting: vec![]
+            }
+        );
+        assert_eq!(
+            c.send(IvrEvent::PromptDone),
+            [record("desk", 120, None, true)]
+        );
+        assert_eq!(
+            names(&c.send(IvrEvent::RecordingDone {
+                duration_ms: 120_000
+            })),
+            ["hangup completed"]
+        );
+        assert_eq!(
+            c.ivr.outcome(),
+            Some(&Outcome::Voicemail {
+                mailbox: "desk".into()
+            })
+        );
+    }
+
+    #[test]
+    fn facilities_closed_offers_a_callback_for_the_next_opening() {
+        let f = shipped("university-facilities.yaml");
+        let mut c = Call::at(f.clone(), rome(2026, 5, 17, 11, 0));
+        c.send(IvrEvent::Start);
+        assert_eq!(
+            names(&c.send(IvrEvent::PromptDone)),
+            ["play it/voicemail_offer,it/callback_offer_closed"]
+        );
+        let out = names(&c.digit('2'));
+        assert_eq!(out[0], "StopPlayback");
+        assert!(
+            out[1].starts_with("play it/callback_confirm_number_before,it/num_3"),
+            "{out:?}"
+        );
+        c.send(IvrEvent::PromptDone);
+        assert_eq!(names(&c.digit('1')), ["callback facilities 3331234567"]);
+        assert_eq!(
+            names(&c.send(IvrEvent::CallbackAccepted)),
+            ["play it/callback_booked_opening"]
+        );
+        // A full basket falls back to a voicemail.
+        let mut c = Call::at(f.clone(), rome(2026, 5, 17, 11, 0));
+        c.send(IvrEvent::Start);
+        c.send(IvrEvent::PromptDone);
+        c.digit('2');
+        c.send(IvrEvent::PromptDone);
+        c.digit('1');
+        c.send(IvrEvent::CallbackRefused {
+            reason: CallbackRefusal::Full,
+        });
+        assert_eq!(
+            names(&c.send(IvrEvent::PromptDone)),
+            ["voicemail facilities"]
+        );
+        // The voicemail records, then thanks.
+        let mut c = Call::at(f, rome(2026, 5, 17, 11, 0));
+        c.send(IvrEvent::Start);
+        c.send(IvrEvent::PromptDone);
+        c.digit('1');
+        assert_eq!(
+            c.send(IvrEvent::PromptDone),
+            [record("facilities", 120, Some('#'), true)]
+        );
+        assert_eq!(
+            names(&c.send(IvrEvent::RecordingDone { duration_ms: 3000 })),
+            ["play it/voicemail_thanks"]
+        );
+    }
+
+    #[test]
+    fn inps_queue_callback_offer_resumes_in_the_callers_language() {
+        let f = shipped("inps.yaml");
+        assert_eq!(f.entries(), ["offer_callback_pensions"]);
+        assert!(f.has_node("offer_callback_pensions"));
+        let mut c = Call::new(f);
+        c.send(IvrEvent::Start);
+        c.send(IvrEvent::PromptDone);
+        c.digit('2'); // English
+        c.send(IvrEvent::PromptDone);
+        c.send(IvrEvent::PromptDone);
+        c.digit('1');
+        assert_eq!(c.ivr.outcome().unwrap().to_string(), "queued:pensions");
+        // The caller accepts the in-queue offer: the call task resumes the flow.
+        assert!(c.ivr.resume_at("offer_callback_pensions", c.now));
+        let out = names(&c.actions());
+        assert!(
+            out[0].starts_with("play en/callback_confirm_number_before,en/num_3"),
+            "{out:?}"
+        );
+        c.send(IvrEvent::PromptDone);
+        assert_eq!(
+            names(&c.digit('1')),
+            ["play en/callback_band_menu,en/callback_band_asap,en/callback_band_morning,en/callback_band_afternoon"]
+        );
+        c.send(IvrEvent::PromptDone);
+        assert_eq!(
+            names(&c.digit('2')),
+            ["callback pensions 3331234567 morning"]
+        );
+        assert_eq!(
+            names(&c.send(IvrEvent::CallbackRefused {
+                reason: CallbackRefusal::Duplicate
+            })),
+            ["play en/callback_duplicate"]
+        );
     }
 }

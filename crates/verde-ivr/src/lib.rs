@@ -19,8 +19,10 @@ mod loader;
 mod numbers;
 pub mod schedule;
 
-pub use flow::{DirCatalog, Flow, FlowError, FlowSet, PromptCatalog};
-pub use interpreter::{CallInfo, Interpreter, IvrAction, IvrEvent, Outcome, PromptRef};
+pub use flow::{BandSpec, DirCatalog, Flow, FlowError, FlowSet, PromptCatalog};
+pub use interpreter::{
+    CallInfo, CallbackRefusal, Interpreter, IvrAction, IvrEvent, Outcome, PromptRef,
+};
 pub use loader::{check_flow_file, load_flows, parse_flow, reload_flows};
 pub use schedule::{Schedule, ScheduleState};
 

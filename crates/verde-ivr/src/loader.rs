@@ -14,8 +14,8 @@ use chrono::Weekday;
 use serde::Deserialize;
 
 use crate::flow::{
-    Collect, Flow, FlowError, FlowSet, Menu, Node, NumberMode, NumberSource, PromptCatalog,
-    PromptSpec, ScheduleNode,
+    BandSpec, CallbackNode, Collect, Flow, FlowError, FlowSet, Menu, Node, NumberMode,
+    NumberSource, PromptCatalog, PromptSpec, ScheduleNode, VoicemailNode,
 };
 use crate::lines::LineIndex;
 use crate::numbers;
@@ -24,6 +24,11 @@ use crate::schedule::{self, HolidayRule, Schedule, ScheduleError, TimeRange};
 const DTMF_KEYS: &str = "0123456789*#ABCD";
 const MAX_TIMEOUT_SECS: f64 = 300.0;
 const MAX_COLLECT_DIGITS: usize = 64;
+/// Default prompts of a callback node, so a minimal node needs only `queue` and `next`.
+const CALLBACK_CONFIRM: &str = "callback_confirm_number_before";
+const CALLBACK_CONFIRM_AFTER: &str = "callback_confirm_number_after";
+const CALLBACK_ENTER: &str = "callback_enter_number";
+const CALLBACK_BAND_MENU: &str = "callback_band_menu";
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -44,6 +49,8 @@ struct RawFlow {
     #[serde(default)]
     holidays: Vec<String>,
     start: String,
+    #[serde(default)]
+    entries: Vec<String>,
     nodes: BTreeMap<String, RawNode>,
 }
 
@@ -96,6 +103,14 @@ struct RawNode {
     fallback: Option<Vec<String>>,
     mailbox: Option<String>,
     greeting: Option<Vec<String>>,
+    beep: Option<bool>,
+    max_duration: Option<f64>,
+    confirm_prompts: Option<Vec<String>>,
+    confirm_after: Option<Vec<String>>,
+    enter_prompts: Option<Vec<String>>,
+    band_prompts: Option<Vec<String>>,
+    on_refused: Option<String>,
+    on_duplicate: Option<String>,
     reason: Option<String>,
 }
 
@@ -139,6 +154,14 @@ impl RawNode {
             fallback,
             mailbox,
             greeting,
+            beep,
+            max_duration,
+            confirm_prompts,
+            confirm_after,
+            enter_prompts,
+            band_prompts,
+            on_refused,
+            on_duplicate,
             reason
         );
         v
@@ -152,12 +175,29 @@ enum RawOverride {
     Hours(Vec<String>),
 }
 
+/// A band of a `schedule` node (`name`, `hours`, `next`) or of a `callback` node (`key`,
+/// `name`, optional `from`/`to` and `prompts`); which fields apply is checked per node type.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawBand {
     name: String,
-    hours: String,
-    next: String,
+    hours: Option<String>,
+    next: Option<String>,
+    key: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    prompts: Option<Vec<String>>,
+}
+
+impl RawBand {
+    fn present_fields(&self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        macro_rules! check {
+            ($($f:ident),*) => { $( if self.$f.is_some() { v.push(stringify!($f)); } )* };
+        }
+        check!(hours, next, key, from, to, prompts);
+        v
+    }
 }
 
 /// Node types and the fields each accepts (besides `type` and `description`).
@@ -216,7 +256,41 @@ const NODE_TYPES: &[(&str, &[&str])] = &[
     ),
     ("transfer", &["uri"]),
     ("queue", &["queue", "fallback"]),
-    ("voicemail", &["mailbox", "greeting"]),
+    (
+        "voicemail",
+        &[
+            "mailbox",
+            "greeting",
+            "beep",
+            "max_duration",
+            "terminator",
+            "next",
+        ],
+    ),
+    (
+        "callback",
+        &[
+            "queue",
+            "confirm_prompts",
+            "confirm_after",
+            "enter_prompts",
+            "band_prompts",
+            "bands",
+            "min_digits",
+            "max_digits",
+            "terminator",
+            "timeout",
+            "inter_digit_timeout",
+            "retries",
+            "invalid_prompts",
+            "no_input_prompts",
+            "barge_in",
+            "next",
+            "on_refused",
+            "on_duplicate",
+            "on_failure",
+        ],
+    ),
     ("hangup", &["reason"]),
 ];
 
@@ -420,6 +494,14 @@ pub fn parse_flow(
             format!("start node `{}` is not defined under `nodes`", raw.start),
         );
     }
+    for (i, e) in raw.entries.iter().enumerate() {
+        if !raw.nodes.contains_key(e) {
+            ctx.error(
+                &["entries", &i.to_string()],
+                format!("entry node `{e}` is not defined under `nodes`"),
+            );
+        }
+    }
     for (from, to, path) in ctx.targets.clone() {
         if !raw.nodes.contains_key(&to) {
             let p: Vec<&str> = path.iter().map(String::as_str).collect();
@@ -456,6 +538,7 @@ pub fn parse_flow(
         languages,
         timezone,
         start: raw.start,
+        entries: raw.entries,
         nodes,
         available,
         warnings: ctx.warnings,
@@ -605,33 +688,8 @@ fn build_node(ctx: &mut Ctx, env: &Env, id: &str, raw: &RawNode) -> Option<Node>
                     format!("`{into}` is not a usable variable name (lowercase letters, digits, _; not `language`)"),
                 );
             }
-            let min = raw.min_digits.unwrap_or(1);
-            let max = raw.max_digits.unwrap_or(20);
-            if min == 0 || min > max || max > MAX_COLLECT_DIGITS {
-                let field = if raw.max_digits.is_some() {
-                    "max_digits"
-                } else {
-                    "min_digits"
-                };
-                ctx.error(
-                    &["nodes", id, field],
-                    format!("need 1 <= min_digits ({min}) <= max_digits ({max}) <= {MAX_COLLECT_DIGITS}"),
-                );
-            }
-            let terminator = match raw.terminator.as_deref() {
-                None => Some('#'),
-                Some("") => None,
-                Some(t) => match dtmf_key(t) {
-                    Some(k) if !k.is_ascii_digit() => Some(k),
-                    _ => {
-                        ctx.error(
-                            &["nodes", id, "terminator"],
-                            format!("terminator `{t}` must be one of *, #, A-D (or \"\" for none)"),
-                        );
-                        None
-                    }
-                },
-            };
+            let (min, max) = digit_limits(ctx, id, raw, 1, 20);
+            let terminator = terminator_key(ctx, id, raw);
             Node::Collect(Collect {
                 prompts: prompt_list(ctx, id, "prompts", raw.prompts.as_deref(), false),
                 min_digits: min,
@@ -790,10 +848,115 @@ fn build_node(ctx: &mut Ctx, env: &Env, id: &str, raw: &RawNode) -> Option<Node>
                     format!("mailbox name `{mailbox}` may only use letters, digits, `_` and `-`"),
                 );
             }
-            Node::Voicemail {
+            if let Some(next) = &raw.next {
+                target(ctx, "next", next);
+            }
+            Node::Voicemail(VoicemailNode {
                 mailbox,
                 greeting: prompt_list(ctx, id, "greeting", raw.greeting.as_deref(), false),
+                beep: raw.beep.unwrap_or(true),
+                max_duration: seconds(ctx, id, "max_duration", raw.max_duration, 120.0),
+                terminator: terminator_key(ctx, id, raw),
+                next: raw.next.clone(),
+            })
+        }
+        "callback" => {
+            let queue = required(ctx, "queue", &raw.queue);
+            if raw.queue.is_some() && !is_ident(&queue) {
+                ctx.error(
+                    &["nodes", id, "queue"],
+                    format!("queue name `{queue}` may only use letters, digits, `_` and `-`"),
+                );
             }
+            let next = required(ctx, "next", &raw.next);
+            target(ctx, "next", &next);
+            for (field, v) in [
+                ("on_refused", &raw.on_refused),
+                ("on_duplicate", &raw.on_duplicate),
+                ("on_failure", &raw.on_failure),
+            ] {
+                if let Some(v) = v {
+                    target(ctx, field, v);
+                }
+            }
+            // Italian numbers have 6 to 11 digits nationally; E.164 allows 15 in all.
+            let (min, max) = digit_limits(ctx, id, raw, 6, 15);
+            let prompts_or =
+                |ctx: &mut Ctx, field: &str, v: &Option<Vec<String>>, default: &str| {
+                    let default = [default.to_string()];
+                    prompt_list(
+                        ctx,
+                        id,
+                        field,
+                        Some(v.as_deref().unwrap_or(&default)),
+                        false,
+                    )
+                };
+            let confirm_prompts = prompts_or(
+                ctx,
+                "confirm_prompts",
+                &raw.confirm_prompts,
+                CALLBACK_CONFIRM,
+            );
+            let confirm_after = prompts_or(
+                ctx,
+                "confirm_after",
+                &raw.confirm_after,
+                CALLBACK_CONFIRM_AFTER,
+            );
+            let enter_prompts =
+                prompts_or(ctx, "enter_prompts", &raw.enter_prompts, CALLBACK_ENTER);
+            let bands = callback_bands(ctx, id, raw.bands.as_deref().unwrap_or_default());
+            let band_prompts = if bands.is_empty() {
+                if raw.band_prompts.is_some() {
+                    ctx.error(
+                        &["nodes", id, "band_prompts"],
+                        format!("`band_prompts` needs `bands` in callback `{id}`"),
+                    );
+                }
+                Vec::new()
+            } else {
+                prompts_or(ctx, "band_prompts", &raw.band_prompts, CALLBACK_BAND_MENU)
+            };
+            Node::Callback(Box::new(CallbackNode {
+                queue,
+                confirm_prompts,
+                confirm_after,
+                enter_prompts,
+                band_prompts,
+                bands,
+                min_digits: min,
+                max_digits: max,
+                terminator: terminator_key(ctx, id, raw),
+                timeout: seconds(ctx, id, "timeout", raw.timeout, 5.0),
+                inter_digit_timeout: seconds(
+                    ctx,
+                    id,
+                    "inter_digit_timeout",
+                    raw.inter_digit_timeout,
+                    3.0,
+                ),
+                retries: raw.retries.unwrap_or(2),
+                invalid_prompts: prompt_list(
+                    ctx,
+                    id,
+                    "invalid_prompts",
+                    raw.invalid_prompts.as_deref(),
+                    false,
+                ),
+                no_input_prompts: prompt_list(
+                    ctx,
+                    id,
+                    "no_input_prompts",
+                    raw.no_input_prompts.as_deref(),
+                    false,
+                ),
+                barge_in: raw.barge_in.unwrap_or(true),
+                next,
+                on_refused: raw.on_refused.clone(),
+                on_duplicate: raw.on_duplicate.clone(),
+                on_failure: raw.on_failure.clone(),
+            }))
         }
         "hangup" => Node::Hangup {
             reason: raw.reason.clone().unwrap_or_else(|| "completed".into()),
@@ -801,6 +964,128 @@ fn build_node(ctx: &mut Ctx, env: &Env, id: &str, raw: &RawNode) -> Option<Node>
         _ => unreachable!("NODE_TYPES covers every arm"),
     };
     (ctx.errors.len() == errors_before).then_some(node)
+}
+
+/// `min_digits`/`max_digits` of a node that collects digits.
+fn digit_limits(
+    ctx: &mut Ctx,
+    id: &str,
+    raw: &RawNode,
+    default_min: usize,
+    default_max: usize,
+) -> (usize, usize) {
+    let min = raw.min_digits.unwrap_or(default_min);
+    let max = raw.max_digits.unwrap_or(default_max);
+    if min == 0 || min > max || max > MAX_COLLECT_DIGITS {
+        let field = if raw.max_digits.is_some() {
+            "max_digits"
+        } else {
+            "min_digits"
+        };
+        ctx.error(
+            &["nodes", id, field],
+            format!("need 1 <= min_digits ({min}) <= max_digits ({max}) <= {MAX_COLLECT_DIGITS}"),
+        );
+    }
+    (min, max)
+}
+
+/// `terminator`: `#` by default, `""` for none, otherwise one non-digit key.
+fn terminator_key(ctx: &mut Ctx, id: &str, raw: &RawNode) -> Option<char> {
+    match raw.terminator.as_deref() {
+        None => Some('#'),
+        Some("") => None,
+        Some(t) => match dtmf_key(t) {
+            Some(k) if !k.is_ascii_digit() => Some(k),
+            _ => {
+                ctx.error(
+                    &["nodes", id, "terminator"],
+                    format!("terminator `{t}` must be one of *, #, A-D (or \"\" for none)"),
+                );
+                None
+            }
+        },
+    }
+}
+
+/// The `bands` of a callback node: unique keys and names, optional `from`/`to` local times.
+fn callback_bands(ctx: &mut Ctx, id: &str, raw: &[RawBand]) -> Vec<(BandSpec, Vec<PromptSpec>)> {
+    let mut out: Vec<(BandSpec, Vec<PromptSpec>)> = Vec::new();
+    for (i, band) in raw.iter().enumerate() {
+        let idx = i.to_string();
+        let path = ["nodes", id, "bands", idx.as_str()];
+        for field in band.present_fields() {
+            if matches!(field, "hours" | "next") {
+                ctx.error(
+                    &path,
+                    format!("`{field}` does not apply to a callback band (fields: key, name, from, to, prompts)"),
+                );
+            }
+        }
+        if !is_ident(&band.name) {
+            ctx.error(
+                &path,
+                format!(
+                    "band name `{}` may only use letters, digits, `_` and `-`",
+                    band.name
+                ),
+            );
+        } else if out.iter().any(|(b, _)| b.name == band.name) {
+            ctx.error(&path, format!("band name `{}` is used twice", band.name));
+        }
+        let key = match band.key.as_deref().map(|k| (k, dtmf_key(k))) {
+            Some((_, Some(k))) => {
+                if out.iter().any(|(b, _)| b.key == k) {
+                    ctx.error(&path, format!("band key `{k}` is used twice"));
+                }
+                k
+            }
+            Some((k, None)) => {
+                ctx.error(
+                    &path,
+                    format!(
+                        "band key `{k}` is not a single DTMF key (0-9, *, #, A-D; quote * and #)"
+                    ),
+                );
+                '?'
+            }
+            None => {
+                ctx.error(&path, format!("band `{}` needs a `key`", band.name));
+                '?'
+            }
+        };
+        let hours = match (&band.from, &band.to) {
+            (None, None) => None,
+            (Some(from), Some(to)) => match TimeRange::parse(&format!("{from}-{to}")) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    ctx.error(&path, format!("band `{}`: {e}", band.name));
+                    None
+                }
+            },
+            _ => {
+                ctx.error(
+                    &path,
+                    format!(
+                        "band `{}` needs both `from` and `to`, or neither (any time open)",
+                        band.name
+                    ),
+                );
+                None
+            }
+        };
+        let base: Vec<String> = path.iter().map(|s| s.to_string()).collect();
+        let prompts = prompt_list_at(ctx, &base, "prompts", band.prompts.as_deref());
+        out.push((
+            BandSpec {
+                key,
+                name: band.name.clone(),
+                hours,
+            },
+            prompts,
+        ));
+    }
+    out
 }
 
 fn dtmf_key(key: &str) -> Option<char> {
@@ -840,14 +1125,27 @@ fn prompt_list(
             format!("node `{id}` needs at least one prompt in `{field}`"),
         );
     }
+    prompt_list_at(
+        ctx,
+        &["nodes".to_string(), id.to_string()],
+        field,
+        Some(list),
+    )
+}
+
+/// A prompt list at `base`/`field` (e.g. inside a band of a node).
+fn prompt_list_at(
+    ctx: &mut Ctx,
+    base: &[String],
+    field: &str,
+    list: Option<&[String]>,
+) -> Vec<PromptSpec> {
+    let list = list.unwrap_or_default();
     let mut out = Vec::new();
     for (i, item) in list.iter().enumerate() {
-        let path = vec![
-            "nodes".to_string(),
-            id.to_string(),
-            field.to_string(),
-            i.to_string(),
-        ];
+        let mut path = base.to_vec();
+        path.push(field.to_string());
+        path.push(i.to_string());
         let (name, lang) = match item.split_once('@') {
             Some((n, l)) => (n, Some(l)),
             None => (item.as_str(), None),
@@ -949,9 +1247,26 @@ fn build_schedule(
     for (i, band) in raw.bands.iter().flatten().enumerate() {
         let idx = i.to_string();
         let path = ["nodes", id, "bands", idx.as_str()];
+        for field in band.present_fields() {
+            if matches!(field, "key" | "from" | "to" | "prompts") {
+                ctx.error(
+                    &path,
+                    format!(
+                        "`{field}` does not apply to a schedule band (fields: name, hours, next)"
+                    ),
+                );
+            }
+        }
+        let (Some(hours), Some(next)) = (&band.hours, &band.next) else {
+            ctx.error(
+                &path,
+                format!("schedule band `{}` needs `hours` and `next`", band.name),
+            );
+            continue;
+        };
         ctx.targets.push((
             id.to_string(),
-            band.next.clone(),
+            next.clone(),
             path.iter().map(|s| s.to_string()).collect(),
         ));
         if !is_ident(&band.name) {
@@ -963,8 +1278,8 @@ fn build_schedule(
                 ),
             );
         }
-        match TimeRange::parse(&band.hours).and_then(|r| s.add_band(&band.name, r)) {
-            Ok(()) => bands.push((band.name.clone(), band.next.clone())),
+        match TimeRange::parse(hours).and_then(|r| s.add_band(&band.name, r)) {
+            Ok(()) => bands.push((band.name.clone(), next.clone())),
             Err(e) => ctx.error(&path, e.to_string()),
         }
     }
@@ -999,8 +1314,13 @@ fn check_graph(ctx: &mut Ctx, raw: &RawFlow, nodes: &HashMap<String, Node>) {
         edges.entry(from).or_default().push(to);
     }
     if raw.nodes.contains_key(&raw.start) {
-        let mut seen: HashSet<&str> = HashSet::from([raw.start.as_str()]);
-        let mut queue = VecDeque::from([raw.start.as_str()]);
+        // Entries are roots too: the call task resumes there from outside the flow.
+        let roots: Vec<&str> = std::iter::once(raw.start.as_str())
+            .chain(raw.entries.iter().map(String::as_str))
+            .filter(|r| raw.nodes.contains_key(*r))
+            .collect();
+        let mut seen: HashSet<&str> = roots.iter().copied().collect();
+        let mut queue: VecDeque<&str> = roots.into_iter().collect();
         while let Some(n) = queue.pop_front() {
             for &t in edges.get(n).into_iter().flatten() {
                 if raw.nodes.contains_key(t) && seen.insert(t) {
@@ -1013,7 +1333,7 @@ fn check_graph(ctx: &mut Ctx, raw: &RawFlow, nodes: &HashMap<String, Node>) {
                 ctx.error(
                     &["nodes", id],
                     format!(
-                        "node `{id}` is unreachable from the start node `{}`",
+                        "node `{id}` is unreachable from the start node `{}` (list it under `entries` if the call task resumes there)",
                         raw.start
                     ),
                 );
@@ -1141,7 +1461,9 @@ fn check_prompts(
         );
     }
 
-    let says_numbers = nodes.values().any(|n| matches!(n, Node::SayNumber { .. }));
+    // A callback node reads the caller's number back digit by digit.
+    let speaks = |n: &Node| matches!(n, Node::SayNumber { .. } | Node::Callback(_));
+    let says_numbers = nodes.values().any(speaks);
     if says_numbers {
         for lang in languages {
             for name in numbers::all_prompt_names() {
@@ -1157,7 +1479,7 @@ fn check_prompts(
         if !digits_missing.is_empty() {
             let id = nodes
                 .iter()
-                .filter(|(_, n)| matches!(n, Node::SayNumber { .. }))
+                .filter(|(_, n)| speaks(n))
                 .map(|(id, _)| id.as_str())
                 .min()
                 .unwrap_or_default()
@@ -1165,7 +1487,7 @@ fn check_prompts(
             ctx.error(
                 &["nodes", &id],
                 format!(
-                    "say_number needs the digit recordings in the default language; missing sounds/{default}/{}.wav",
+                    "say_number and callback need the digit recordings in the default language; missing sounds/{default}/{}.wav",
                     digits_missing.join(", ")
                 ),
             );
@@ -1668,5 +1990,202 @@ nodes:
         let inps = set.get("inps").unwrap();
         assert_eq!(inps.warnings().len(), 6, "{:?}", inps.warnings());
         assert_eq!(set.get("teaching-helpdesk").unwrap().schedules().count(), 1);
+    }
+
+    fn with_callback(fields: &str) -> String {
+        BASE.replace("      1: bye\n", "      1: cb\n").replace(
+            "  bye:\n",
+            &format!(
+                "  cb:\n    type: callback\n    queue: pensions\n{fields}    next: bye\n  bye:\n"
+            ),
+        )
+    }
+
+    #[test]
+    fn callback_node_validation() {
+        let ok = with_callback(
+            "    bands:\n      - { key: 1, name: asap }\n      - key: 2\n        name: morning\n        from: \"09:00\"\n        to: \"12:00\"\n        prompts: [morning]\n",
+        );
+        let flow = parse_flow(&ok, Path::new("demo.yaml"), &all()).unwrap();
+        let Some(Node::Callback(cb)) = flow.nodes.get("cb") else {
+            panic!("no callback node")
+        };
+        assert_eq!(cb.bands.len(), 2);
+        assert_eq!(cb.bands[1].0.hours.unwrap().to_string(), "09:00-12:00");
+        assert_eq!(cb.bands[1].1[0].name, "morning");
+        // Defaults: the shipped prompt names, 6-15 digits, `#` ends the number.
+        assert_eq!(cb.enter_prompts[0].name, "callback_enter_number");
+        assert_eq!(cb.band_prompts[0].name, "callback_band_menu");
+        assert_eq!(
+            (cb.min_digits, cb.max_digits, cb.terminator),
+            (6, 15, Some('#'))
+        );
+
+        let cases = [
+            (
+                "    bands:\n      - { key: 1, name: a }\n      - { key: 1, name: b }\n",
+                "name: b",
+                "band key `1` is used twice",
+            ),
+            (
+                "    bands:\n      - { key: 1, name: a }\n      - { key: 2, name: a }\n",
+                "key: 2",
+                "band name `a` is used twice",
+            ),
+            (
+                "    bands:\n      - { key: 12, name: a }\n",
+                "key: 12",
+                "not a single DTMF key",
+            ),
+            (
+                "    bands:\n      - { name: a }\n",
+                "name: a",
+                "needs a `key`",
+            ),
+            (
+                "    bands:\n      - { key: 1, name: a, from: \"09:00\" }\n",
+                "name: a",
+                "both `from` and `to`",
+            ),
+            (
+                "    bands:\n      - { key: 1, name: a, from: \"12:00\", to: \"09:00\" }\n",
+                "name: a",
+                "ends before it starts",
+            ),
+            (
+                "    bands:\n      - { key: 1, name: a, from: \"9h\", to: \"12:00\" }\n",
+                "name: a",
+                "bad time range",
+            ),
+            (
+                "    bands:\n      - { key: 1, name: a, next: bye }\n",
+                "name: a",
+                "`next` does not apply to a callback band",
+            ),
+            (
+                "    band_prompts: [menu]\n",
+                "band_prompts",
+                "needs `bands`",
+            ),
+            (
+                "    min_digits: 12\n    max_digits: 10\n",
+                "max_digits: 10",
+                "min_digits (12) <= max_digits (10)",
+            ),
+            (
+                "    terminator: \"5\"\n",
+                "terminator",
+                "must be one of *, #, A-D",
+            ),
+            (
+                "    on_duplicate: nowhere\n",
+                "on_duplicate",
+                "`nowhere`, which is not defined",
+            ),
+            ("    timeout: 0\n", "timeout: 0", "between 0 and 300"),
+            (
+                "    reason: x\n",
+                "reason: x",
+                "does not apply to a callback node",
+            ),
+        ];
+        for (fields, marker, what) in cases {
+            let text = with_callback(fields);
+            assert_one_error(&text, marker, what);
+        }
+        let text = with_callback("").replace("    queue: pensions\n", "");
+        assert_one_error(&text, "  cb:", "`queue` is required");
+        let text = with_callback("").replace("    next: bye\n  bye:", "  bye:");
+        assert_one_error(&text, "  cb:", "`next` is required");
+        let text = with_callback(
+            "    bands:\n      - { name: a, hours: \"09:00-12:00\", next: bye, key: 1 }\n",
+        )
+        .replace("type: callback", "type: schedule")
+        .replace("    queue: pensions\n", "    open: bye\n    closed: bye\n")
+        .replace("    next: bye\n  bye:", "  bye:");
+        assert_one_error(&text, "name: a", "`key` does not apply to a schedule band");
+    }
+
+    #[test]
+    fn callback_needs_its_recordings() {
+        let text = with_callback("");
+        // A default prompt missing in the default language is an error on the node.
+        let errs = errors_with(&text, &AllBut(vec!["it/callback_enter_number"]));
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].line, line_of(&text, "  cb:"));
+        assert!(errs[0]
+            .reason
+            .contains("sounds/it/callback_enter_number.wav"));
+        // The number is read back digit by digit.
+        let errs = errors_with(&text, &AllBut(vec!["it/num_7"]));
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].line, line_of(&text, "  cb:"));
+        assert!(errs[0].reason.contains("num_7"), "{errs:?}");
+    }
+
+    #[test]
+    fn voicemail_node_validation() {
+        let with_vm = |fields: &str| {
+            BASE.replace("      1: bye\n", "      1: vm\n").replace(
+                "  bye:\n",
+                &format!("  vm:\n    type: voicemail\n    mailbox: desk\n{fields}  bye:\n"),
+            )
+        };
+        let ok = with_vm("    greeting: [hello]\n    beep: false\n    max_duration: 30\n    terminator: \"*\"\n    next: bye\n");
+        let flow = parse_flow(&ok, Path::new("demo.yaml"), &all()).unwrap();
+        let Some(Node::Voicemail(vm)) = flow.nodes.get("vm") else {
+            panic!("no voicemail node")
+        };
+        assert_eq!(
+            (vm.beep, vm.max_duration, vm.terminator, vm.next.as_deref()),
+            (false, Duration::from_secs(30), Some('*'), Some("bye"))
+        );
+        let flow = parse_flow(&with_vm(""), Path::new("demo.yaml"), &all()).unwrap();
+        let Some(Node::Voicemail(vm)) = flow.nodes.get("vm") else {
+            panic!("no voicemail node")
+        };
+        assert_eq!(
+            (vm.beep, vm.max_duration, vm.terminator, vm.next.as_deref()),
+            (true, Duration::from_secs(120), Some('#'), None)
+        );
+        let cases = [
+            ("    max_duration: 0\n", "max_duration", "between 0 and 300"),
+            (
+                "    max_duration: 301\n",
+                "max_duration",
+                "between 0 and 300",
+            ),
+            (
+                "    terminator: \"1\"\n",
+                "terminator",
+                "must be one of *, #, A-D",
+            ),
+            (
+                "    next: nowhere\n",
+                "next: nowhere",
+                "`nowhere`, which is not defined",
+            ),
+            ("    beep: loud\n", "beep: loud", "invalid type"),
+            (
+                "    queue: q\n",
+                "queue: q",
+                "does not apply to a voicemail node",
+            ),
+        ];
+        for (fields, marker, what) in cases {
+            assert_one_error(&with_vm(fields), marker, what);
+        }
+    }
+
+    #[test]
+    fn entries_are_roots_and_must_exist() {
+        let text = format!("{BASE}  offer:\n    type: play\n    prompts: [hello]\n    next: bye\n");
+        assert_one_error(&text, "offer:", "unreachable");
+        let text = text.replace("start: welcome", "start: welcome\nentries: [offer]");
+        let flow = parse_flow(&text, Path::new("demo.yaml"), &all()).unwrap();
+        assert_eq!(flow.entries(), ["offer"]);
+        assert!(flow.has_node("offer") && !flow.has_node("nowhere"));
+        let text = text.replace("entries: [offer]", "entries:\n  - offer\n  - nowhere");
+        assert_one_error(&text, "- nowhere", "entry node `nowhere` is not defined");
     }
 }

@@ -65,6 +65,21 @@ impl TimeRange {
     fn contains(&self, secs: u32) -> bool {
         self.start <= secs && secs < self.end
     }
+
+    /// Start, in seconds from local midnight.
+    pub fn start_secs(&self) -> u32 {
+        self.start
+    }
+
+    /// End (exclusive), in seconds from local midnight; 86 400 for `24:00`.
+    pub fn end_secs(&self) -> u32 {
+        self.end
+    }
+
+    /// Whether the local clock time `t` falls inside the range.
+    pub fn contains_time(&self, t: chrono::NaiveTime) -> bool {
+        self.contains(t.num_seconds_from_midnight())
+    }
 }
 
 impl fmt::Display for TimeRange {

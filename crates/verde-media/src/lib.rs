@@ -2,12 +2,14 @@
 //!
 //! It owns SDP offer/answer ([`sdp`]), RTP/RTCP ([`rtp`]), G.711 companding ([`g711`]),
 //! DTMF by RFC 4733 and in-band Goertzel detection ([`dtmf`]), the prompt cache ([`prompt`]),
-//! the per-leg [`MediaSession`] that ties them together, and [`bridge_step`], which relays
-//! audio and digits between the two legs of a B2BUA call.
+//! the per-leg [`MediaSession`] that ties them together, [`bridge_step`], which relays
+//! audio and digits between the two legs of a B2BUA call, and the [`Recorder`] that writes a
+//! leg's received audio to a WAV file (voicemail).
 //!
 //! It is sans-IO: callers pass `now: Instant` (and wall-clock time where RTCP needs it) and
 //! move datagrams in and out; nothing here opens sockets, sleeps or reads the clock. The
-//! only I/O is [`PromptCache::load`] reading audio files at startup/reload.
+//! only I/O is [`PromptCache::load`] reading audio files at startup/reload and the
+//! [`Recorder`] writing its one file.
 //!
 //! It must not know about SIP (it sees SDP bodies as strings and reports errors the caller
 //! maps to 400/488) nor about IVR flows (it plays what it is given and reports digits).
@@ -16,12 +18,14 @@ pub mod bridge;
 pub mod dtmf;
 pub mod g711;
 pub mod prompt;
+pub mod record;
 pub mod rtp;
 pub mod sdp;
 pub mod session;
 
 pub use bridge::bridge_step;
 pub use prompt::{Prompt, PromptCache, PromptError};
+pub use record::{RecordError, RecordStatus, Recorder};
 pub use sdp::{answer, Codec, Direction, LocalSdp, Negotiated, SdpError};
 pub use session::{
     DtmfSource, InbandDtmf, MediaConfig, MediaEvent, MediaSession, MediaStats, Relay, RelayFrame,

@@ -970,6 +970,20 @@ impl MediaSession {
         self.events.pop_front()
     }
 
+    /// Turns the audio tap on or off for a running session (e.g. to record a voicemail after
+    /// the greeting). Turning it off drops the frames not yet polled.
+    pub fn set_audio_tap(&mut self, on: bool) {
+        self.config.audio_tap = on;
+        if !on {
+            self.tap.clear();
+        }
+    }
+
+    /// Whether the audio tap is on.
+    pub fn audio_tap(&self) -> bool {
+        self.config.audio_tap
+    }
+
     /// Decoded audio, when `MediaConfig::audio_tap` is on (bounded: oldest frames are dropped).
     pub fn poll_audio(&mut self) -> Option<TapFrame> {
         self.tap.pop_front()
@@ -1285,6 +1299,34 @@ mod tests {
             .collect();
         let want: Vec<i16> = (0..4).map(|i| g711::ulaw_to_linear(i as u8)).collect();
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn audio_tap_can_be_turned_on_and_off_while_running() {
+        let t0 = Instant::now();
+        let mut s = MediaSession::new(&negotiated(Some(101)), config(), t0);
+        assert!(!s.audio_tap());
+        let mut remote = remote_sender(0, t0);
+        remote.start_talkspurt(t0);
+        let from: SocketAddr = REMOTE.parse().unwrap();
+        let mut send = |s: &mut MediaSession, byte: u8| {
+            let pkt = remote.build_frame(&[byte; 160]).unwrap();
+            s.handle_packet(Socket::Rtp, pkt, from, t0);
+        };
+        send(&mut s, 1);
+        assert_eq!(s.poll_audio(), None, "tap off: nothing decoded");
+        s.set_audio_tap(true);
+        send(&mut s, 2);
+        send(&mut s, 3);
+        let frames: Vec<TapFrame> = std::iter::from_fn(|| s.poll_audio()).collect();
+        assert_eq!(frames.len(), 2);
+        assert_eq!(frames[0].direction, TapDirection::Received);
+        assert_eq!(frames[0].pcm[0], g711::ulaw_to_linear(2));
+        assert_eq!(frames[1].timestamp.wrapping_sub(frames[0].timestamp), 160);
+        send(&mut s, 4);
+        s.set_audio_tap(false);
+        send(&mut s, 5);
+        assert_eq!(s.poll_audio(), None, "tap off: pending frames dropped");
     }
 
     #[test]

@@ -1,20 +1,47 @@
 //! Storage for verde.
 //!
-//! The [`Store`] trait is the only way the engine reads or writes durable data, so that the
+//! The [`Store`] trait (call records) and the [`TaskStore`] trait (the call-me-back basket and
+//! voicemail tasks) are the only way the engine reads or writes durable data, so that the
 //! embedded SQLite implementation here can be joined by a database server implementation
-//! (PostgreSQL) without touching the call path. This crate knows nothing of SIP, media, the IVR
-//! or the ACD: it stores plain records the engine hands it.
+//! (PostgreSQL) without touching the call path: neither trait names a SQLite type, and times
+//! cross them as unix milliseconds. This crate knows nothing of SIP, media, the IVR or the ACD:
+//! it stores plain records the engine hands it, and never reads a clock.
 //!
-//! SQLite runs in WAL mode with `synchronous=NORMAL`: a committed record survives a crash of the
-//! process (the WAL is written before the commit returns); only a power loss may lose the last
-//! transactions, which is the usual trade-off for an embedded store.
+//! # Durability
+//!
+//! Every write method commits before it returns: when `upsert_callback` returns `Ok`, the
+//! request survives a crash of the process, so the engine may then play the confirmation.
+//!
+//! SQLite runs in WAL mode. With the default [`Durability::Normal`] (`synchronous=NORMAL`) a
+//! commit appends its frames to the WAL file with `write()` but does not `fsync` it: the frames
+//! sit in the operating system's page cache, which belongs to the kernel, not to the process, so
+//! a `kill -9` or a panic loses nothing that was committed (the next open replays the WAL). Only
+//! a power loss or kernel crash may lose the last transactions (never corrupt the file). Where
+//! that matters, [`Durability::Full`] (`synchronous=FULL`, via [`SqliteStore::open_with`])
+//! fsyncs the WAL at every commit, at the price of one disk flush per write.
+//!
+//! # Schema
+//!
+//! The database carries a `schema_version` table and is upgraded on open by an ordered list of
+//! migration steps, each in its own transaction with its version bump (1: call records; 2:
+//! callbacks and their attempts; 3: voicemails). A database written by a newer verde is refused
+//! rather than guessed at.
 
 mod sqlite;
+mod tasks;
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-pub use sqlite::SqliteStore;
+pub use sqlite::{Durability, SqliteStore};
+pub use tasks::{
+    Attempt, AttemptOutcome, CallbackOutcome, CallbackRequest, CallbackState, NewCallback,
+    NewVoicemail, Task, TimeBand, Voicemail, VoicemailFilter, VoicemailState, VoicemailStatus,
+};
+
+/// The error of the database behind the store, kept opaque so that the traits do not depend on
+/// one backend.
+pub type BackendError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// What went wrong in the store; the message names the database file where it helps.
 #[derive(Debug, thiserror::Error)]
@@ -23,12 +50,38 @@ pub enum StoreError {
     Open {
         path: String,
         #[source]
-        source: rusqlite::Error,
+        source: BackendError,
+    },
+    #[error(
+        "store {path}: the database has schema version {found} but this verde knows only up to \
+         {known}; run the verde version that wrote it, or restore a backup"
+    )]
+    SchemaTooNew {
+        path: String,
+        found: i64,
+        known: i64,
     },
     #[error("store: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Backend(#[source] BackendError),
     #[error("store: bad record data: {0}")]
     Data(#[from] serde_json::Error),
+    #[error("store: no {kind} with id {id}")]
+    NotFound { kind: &'static str, id: i64 },
+    /// The task is not in a state that allows the operation (e.g. finishing an attempt that was
+    /// never started, taking a voicemail another agent holds).
+    #[error("store: {kind} {id} is {state}, cannot {action}")]
+    InvalidState {
+        kind: &'static str,
+        id: i64,
+        state: String,
+        action: &'static str,
+    },
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Backend(Box::new(e))
+    }
 }
 
 /// One call as the engine saw it, written once when the call ends.
@@ -75,4 +128,92 @@ pub trait Store: Send + Sync {
     fn call(&self, call_id: &str) -> Result<Option<CallRecord>, StoreError>;
     /// Most recent first.
     fn recent_calls(&self, limit: usize) -> Result<Vec<CallRecord>, StoreError>;
+}
+
+/// Durable tasks: the call-me-back basket and voicemails.
+///
+/// Kept apart from [`Store`] so that the call-record path and its test doubles need not know
+/// about tasks; a backend implements both (see [`SqliteStore`]).
+///
+/// Every method that writes commits before it returns. Methods that change a task's state check
+/// the state they start from inside the same transaction, so two dialers or two agents racing
+/// for one task get one success and one [`StoreError::InvalidState`], never a duplicate.
+pub trait TaskStore: Send + Sync {
+    /// Puts a callback request in the basket, or updates the one already there.
+    ///
+    /// The same `(queue, number)` is never active (pending or dialing) twice: when one is, the
+    /// request UPDATES it — its `band`, `not_before_ms`, `deadline_ms` and `variables` take the
+    /// new values — and keeps its original `requested_at_ms` (the caller's place in line), its
+    /// attempts, `max_attempts`, `caller_call_id` and `did`. Returns the id and whether a new
+    /// request was created. A finished (done) request for the same number does not count: a
+    /// new one is created.
+    fn upsert_callback(&self, req: &NewCallback) -> Result<(i64, bool), StoreError>;
+    /// Any callback, finished ones included.
+    fn callback(&self, id: i64) -> Result<Option<CallbackRequest>, StoreError>;
+    /// The active (pending or dialing) request for this number in this queue.
+    fn find_pending(
+        &self,
+        queue: &str,
+        number: &str,
+    ) -> Result<Option<CallbackRequest>, StoreError>;
+    /// Every active (pending or dialing) callback, oldest `requested_at_ms` first (ties by id).
+    fn pending_callbacks(&self) -> Result<Vec<CallbackRequest>, StoreError>;
+    /// Active (pending or dialing) callbacks of one queue, for the basket ceiling.
+    fn count_pending(&self, queue: &str) -> Result<usize, StoreError>;
+    /// Pending -> Dialing: records the start of an attempt and returns its number (1 for the
+    /// first attempt that counts). Committed before it returns, so that after a crash the
+    /// attempt in progress is visible to [`TaskStore::recover_after_crash`].
+    fn start_attempt(&self, id: i64, at_ms: i64, agent: Option<&str>) -> Result<u32, StoreError>;
+    /// Dialing -> Pending or Done: records the outcome of the attempt in progress.
+    ///
+    /// `Answered` ends the callback (outcome answered). `Interrupted` does not count against
+    /// `max_attempts` and puts the callback back to pending (not before `next_not_before_ms`
+    /// when given). Any other outcome: pending again, not before `next_not_before_ms`, when that
+    /// is given and attempts remain; otherwise done, outcome not-reached.
+    fn finish_attempt(
+        &self,
+        id: i64,
+        at_ms: i64,
+        outcome: AttemptOutcome,
+        next_not_before_ms: Option<i64>,
+    ) -> Result<CallbackRequest, StoreError>;
+    /// Pending -> Done with outcome cancelled (the caller withdrew the request). A callback
+    /// being dialed cannot be cancelled: finish its attempt first.
+    fn cancel_callback(&self, id: i64, at_ms: i64) -> Result<CallbackRequest, StoreError>;
+    /// To be called once at start-up, before dialing: every callback left dialing by a crash gets
+    /// its attempt finished as `Interrupted` and goes back to pending, without counting against
+    /// `max_attempts` — the customer may never have been reached, and a request must not be
+    /// lost to a crash. Its place in line (`requested_at_ms`) and `not_before_ms` are unchanged.
+    /// Returns the callbacks it recovered; a second call finds none.
+    fn recover_after_crash(&self, at_ms: i64) -> Result<Vec<CallbackRequest>, StoreError>;
+
+    /// Stores a new voicemail task. Idempotent per `(call_id, mailbox)`: storing the same
+    /// message again returns the existing id and `false`.
+    fn insert_voicemail(&self, vm: &NewVoicemail) -> Result<(i64, bool), StoreError>;
+    fn voicemail(&self, id: i64) -> Result<Option<Voicemail>, StoreError>;
+    /// The agent takes in charge the new voicemail with the earliest deadline among
+    /// `mailboxes` (ties: oldest recording, then id); `None` when there is none.
+    fn take_next_voicemail(
+        &self,
+        mailboxes: &[String],
+        agent: &str,
+        at_ms: i64,
+    ) -> Result<Option<Voicemail>, StoreError>;
+    /// New -> Taken by `agent`. Taking again one's own voicemail is a no-op.
+    fn take_voicemail(&self, id: i64, agent: &str, at_ms: i64) -> Result<Voicemail, StoreError>;
+    /// Taken -> New, when the agent gives it back (logout, wrong skill). Only the holder can.
+    fn release_voicemail(&self, id: i64, agent: &str) -> Result<Voicemail, StoreError>;
+    /// New or Taken (by this agent) -> Closed with the agent's outcome.
+    fn close_voicemail(
+        &self,
+        id: i64,
+        agent: &str,
+        at_ms: i64,
+        outcome: &str,
+    ) -> Result<Voicemail, StoreError>;
+    fn voicemails(&self, filter: &VoicemailFilter) -> Result<Vec<Voicemail>, StoreError>;
+    /// Tasks past their SLA deadline at `now_ms`, earliest deadline first: pending callbacks
+    /// (not the one being dialed right now: it is being made) and voicemails nobody has taken
+    /// in charge yet (the SLA is on taking in charge, so a taken one is no longer late).
+    fn late_tasks(&self, now_ms: i64) -> Result<Vec<Task>, StoreError>;
 }

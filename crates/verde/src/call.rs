@@ -570,6 +570,11 @@ impl Call {
                 self.outcome = Some(format!("voicemail:{mailbox}"));
                 self.hangup(now, "voicemail-unavailable");
             }
+            other @ (IvrAction::Record { .. } | IvrAction::Callback { .. }) => {
+                // Wired with the callback and voicemail work; until then the call ends politely.
+                tracing::warn!(action = ?other, "flow action not available yet; ending the call");
+                self.hangup(now, "unavailable");
+            }
             IvrAction::Hangup { reason } => {
                 tracing::info!(%reason, "flow hangs up");
                 if self.outcome.is_none() {
@@ -1136,12 +1141,14 @@ impl Call {
             tracing::error!(%agent, "no RTP port for the agent leg");
             return fail(self, OfferFailure::Unreachable);
         };
+        let peer = crate::agent_leg::delivery_peer(&binding);
+        tracing::debug!(%agent, contact = %binding.contact, to = %peer.addr, "ringing the agent's phone");
         let leg = AgentLeg::invite(
             &self.engine,
             &agent,
             &queue,
             &binding.contact,
-            crate::agent_leg::delivery_peer(&binding),
+            peer,
             &caller_number(&self.start.invite),
             rtp,
             &mut self.sip_out,

@@ -1,0 +1,112 @@
+//! Schema versions. Step N brings a database from version N-1 to N; steps are never edited once
+//! released, only appended, because databases in the field sit at every version.
+//!
+//! Databases written before versions were tracked hold only the `calls` table and no
+//! `schema_version`: they count as version 0, and step 1 is written with `IF NOT EXISTS` so that
+//! it adopts their table as it is.
+
+use crate::StoreError;
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
+
+pub(super) const MIGRATIONS: &[&str] = &[
+    // 1: call records.
+    "CREATE TABLE IF NOT EXISTS calls (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        call_id TEXT NOT NULL UNIQUE,
+        started_at TEXT NOT NULL,
+        ended_at TEXT NOT NULL,
+        did TEXT NOT NULL,
+        disposition TEXT NOT NULL,
+        record TEXT NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS calls_started ON calls(started_at);",
+    // 2: the call-me-back basket. The partial unique index is the dedup rule itself: one active
+    // request per (queue, number), whoever writes.
+    "CREATE TABLE callbacks (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        queue TEXT NOT NULL,
+        number TEXT NOT NULL,
+        caller_call_id TEXT NOT NULL,
+        did TEXT NOT NULL,
+        requested_at_ms INTEGER NOT NULL,
+        band_start INTEGER,
+        band_end INTEGER,
+        not_before_ms INTEGER NOT NULL,
+        deadline_ms INTEGER NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        max_attempts INTEGER NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('pending', 'dialing', 'done')),
+        outcome TEXT,
+        done_at_ms INTEGER,
+        variables TEXT NOT NULL
+    );
+    CREATE UNIQUE INDEX callbacks_active ON callbacks(queue, number) WHERE state <> 'done';
+    CREATE INDEX callbacks_line ON callbacks(state, requested_at_ms);
+    CREATE TABLE callback_attempts (
+        callback_id INTEGER NOT NULL REFERENCES callbacks(id),
+        seq INTEGER NOT NULL,
+        started_at_ms INTEGER NOT NULL,
+        agent TEXT,
+        finished_at_ms INTEGER,
+        outcome TEXT,
+        PRIMARY KEY (callback_id, seq)
+    );",
+    // 3: voicemail tasks. (call_id, mailbox) makes a retried insert harmless.
+    "CREATE TABLE voicemails (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        mailbox TEXT NOT NULL,
+        caller TEXT NOT NULL,
+        did TEXT NOT NULL,
+        call_id TEXT NOT NULL,
+        recorded_at_ms INTEGER NOT NULL,
+        duration_ms INTEGER NOT NULL,
+        wav_path TEXT NOT NULL,
+        variables TEXT NOT NULL,
+        deadline_ms INTEGER NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('new', 'taken', 'closed')),
+        agent TEXT,
+        taken_at_ms INTEGER,
+        closed_at_ms INTEGER,
+        outcome TEXT,
+        UNIQUE (call_id, mailbox)
+    );
+    CREATE INDEX voicemails_open ON voicemails(state, deadline_ms);",
+];
+
+/// Brings the database to the latest version; returns that version.
+pub(super) fn migrate(conn: &mut Connection, path: &str) -> Result<i64, StoreError> {
+    let known = MIGRATIONS.len() as i64;
+    loop {
+        // IMMEDIATE takes the write lock before reading the version, so two processes opening
+        // the same file cannot both apply a step.
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")?;
+        let version: i64 = tx
+            .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
+            .optional()?
+            .unwrap_or(0);
+        if version > known {
+            return Err(StoreError::SchemaTooNew {
+                path: path.to_string(),
+                found: version,
+                known,
+            });
+        }
+        if version == known {
+            tx.commit()?;
+            return Ok(version);
+        }
+        let next = version + 1;
+        tx.execute_batch(MIGRATIONS[version as usize])?;
+        tx.execute("DELETE FROM schema_version", [])?;
+        tx.execute("INSERT INTO schema_version (version) VALUES (?1)", [next])?;
+        tx.commit()?;
+        tracing::info!(path, version = next, "store schema migrated");
+    }
+}
+
+#[cfg(test)]
+pub(super) fn version(conn: &Connection) -> i64 {
+    conn.query_row("SELECT version FROM schema_version", [], |r| r.get(0))
+        .unwrap()
+}
