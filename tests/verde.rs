@@ -99,9 +99,7 @@ impl Verde {
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))
             .stderr(log);
-        if std::env::var_os("RUST_LOG").is_none() {
-            cmd.env("RUST_LOG", "debug");
-        }
+        // verde reads VERDE_LOG (inherited when set); info is what the tests wait on.
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", verde_bin().display()));

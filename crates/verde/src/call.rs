@@ -1326,8 +1326,15 @@ impl Call {
 
     /// Leaves the ACD cleanly: the queue learns the caller left (or the talk ended), ringing
     /// agents stop ringing, a talking agent gets a BYE.
-    fn release_acd(&mut self, _now: Instant) {
+    fn release_acd(&mut self, now: Instant) {
         if let Some(q) = self.queue.take() {
+            if !q.bridged {
+                // The ACD's own Abandoned action would come after this call has gone.
+                self.extra.insert(
+                    "queue_wait_ms".into(),
+                    now.duration_since(q.entered).as_millis().to_string(),
+                );
+            }
             let input = match (q.bridged, self.extra.get("agent")) {
                 (true, Some(agent)) => AcdInput::CallEnded {
                     call: CallKey(self.key),
