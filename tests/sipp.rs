@@ -237,8 +237,21 @@ impl Sipp {
         self
     }
 
+    /// How many calls the run makes (UAC) or takes (UAS) before exiting (`-m`, `-l`).
+    pub fn calls(mut self, n: u32) -> Self {
+        self.calls = n.max(1);
+        self
+    }
+
     /// Runs SIPp to completion in `dir` (its log files land there).
     pub fn run(self, dir: &TestDir) -> SippOutcome {
+        self.spawn(dir).wait()
+    }
+
+    /// Starts SIPp in the background; [`SippRun::wait`] collects the outcome. A UAS started this
+    /// way can wait for verde's calls while the test drives something else; dropping the handle
+    /// without waiting kills SIPp, so a failing test does not wait for SIPp's own timeout.
+    pub fn spawn(self, dir: &TestDir) -> SippRun {
         let local_port = if self.local_port == 0 {
             free_port()
         } else {
@@ -292,14 +305,78 @@ impl Sipp {
             .stdout(out.try_clone().expect("dup"))
             .stderr(out);
         let started = Instant::now();
-        let mut child = cmd.spawn().unwrap_or_else(|e| {
+        let child = cmd.spawn().unwrap_or_else(|e| {
             panic!("cannot run sipp ({e}); tests/run.sh installs it (package sip-tester)")
         });
-        let limit = self.timeout + Duration::from_secs(15);
-        let status = crate::try_wait_for(limit, || child.try_wait().ok().flatten());
+        SippRun {
+            child: Some(child),
+            started,
+            limit: self.timeout + Duration::from_secs(15),
+            run_dir,
+            call_id: format!("{}-1@{}", self.call_id_prefix, self.local_ip),
+            media_port,
+            local_port,
+            messages,
+            errors,
+            screen,
+            output,
+        }
+    }
+}
+
+/// A SIPp run in progress (see [`Sipp::spawn`]).
+pub struct SippRun {
+    child: Option<std::process::Child>,
+    started: Instant,
+    limit: Duration,
+    run_dir: PathBuf,
+    call_id: String,
+    pub media_port: u16,
+    pub local_port: u16,
+    messages: PathBuf,
+    errors: PathBuf,
+    screen: PathBuf,
+    output: PathBuf,
+}
+
+impl SippRun {
+    /// Waits until SIPp has bound its SIP port (UDP), so a call sent to it now is not lost to
+    /// an ICMP error and a retransmission; fails if SIPp exits first.
+    pub fn wait_bound(&mut self) {
+        let port = self.local_port;
+        let child = self.child.as_mut().expect("SIPp running");
+        let bound = crate::try_wait_for(Duration::from_secs(10), || {
+            if let Some(status) = child.try_wait().ok().flatten() {
+                panic!(
+                    "SIPp exited ({status}) before binding 127.0.0.1:{port}: {}",
+                    tail(&read_lossy(&self.output), 20)
+                );
+            }
+            std::net::UdpSocket::bind(("127.0.0.1", port))
+                .is_err()
+                .then_some(())
+        });
+        if bound.is_none() {
+            panic!("timed out after 10 s waiting for SIPp to bind UDP 127.0.0.1:{port}");
+        }
+    }
+
+    /// What SIPp has logged so far of the SIP messages it sent and received (`-trace_msg`).
+    pub fn messages_so_far(&self) -> String {
+        read_lossy(&self.messages)
+    }
+
+    /// Waits for SIPp to exit (its own `-timeout`, then the harness kills it 15 s later).
+    pub fn wait(mut self) -> SippOutcome {
+        let mut child = self
+            .child
+            .take()
+            .expect("SIPp child present until waited for");
+        let left = self.limit.saturating_sub(self.started.elapsed());
+        let status = crate::try_wait_for(left, || child.try_wait().ok().flatten());
         let killed_by_harness = status.is_none();
         let status = status.or_else(|| terminate(&mut child, Duration::from_secs(2)));
-        let stat_csv = fs::read_dir(&run_dir)
+        let stat_csv = fs::read_dir(&self.run_dir)
             .ok()
             .into_iter()
             .flatten()
@@ -315,15 +392,23 @@ impl Sipp {
                 status.and_then(|s| s.code())
             },
             killed_by_harness,
-            call_id: format!("{}-1@{}", self.call_id_prefix, self.local_ip),
-            media_port,
-            local_port,
-            messages: read_lossy(&messages),
-            errors: read_lossy(&errors),
-            screen: read_lossy(&screen),
+            call_id: self.call_id.clone(),
+            media_port: self.media_port,
+            local_port: self.local_port,
+            messages: read_lossy(&self.messages),
+            errors: read_lossy(&self.errors),
+            screen: read_lossy(&self.screen),
             stat_csv,
-            output: read_lossy(&output),
-            elapsed: started.elapsed(),
+            output: read_lossy(&self.output),
+            elapsed: self.started.elapsed(),
+        }
+    }
+}
+
+impl Drop for SippRun {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            terminate(&mut child, Duration::from_secs(2));
         }
     }
 }

@@ -61,17 +61,48 @@ pub struct Verde {
     pub rtp_ports: (u16, u16),
     pub data_dir: PathBuf,
     log_path: PathBuf,
+    opts: VerdeOptions,
+    /// How many times this verde was started (1 + restarts); names the log of each run.
+    runs: u32,
 }
 
 impl Verde {
     /// Starts verde on fresh loopback ports with a data dir inside `dir` and waits for `/health`.
     pub fn start(dir: &TestDir, opts: VerdeOptions) -> Verde {
+        Verde::launch(dir, opts, 1)
+    }
+
+    /// Kills verde at once (SIGKILL: no shutdown, no flush, as in a crash or an OOM kill) and
+    /// returns how it exited. Its log stays readable through [`Verde::logs`] until a restart.
+    pub fn kill(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        crate::signal(&mut child, libc::SIGKILL, Duration::from_secs(10))
+    }
+
+    /// Starts verde again with the same options and the same data dir (on fresh ports, logging
+    /// to `verde-<n>.log`), after stopping it with SIGTERM if it still runs.
+    pub fn restart(&mut self, dir: &TestDir) {
+        self.stop();
+        let next = Verde::launch(dir, self.opts.clone(), self.runs + 1);
+        assert_eq!(
+            next.data_dir, self.data_dir,
+            "a restarted verde must use the same data dir"
+        );
+        // The old value has no child left: dropping it stops nothing.
+        let _ = std::mem::replace(self, next);
+    }
+
+    fn launch(dir: &TestDir, opts: VerdeOptions, runs: u32) -> Verde {
         let sip_port = free_port();
         let http_port = free_port();
         let rtp_low = free_ports(opts.rtp_ports);
         let rtp_high = rtp_low + opts.rtp_ports - 1;
         let data_dir = dir.subdir("verde-data");
-        let log_path = dir.join("verde.log");
+        let log_path = if runs == 1 {
+            dir.join("verde.log")
+        } else {
+            dir.join(format!("verde-{runs}.log"))
+        };
         let log = File::create(&log_path).expect("create verde.log");
         let sip: SocketAddr = format!("127.0.0.1:{sip_port}").parse().unwrap();
         let http: SocketAddr = format!("127.0.0.1:{http_port}").parse().unwrap();
@@ -110,6 +141,8 @@ impl Verde {
             rtp_ports: (rtp_low, rtp_high),
             data_dir,
             log_path,
+            opts,
+            runs,
         };
         verde.wait_ready();
         verde
@@ -196,6 +229,12 @@ impl Verde {
 
     pub fn get(&self, path: &str) -> HttpResponse {
         http::get(self.http, path, Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("{e}; verde log:\n{}", tail(&self.logs(), 40)))
+    }
+
+    /// `POST path` with a JSON body.
+    pub fn post_json(&self, path: &str, body: &serde_json::Value) -> HttpResponse {
+        http::post_json(self.http, path, body, Duration::from_secs(5))
             .unwrap_or_else(|e| panic!("{e}; verde log:\n{}", tail(&self.logs(), 40)))
     }
 

@@ -142,11 +142,30 @@ struct Call {
     extra: BTreeMap<String, String>,
     /// How much of the IVR path has been logged.
     logged_nodes: usize,
+    /// A voicemail being recorded.
+    recording: Option<Recording>,
+    /// Finished recordings waiting to be stored (async part of the loop).
+    pending_voicemails: Vec<verde_store::NewVoicemail>,
+    /// Callback requests from the flow waiting to be stored.
+    pending_callbacks: Vec<(String, String, Option<verde_ivr::BandSpec>)>,
+    /// The caller was offered a callback while waiting in this queue (and since when it waited).
+    callback_offered: Option<(String, Instant)>,
+    /// When the caller left the queue for the callback offer: its place in line.
+    callback_place: Option<Instant>,
+}
+
+struct Recording {
+    mailbox: String,
+    max: Duration,
+    terminator: Option<char>,
+    /// None while the beep plays.
+    recorder: Option<verde_media::Recorder>,
+    path: std::path::PathBuf,
 }
 
 async fn run(engine: Arc<Engine>, start: CallStart, mut inbox: mpsc::Receiver<CallInput>) {
     let now = Instant::now();
-    let started_at = Utc::now();
+    let started_at = crate::clock::now();
     tracing::info!(
         caller = %caller_number(&start.invite),
         did = %start.did,
@@ -309,6 +328,11 @@ async fn run(engine: Arc<Engine>, start: CallStart, mut inbox: mpsc::Receiver<Ca
         pending_offers: Vec::new(),
         extra: BTreeMap::new(),
         logged_nodes: 0,
+        recording: None,
+        pending_voicemails: Vec::new(),
+        pending_callbacks: Vec::new(),
+        callback_offered: None,
+        callback_place: None,
     };
     call.key = call.engine.next_call_key();
     call.ivr.handle(IvrEvent::Start, now);
@@ -325,6 +349,9 @@ async fn run(engine: Arc<Engine>, start: CallStart, mut inbox: mpsc::Receiver<Ca
             call.ivr.poll_timeout(),
             call.talking_leg()
                 .and_then(|l| l.media.as_ref()?.poll_timeout()),
+            call.recording
+                .as_ref()
+                .and_then(|r| r.recorder.as_ref().map(|r| r.deadline())),
             Some(call.hard_deadline),
         ]
         .into_iter()
@@ -378,6 +405,9 @@ async fn run(engine: Arc<Engine>, start: CallStart, mut inbox: mpsc::Receiver<Ca
                 } else {
                     call.media.handle_timeout(now);
                     call.ivr.handle_timeout(now);
+                    if call.recording.as_ref().and_then(|r| r.recorder.as_ref()).is_some_and(|r| now >= r.deadline()) {
+                        call.stop_recording(now, true);
+                    }
                     if let Some(m) = call.talking_leg_mut().and_then(|l| l.media.as_mut()) {
                         m.handle_timeout(now);
                     }
@@ -422,6 +452,7 @@ impl Call {
                 break;
             }
         }
+        self.feed_recorder(now);
         // One line per node entered: what the caller went through, and an event tests can
         // wait for ("the menu is listening") instead of guessing prompt lengths.
         let path = self.ivr.path();
@@ -448,6 +479,21 @@ impl Call {
     async fn flush(&mut self) {
         for (agent, queue) in std::mem::take(&mut self.pending_offers) {
             self.ring_agent(agent, queue).await;
+        }
+        for vm in std::mem::take(&mut self.pending_voicemails) {
+            let tasks = self.engine.tasks.clone();
+            let res = tokio::task::spawn_blocking(move || tasks.insert_voicemail(&vm)).await;
+            match res {
+                Ok(Ok((id, _))) => tracing::info!(id, "voicemail stored"),
+                Ok(Err(e)) => tracing::error!(error = %e, "ALARM: voicemail NOT stored"),
+                Err(e) => tracing::error!(error = %e, "ALARM: voicemail NOT stored"),
+            }
+        }
+        for (queue, number, band) in std::mem::take(&mut self.pending_callbacks) {
+            let verdict = self.book_callback(&queue, &number, band).await;
+            let now = Instant::now();
+            self.ivr.handle(verdict, now);
+            self.step(now);
         }
         for cmd in self.sip_out.drain(..) {
             if self.engine.sip().send(cmd).await.is_err() {
@@ -508,7 +554,7 @@ impl Call {
         }
         self.respond(self.start.tx, resp);
         self.phase = Phase::Answered;
-        self.answered_at = Some(Utc::now());
+        self.answered_at = Some(crate::clock::now());
         tracing::info!("answered");
     }
 
@@ -565,15 +611,25 @@ impl Call {
             IvrAction::StopPlayback => self.media.stop_playback(now),
             IvrAction::Transfer { uri } => self.transfer(&uri, now),
             IvrAction::Queue { queue, fallback } => self.enqueue(queue, fallback, now),
-            IvrAction::Voicemail { mailbox, .. } => {
-                tracing::info!(%mailbox, "voicemail reached; not available yet");
+            IvrAction::Voicemail { mailbox, greeting } => {
+                tracing::info!(%mailbox, "voicemail greeting");
                 self.outcome = Some(format!("voicemail:{mailbox}"));
-                self.hangup(now, "voicemail-unavailable");
+                if !self.play(&greeting, now) {
+                    self.ivr.handle(IvrEvent::PromptDone, now);
+                }
             }
-            other @ (IvrAction::Record { .. } | IvrAction::Callback { .. }) => {
-                // Wired with the callback and voicemail work; until then the call ends politely.
-                tracing::warn!(action = ?other, "flow action not available yet; ending the call");
-                self.hangup(now, "unavailable");
+            IvrAction::Record {
+                mailbox,
+                max_duration,
+                terminator,
+                beep,
+            } => self.start_recording(mailbox, max_duration, terminator, beep, now),
+            IvrAction::Callback {
+                queue,
+                number,
+                band,
+            } => {
+                self.pending_callbacks.push((queue, number, band));
             }
             IvrAction::Hangup { reason } => {
                 tracing::info!(%reason, "flow hangs up");
@@ -595,6 +651,14 @@ impl Call {
                 tracing::info!(%digit, duration_ms, ?source, "dtmf");
                 self.digit(digit, now);
             }
+            MediaEvent::PlaybackFinished
+                if self
+                    .recording
+                    .as_ref()
+                    .is_some_and(|r| r.recorder.is_none()) =>
+            {
+                self.begin_recorder(now);
+            }
             MediaEvent::PlaybackFinished => match self.after_playback.take() {
                 Some(AfterPlayback::Hangup { disposition }) => self.hangup(now, disposition),
                 // In queue: an announcement ended and the music resumes by itself.
@@ -609,6 +673,18 @@ impl Call {
 
     fn digit(&mut self, digit: char, now: Instant) {
         self.dtmf.push(digit);
+        if let Some(r) = &self.recording {
+            if r.terminator == Some(digit) {
+                self.stop_recording(now, true);
+            }
+            return;
+        }
+        if self.queue.as_ref().is_some_and(|q| !q.bridged) {
+            let key = self.queue_callback().map(|c| c.offer_key);
+            if self.callback_offered.is_some() && key == Some(digit) {
+                return self.take_callback_offer(now);
+            }
+        }
         match &self.queue {
             // Bridged: the media layer relays the digit to the agent.
             Some(q) if q.bridged => {}
@@ -672,6 +748,10 @@ impl Call {
             if self.disposition.is_none() || self.disposition == Some("transferring") {
                 self.disposition = Some(d);
             }
+        }
+        if self.recording.is_some() {
+            // The caller hung up while speaking: the message counts, as on any answering machine.
+            self.stop_recording(now, false);
         }
         self.release_acd(now);
         // Sends RTCP BYE; the loop's last step flushes it.
@@ -823,7 +903,7 @@ impl Call {
     }
 
     fn finish(&self) -> CallRecord {
-        let ended_at = Utc::now();
+        let ended_at = crate::clock::now();
         let vars = self.ivr.variables();
         let record = CallRecord {
             answered_at: self.answered_at.map(|t| t.to_rfc3339()),
@@ -878,7 +958,7 @@ fn base_record(
         trunk: start.trunk.clone(),
         channel: "pstn".into(),
         started_at: started_at.to_rfc3339(),
-        ended_at: Utc::now().to_rfc3339(),
+        ended_at: crate::clock::now().to_rfc3339(),
         disposition: disposition.to_string(),
         hangup_by: "engine".into(),
         sip_status,
@@ -1077,10 +1157,22 @@ impl Call {
                 ..
             } => {
                 let lang = self.ivr.language().to_string();
-                let list: Vec<_> = announcement(&lang, position, estimated_wait)
-                    .iter()
-                    .filter_map(|n| self.prompt(n))
-                    .collect();
+                let mut names = announcement(&lang, position, estimated_wait);
+                // The call-me-back offer rides on the announcements while the wait is long.
+                if let Some(cb) = self.queue_callback() {
+                    let long_wait = match (cb.offer_when_wait_over, estimated_wait) {
+                        (Some(limit), Some(w)) => w > limit,
+                        (Some(_), None) => true,
+                        (None, _) => false,
+                    };
+                    let long_line = matches!((cb.offer_when_len_over, position), (Some(n), Some(p)) if p as usize >= n);
+                    if long_wait || long_line {
+                        names.push("callback_offer".into());
+                        let q = self.queue.as_ref().map(|q| (q.name.clone(), q.entered));
+                        self.callback_offered = q;
+                    }
+                }
+                let list: Vec<_> = names.iter().filter_map(|n| self.prompt(n)).collect();
                 tracing::info!(?position, ewt_s = ?estimated_wait.map(|d| d.as_secs()), "queue announcement");
                 if !list.is_empty() {
                     // Interrupts the music, which resumes where it paused.
@@ -1359,6 +1451,319 @@ impl Call {
     }
 }
 
+/// Voicemail and callback booking.
+impl Call {
+    fn start_recording(
+        &mut self,
+        mailbox: String,
+        max: Duration,
+        terminator: Option<char>,
+        beep: bool,
+        now: Instant,
+    ) {
+        let day = crate::clock::now().format("%Y-%m-%d").to_string();
+        let safe: String = self
+            .start
+            .call_id
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let path = self
+            .engine
+            .cfg
+            .data
+            .join("voicemail")
+            .join(day)
+            .join(format!("{safe}-{mailbox}.wav"));
+        // Drop audio heard before the beep, then listen.
+        while self.media.poll_audio().is_some() {}
+        self.media.set_audio_tap(true);
+        self.recording = Some(Recording {
+            mailbox,
+            max,
+            terminator,
+            recorder: None,
+            path,
+        });
+        let beep_prompt = if beep { self.prompt("beep") } else { None };
+        match beep_prompt {
+            Some(p) => {
+                self.media.stop_playback(now);
+                self.media.play(vec![p], now);
+            }
+            None => self.begin_recorder(now),
+        }
+    }
+
+    fn begin_recorder(&mut self, now: Instant) {
+        let Some(rec) = self.recording.as_mut() else {
+            return;
+        };
+        while self.media.poll_audio().is_some() {}
+        if let Some(dir) = rec.path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        match verde_media::Recorder::create(&rec.path, rec.max, now) {
+            Ok(r) => {
+                tracing::info!(path = %rec.path.display(), "recording voicemail");
+                rec.recorder = Some(r);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot record voicemail");
+                self.recording = None;
+                self.media.set_audio_tap(false);
+                self.ivr
+                    .handle(IvrEvent::RecordingDone { duration_ms: 0 }, now);
+            }
+        }
+    }
+
+    fn feed_recorder(&mut self, now: Instant) {
+        let Some(rec) = self.recording.as_mut() else {
+            return;
+        };
+        let Some(recorder) = rec.recorder.as_mut() else {
+            return;
+        };
+        let mut full = false;
+        while let Some(frame) = self.media.poll_audio() {
+            match recorder.push(&frame, now) {
+                Ok(verde_media::RecordStatus::Full) => full = true,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "voicemail write failed");
+                    full = true;
+                }
+            }
+        }
+        if full {
+            self.stop_recording(now, true);
+        }
+    }
+
+    /// Ends the recording and queues the voicemail for the store. `tell_flow` is false when the
+    /// caller hung up (the flow is over anyway).
+    fn stop_recording(&mut self, now: Instant, tell_flow: bool) {
+        self.feed_recorder_last(now);
+        let Some(rec) = self.recording.take() else {
+            return;
+        };
+        self.media.set_audio_tap(false);
+        let Some(recorder) = rec.recorder else {
+            if tell_flow {
+                self.ivr
+                    .handle(IvrEvent::RecordingDone { duration_ms: 0 }, now);
+            }
+            return;
+        };
+        let duration = match recorder.finish(now) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(error = %e, "voicemail file not finished");
+                Duration::ZERO
+            }
+        };
+        tracing::info!(mailbox = %rec.mailbox, duration_ms = duration.as_millis() as u64, "voicemail recorded");
+        let wall = crate::clock::now();
+        let deadline = self.working_deadline(wall, self.engine.cfg.tasks.voicemail_sla);
+        self.extra
+            .insert("voicemail_ms".into(), duration.as_millis().to_string());
+        self.pending_voicemails.push(verde_store::NewVoicemail {
+            mailbox: rec.mailbox,
+            caller: caller_number(&self.start.invite),
+            did: self.start.did.clone(),
+            call_id: self.start.call_id.clone(),
+            recorded_at_ms: wall.timestamp_millis(),
+            duration_ms: duration.as_millis() as u64,
+            wav_path: rec.path.display().to_string(),
+            variables: self.ivr.variables().clone(),
+            deadline_ms: deadline.timestamp_millis(),
+        });
+        if tell_flow {
+            self.ivr.handle(
+                IvrEvent::RecordingDone {
+                    duration_ms: duration.as_millis() as u32,
+                },
+                now,
+            );
+        }
+    }
+
+    /// Last frames still in the tap when the recording stops.
+    fn feed_recorder_last(&mut self, now: Instant) {
+        if let Some(rec) = self.recording.as_mut() {
+            if let Some(recorder) = rec.recorder.as_mut() {
+                while let Some(frame) = self.media.poll_audio() {
+                    let _ = recorder.push(&frame, now);
+                }
+            }
+        }
+    }
+
+    /// `from` plus `sla` of working time in the flow's opening hours (its first schedule), or
+    /// plain time when the flow has none.
+    fn working_deadline(&self, from: DateTime<Utc>, sla: Duration) -> DateTime<Utc> {
+        working_deadline(&self.start.flow, from, sla)
+    }
+
+    fn queue_callback(&self) -> Option<&verde_acd::CallbackConfig> {
+        let name = &self.queue.as_ref()?.name;
+        let q = self.engine.cfg.queues.iter().find(|q| &q.name == name)?;
+        q.callback.enabled.then_some(&q.callback)
+    }
+
+    /// The caller accepted the offer: out of the line (the place is kept in the request) and
+    /// into the flow's booking node for this queue.
+    fn take_callback_offer(&mut self, now: Instant) {
+        let Some(q) = self.queue.take() else { return };
+        let node = format!("offer_callback_{}", q.name);
+        tracing::info!(queue = %q.name, %node, "caller takes the callback offer");
+        self.engine.acd.input(AcdInput::RemoveCaller {
+            call: CallKey(self.key),
+        });
+        self.engine.acd.calls.remove(&self.key);
+        self.callback_place = Some(q.entered);
+        self.media.stop_playback(now);
+        if !self.ivr.resume_at(&node, now) {
+            tracing::error!(%node, "the flow has no callback booking node for this queue");
+            self.after_playback = Some(AfterPlayback::Hangup {
+                disposition: "queue-unavailable",
+            });
+            if !self.play(&q.fallback, now) {
+                self.hangup(now, "queue-unavailable");
+            }
+        }
+    }
+
+    /// Stores the request (durably, before the caller hears the confirmation) and tells the
+    /// flow how it went.
+    async fn book_callback(
+        &mut self,
+        queue: &str,
+        number: &str,
+        band: Option<verde_ivr::BandSpec>,
+    ) -> IvrEvent {
+        use verde_ivr::CallbackRefusal;
+        let Some(qcfg) = self
+            .engine
+            .cfg
+            .queues
+            .iter()
+            .find(|q| q.name == queue)
+            .cloned()
+        else {
+            tracing::error!(%queue, "callback for a queue that is not configured");
+            return IvrEvent::CallbackRefused {
+                reason: CallbackRefusal::Unavailable,
+            };
+        };
+        let wall = crate::clock::now();
+        let requested = self.callback_place.map(crate::clock::at).unwrap_or(wall);
+        let deadline = self.working_deadline(requested, self.engine.cfg.tasks.callback_sla);
+        let tz = self.start.flow.timezone();
+        let not_before = band
+            .as_ref()
+            .and_then(|b| b.hours)
+            .map(|h| next_in_band(wall, tz, h.start_secs(), h.end_secs()))
+            .unwrap_or(wall);
+        let new = verde_store::NewCallback {
+            queue: queue.to_string(),
+            number: number.to_string(),
+            caller_call_id: self.start.call_id.clone(),
+            did: self.start.did.clone(),
+            requested_at_ms: requested.timestamp_millis(),
+            band: band
+                .as_ref()
+                .and_then(|b| b.hours)
+                .map(|h| verde_store::TimeBand {
+                    start_minute: (h.start_secs() / 60) as u16,
+                    end_minute: (h.end_secs() / 60) as u16,
+                }),
+            not_before_ms: not_before.timestamp_millis(),
+            deadline_ms: deadline.timestamp_millis(),
+            max_attempts: qcfg.callback.max_attempts,
+            variables: self.ivr.variables().clone(),
+        };
+        let tasks = self.engine.tasks.clone();
+        let ceiling = qcfg.callback.ceiling;
+        let q = queue.to_string();
+        let num = number.to_string();
+        let res = tokio::task::spawn_blocking(move || {
+            let existing = tasks.find_pending(&q, &num)?;
+            if existing.is_none() && tasks.count_pending(&q)? >= ceiling {
+                return Ok(None);
+            }
+            tasks.upsert_callback(&new).map(Some)
+        })
+        .await;
+        match res {
+            Ok(Ok(Some((id, created)))) => {
+                tracing::info!(id, %queue, %number, created, "callback booked");
+                self.outcome = Some(format!("callback:{queue}"));
+                self.disposition = Some("callback-requested");
+                self.extra.insert("callback_id".into(), id.to_string());
+                IvrEvent::CallbackAccepted
+            }
+            Ok(Ok(None)) => {
+                tracing::warn!(%queue, ceiling, "callback basket full");
+                IvrEvent::CallbackRefused {
+                    reason: CallbackRefusal::Full,
+                }
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "ALARM: callback NOT stored");
+                IvrEvent::CallbackRefused {
+                    reason: CallbackRefusal::Unavailable,
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "ALARM: callback NOT stored");
+                IvrEvent::CallbackRefused {
+                    reason: CallbackRefusal::Unavailable,
+                }
+            }
+        }
+    }
+}
+
+/// `from` plus `sla` of working time in the flow's opening hours (its first schedule), or plain
+/// time when the flow has none.
+pub fn working_deadline(flow: &Flow, from: DateTime<Utc>, sla: Duration) -> DateTime<Utc> {
+    let delta = chrono::TimeDelta::from_std(sla).unwrap_or_default();
+    flow.schedules()
+        .next()
+        .and_then(|(_, s)| s.add_working_time(from, delta))
+        .unwrap_or(from + delta)
+}
+
+/// The first instant at or after `now` inside the daily band [start, end) (seconds from local
+/// midnight in `tz`).
+fn next_in_band(now: DateTime<Utc>, tz: chrono_tz::Tz, start: u32, end: u32) -> DateTime<Utc> {
+    use chrono::{TimeZone, Timelike};
+    let local = now.with_timezone(&tz);
+    let secs = local.num_seconds_from_midnight();
+    if secs >= start && secs < end {
+        return now;
+    }
+    let mut day = local.date_naive();
+    if secs >= start {
+        day = day.succ_opt().unwrap_or(day);
+    }
+    let t = day
+        .and_hms_opt(start / 3600, (start % 3600) / 60, start % 60)
+        .unwrap_or_default();
+    tz.from_local_datetime(&t)
+        .earliest()
+        .map(|d| d.with_timezone(&Utc))
+        .unwrap_or(now)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1433,5 +1838,34 @@ mod tests {
         assert_eq!(failure_reason(603), OfferFailure::Rejected);
         assert_eq!(failure_reason(480), OfferFailure::NoAnswer);
         assert_eq!(failure_reason(404), OfferFailure::Unreachable);
+    }
+
+    #[test]
+    fn callback_bands_start_at_the_next_opening_of_the_band() {
+        use chrono::TimeZone;
+        let tz = chrono_tz::Europe::Rome;
+        let at = |d: u32, h: u32, m: u32| {
+            tz.with_ymd_and_hms(2026, 11, d, h, m, 0)
+                .unwrap()
+                .with_timezone(&Utc)
+        };
+        // 09:00-12:00 band: inside -> now; before -> today 09:00; after -> tomorrow 09:00.
+        let band = (9 * 3600, 12 * 3600);
+        assert_eq!(
+            next_in_band(at(30, 10, 0), tz, band.0, band.1),
+            at(30, 10, 0)
+        );
+        assert_eq!(
+            next_in_band(at(30, 7, 30), tz, band.0, band.1),
+            at(30, 9, 0)
+        );
+        let tomorrow_nine = tz
+            .with_ymd_and_hms(2026, 12, 1, 9, 0, 0)
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(
+            next_in_band(at(30, 15, 0), tz, band.0, band.1),
+            tomorrow_nine
+        );
     }
 }

@@ -38,6 +38,10 @@ pub struct Config {
     pub agents: Vec<AgentAccount>,
     /// Numbers an authenticated agent dials to change state.
     pub features: FeatureCodes,
+    /// Where verde places calls of its own (callbacks).
+    pub outbound: Outbound,
+    /// Service levels of tasks, in working hours of the flow's schedule.
+    pub tasks: TaskSla,
     /// How long a graceful shutdown waits for calls in progress.
     #[serde(with = "humantime_secs")]
     pub shutdown_grace: Duration,
@@ -102,6 +106,23 @@ impl AgentAccount {
             queues: self.queues.clone(),
         }
     }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Outbound {
+    /// SIP URI template for customers' numbers: `{number}` is replaced, e.g.
+    /// `sip:{number}@carrier.example:5060`. Null: callbacks cannot be dialed.
+    pub uri: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskSla {
+    #[serde(with = "humantime_secs")]
+    pub voicemail_sla: Duration,
+    #[serde(with = "humantime_secs")]
+    pub callback_sla: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -265,6 +286,13 @@ impl Config {
                 .any(|a| !matches!(a.to_ascii_uppercase().as_str(), "MD5" | "SHA-256"))
         {
             bail!("{name}: sip.digest_algorithms: list MD5 and/or SHA-256");
+        }
+        if let Some(uri) = &self.outbound.uri {
+            if !uri.contains("{number}")
+                || verde_sip::uri_socket_addr(&uri.replace("{number}", "1")).is_none()
+            {
+                bail!("{name}: outbound.uri must be a sip: URI with {{number}} and an IP host, e.g. sip:{{number}}@192.0.2.1:5060");
+            }
         }
         if let Some(secret) = &self.sip.auth_secret {
             if secret.len() != 64 || !secret.chars().all(|c| c.is_ascii_hexdigit()) {

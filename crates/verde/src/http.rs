@@ -2,7 +2,7 @@
 //! pages join it with their issues.
 
 use crate::sip_core::Engine;
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -28,6 +28,9 @@ pub async fn start(
         .route("/api/calls", get(calls))
         .route("/api/calls/{call_id}", get(call))
         .route("/api/queues", get(queues))
+        .route("/api/callbacks", get(callbacks).post(new_callback))
+        .route("/api/callbacks/{id}", get(callback))
+        .route("/api/voicemails", get(voicemails))
         .route("/api/agents", get(agents))
         .with_state(AppState { store, engine });
     let listener = tokio::net::TcpListener::bind(listen)
@@ -35,6 +38,7 @@ pub async fn start(
         .map_err(|e| anyhow::anyhow!("cannot bind HTTP {listen}: {e}"))?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "http server stopped");
         }
@@ -151,4 +155,126 @@ async fn agents(State(s): State<AppState>) -> Response {
         })
         .collect();
     Json(list).into_response()
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, verde_store::StoreError> + Send + 'static,
+) -> Result<T, Response> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(store_error(e)),
+        Err(_) => Err(StatusCode::INTERNAL_SERVER_ERROR.into_response()),
+    }
+}
+
+/// Pending and dialing callbacks, in line order.
+async fn callbacks(State(s): State<AppState>) -> Response {
+    let tasks = s.engine.tasks.clone();
+    match blocking(move || tasks.pending_callbacks()).await {
+        Ok(list) => Json(list).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn callback(State(s): State<AppState>, Path(id): Path<i64>) -> Response {
+    let tasks = s.engine.tasks.clone();
+    match blocking(move || tasks.callback(id)).await {
+        Ok(Some(cb)) => Json(cb).into_response(),
+        Ok(None) => StatusCode::NOT_FOUND.into_response(),
+        Err(r) => r,
+    }
+}
+
+#[derive(Deserialize)]
+struct NewCallbackBody {
+    queue: String,
+    number: String,
+}
+
+/// Books a callback as the IVR would (for operators' tools and tests). Until the CTI brings
+/// authenticated supervisors, only local clients may write.
+async fn new_callback(
+    State(s): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Json(body): Json<NewCallbackBody>,
+) -> Response {
+    if !peer.ip().is_loopback() {
+        return (
+            StatusCode::FORBIDDEN,
+            "callbacks can be booked over HTTP from this host only",
+        )
+            .into_response();
+    }
+    let number: String = body
+        .number
+        .chars()
+        .filter(|c| c.is_ascii_digit() || *c == '+')
+        .collect();
+    if number.len() < 3 || !s.engine.acd.has_queue(&body.queue) {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(serde_json::json!({"error": "unknown queue or bad number"})),
+        )
+            .into_response();
+    }
+    let Some(qcfg) = s
+        .engine
+        .cfg
+        .queues
+        .iter()
+        .find(|q| q.name == body.queue)
+        .cloned()
+    else {
+        return StatusCode::BAD_REQUEST.into_response();
+    };
+    let now = crate::clock::now();
+    let deadline =
+        now + chrono::TimeDelta::from_std(s.engine.cfg.tasks.callback_sla).unwrap_or_default();
+    let new = verde_store::NewCallback {
+        queue: body.queue,
+        number,
+        caller_call_id: String::new(),
+        did: String::new(),
+        requested_at_ms: now.timestamp_millis(),
+        band: None,
+        not_before_ms: now.timestamp_millis(),
+        deadline_ms: deadline.timestamp_millis(),
+        max_attempts: qcfg.callback.max_attempts,
+        variables: Default::default(),
+    };
+    let tasks = s.engine.tasks.clone();
+    match blocking(move || {
+        let (id, created) = tasks.upsert_callback(&new)?;
+        Ok((id, created, tasks.callback(id)?))
+    })
+    .await
+    {
+        Ok((id, created, cb)) => {
+            tracing::info!(id, created, "callback booked over HTTP");
+            let code = if created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            (
+                code,
+                Json(serde_json::json!({
+                    "id": id,
+                    "created": created,
+                    "requested_at_ms": cb.as_ref().map(|c| c.requested_at_ms),
+                    "deadline_ms": cb.as_ref().map(|c| c.deadline_ms),
+                })),
+            )
+                .into_response()
+        }
+        Err(r) => r,
+    }
+}
+
+async fn voicemails(State(s): State<AppState>) -> Response {
+    let tasks = s.engine.tasks.clone();
+    match blocking(move || tasks.voicemails(&verde_store::VoicemailFilter::default())).await {
+        Ok(list) => Json(list).into_response(),
+        Err(r) => r,
+    }
 }

@@ -8,7 +8,9 @@
 mod acd_task;
 mod agent_leg;
 mod call;
+mod clock;
 mod config;
+mod dialer;
 mod flows;
 mod http;
 mod records;
@@ -58,6 +60,10 @@ struct Cli {
     /// Log as JSON lines instead of text.
     #[arg(long)]
     log_json: bool,
+    /// Start the engine's wall clock at this RFC 3339 instant (it then runs normally): for
+    /// tests and demos of opening hours. Never in production.
+    #[arg(long, hide = true)]
+    wall_clock: Option<chrono::DateTime<chrono::FixedOffset>>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -114,6 +120,10 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
     }
 
     init_tracing(cli.log_json);
+    if let Some(t) = cli.wall_clock {
+        clock::set_start(t.with_timezone(&chrono::Utc));
+        tracing::warn!(wall_clock = %t, "wall clock set by --wall-clock: schedules use simulated time");
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -159,10 +169,12 @@ async fn serve(mut cfg: Config) -> Result<()> {
     let cfg = Arc::new(cfg);
     std::fs::create_dir_all(&cfg.data)
         .with_context(|| format!("cannot create data folder {}", cfg.data.display()))?;
-    let store: Arc<dyn verde_store::Store> = Arc::new(
+    let sqlite = Arc::new(
         verde_store::SqliteStore::open(&cfg.data.join("verde.db"))
             .context("cannot open the embedded store")?,
     );
+    let store: Arc<dyn verde_store::Store> = sqlite.clone();
+    let tasks: Arc<dyn verde_store::TaskStore> = sqlite;
     let prompts = Arc::new(verde_media::PromptCache::load(&cfg.sounds).map_err(|errs| {
         let lines: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
         anyhow::anyhow!(
@@ -189,8 +201,10 @@ async fn serve(mut cfg: Config) -> Result<()> {
         prompts,
         records,
         acd,
+        tasks,
     )?);
     let sip = sip_core::start(engine.clone()).await?;
+    dialer::start(engine.clone());
     let http = http::start(cfg.http.listen, store, engine.clone()).await?;
     tracing::info!(
         sip = %cfg.sip.listen,

@@ -33,17 +33,29 @@ impl RtpPorts {
 
     /// Binds the next free pair on `ip`; None when every pair in the range is busy.
     pub async fn bind(&self, ip: IpAddr) -> Option<RtpPair> {
+        self.bind_now(ip)
+    }
+
+    /// The same, from synchronous code (binding a UDP socket does not block).
+    pub fn bind_now(&self, ip: IpAddr) -> Option<RtpPair> {
         let pairs = self.pairs();
         let low = self.range.low.next_multiple_of(2) as u32;
+        let open = |port: u16| -> std::io::Result<UdpSocket> {
+            let s = std::net::UdpSocket::bind(SocketAddr::new(ip, port))?;
+            s.set_nonblocking(true)?;
+            UdpSocket::from_std(s)
+        };
         for _ in 0..pairs {
             let n = self.next.fetch_add(1, Ordering::Relaxed) % pairs;
             let port = (low + 2 * n) as u16;
-            let pair = async {
-                let rtp = UdpSocket::bind(SocketAddr::new(ip, port)).await?;
-                let rtcp = UdpSocket::bind(SocketAddr::new(ip, port + 1)).await?;
-                Ok::<_, std::io::Error>(RtpPair { rtp, rtcp, port })
-            };
-            match pair.await {
+            let pair = open(port).and_then(|rtp| {
+                Ok(RtpPair {
+                    rtp,
+                    rtcp: open(port + 1)?,
+                    port,
+                })
+            });
+            match pair {
                 Ok(p) => return Some(p),
                 Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => continue,
                 Err(e) => {

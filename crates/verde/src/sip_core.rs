@@ -75,6 +75,8 @@ pub struct Engine {
     pub records: crate::records::Records,
     pub rtp_ports: RtpPorts,
     pub acd: AcdHandle,
+    /// Callbacks and voicemails (durable).
+    pub tasks: Arc<dyn verde_store::TaskStore>,
     /// Each agent's most recent registration, mirrored from the registrar for call tasks.
     pub bindings: DashMap<String, verde_sip::Binding>,
     /// Feature-code flows (agent login/pause/logout confirmations).
@@ -94,6 +96,7 @@ impl Engine {
         prompts: Arc<PromptCache>,
         records: crate::records::Records,
         acd: AcdHandle,
+        tasks: Arc<dyn verde_store::TaskStore>,
     ) -> anyhow::Result<Self> {
         let (sip_tx, sip_rx) = mpsc::channel(8192);
         let feature_flows = feature_flows(&cfg.sounds)?;
@@ -105,6 +108,7 @@ impl Engine {
             prompts,
             records,
             acd,
+            tasks,
             bindings: DashMap::new(),
             feature_flows,
             next_key: AtomicU64::new(1),
