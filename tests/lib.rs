@@ -12,6 +12,7 @@
 
 pub mod acd;
 pub mod baresip;
+pub mod callbacks;
 pub mod checks;
 pub mod flows;
 pub mod http;

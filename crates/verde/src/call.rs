@@ -62,6 +62,14 @@ pub struct CallStart {
     pub flow: Arc<Flow>,
     /// This call's own handle, for the ACD and for the aliases of its agent legs.
     pub handle: mpsc::Sender<CallInput>,
+    /// An agent's task code (the agent id and what to do) instead of a flow.
+    pub task: Option<(String, AgentTask)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentTask {
+    TakeVoicemail,
+    CloseVoicemail,
 }
 
 pub fn spawn(
@@ -335,7 +343,10 @@ async fn run(engine: Arc<Engine>, start: CallStart, mut inbox: mpsc::Receiver<Ca
         callback_place: None,
     };
     call.key = call.engine.next_call_key();
-    call.ivr.handle(IvrEvent::Start, now);
+    match call.start.task.clone() {
+        Some((agent, task)) => call.agent_task(&agent, task, now).await,
+        None => call.ivr.handle(IvrEvent::Start, now),
+    }
     call.step(now);
     call.flush().await;
 
@@ -1728,6 +1739,93 @@ impl Call {
                     reason: CallbackRefusal::Unavailable,
                 }
             }
+        }
+    }
+}
+
+/// Agents' task codes: voicemails taken in charge from the phone (the CTI bar comes later).
+impl Call {
+    async fn agent_task(&mut self, agent: &str, task: AgentTask, now: Instant) {
+        self.answer();
+        let mailboxes: Vec<String> = self
+            .engine
+            .cfg
+            .agents
+            .iter()
+            .find(|a| a.id == agent)
+            .map(|a| a.queues.clone())
+            .unwrap_or_default();
+        let tasks = self.engine.tasks.clone();
+        let who = agent.to_string();
+        let at = crate::clock::now_ms();
+        let mut list: Vec<Arc<verde_media::Prompt>> = Vec::new();
+        match task {
+            AgentTask::TakeVoicemail => {
+                let res = tokio::task::spawn_blocking(move || {
+                    tasks.take_next_voicemail(&mailboxes, &who, at)
+                })
+                .await;
+                match res {
+                    Ok(Ok(Some(vm))) => {
+                        tracing::info!(voicemail = vm.id, %agent, caller = %vm.caller, "voicemail taken in charge");
+                        self.extra
+                            .insert("voicemail_taken".into(), vm.id.to_string());
+                        let mut names = vec!["task_message_from".to_string()];
+                        names.extend(
+                            vm.caller
+                                .chars()
+                                .filter(|c| c.is_ascii_digit())
+                                .map(|c| format!("num_{c}")),
+                        );
+                        list.extend(names.iter().filter_map(|n| self.prompt(n)));
+                        match verde_media::Prompt::load_file(std::path::Path::new(&vm.wav_path)) {
+                            Ok(p) => list.push(Arc::new(p)),
+                            Err(e) => tracing::error!(error = %e, "voicemail audio unreadable"),
+                        }
+                    }
+                    Ok(Ok(None)) => list.extend(self.prompt("task_none")),
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, "cannot take a voicemail");
+                        list.extend(self.prompt("task_none"));
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot take a voicemail");
+                        list.extend(self.prompt("task_none"));
+                    }
+                }
+            }
+            AgentTask::CloseVoicemail => {
+                let res = tokio::task::spawn_blocking(move || {
+                    let taken = tasks.voicemails(&verde_store::VoicemailFilter {
+                        status: Some(verde_store::VoicemailStatus::Taken),
+                        ..Default::default()
+                    })?;
+                    let mine = taken.into_iter().find(|v| {
+                        matches!(&v.state, verde_store::VoicemailState::Taken { agent, .. } if *agent == who)
+                    });
+                    match mine {
+                        Some(v) => tasks.close_voicemail(v.id, &who, at, "handled").map(Some),
+                        None => Ok(None),
+                    }
+                })
+                .await;
+                match res {
+                    Ok(Ok(Some(vm))) => {
+                        tracing::info!(voicemail = vm.id, %agent, "voicemail closed");
+                        list.extend(self.prompt("task_closed"));
+                    }
+                    _ => list.extend(self.prompt("task_none")),
+                }
+            }
+        }
+        self.after_playback = Some(AfterPlayback::Hangup {
+            disposition: "agent-task",
+        });
+        self.outcome = Some(format!("task:{task:?}"));
+        if list.is_empty() {
+            self.hangup(now, "agent-task");
+        } else {
+            self.media.play(list, now);
         }
     }
 }

@@ -131,6 +131,10 @@ pub struct FeatureCodes {
     pub login: String,
     pub pause: String,
     pub logout: String,
+    /// Take the oldest voicemail of the agent's queues in charge and hear it.
+    pub take_task: String,
+    /// Close the voicemail the agent has taken.
+    pub close_task: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -40,6 +40,8 @@ pub fn start(engine: Arc<Engine>) {
         let mut active: HashSet<i64> = HashSet::new();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut warned = false;
+        let mut late_seen: HashSet<(bool, i64)> = HashSet::new();
+        let mut ticks: u64 = 0;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -47,6 +49,10 @@ pub fn start(engine: Arc<Engine>) {
             }
             while let Ok(id) = done_rx.try_recv() {
                 active.remove(&id);
+            }
+            ticks += 1;
+            if ticks % 30 == 1 {
+                flag_late(&engine, &mut late_seen).await;
             }
             if engine.cfg.outbound.uri.is_none() {
                 if !warned {
@@ -81,6 +87,30 @@ pub fn start(engine: Arc<Engine>) {
             }
         }
     });
+}
+
+/// Logs each task that passed its SLA deadline, once: the alarm a supervisor needs before the
+/// CTI wallboard shows it.
+async fn flag_late(engine: &Engine, seen: &mut HashSet<(bool, i64)>) {
+    let tasks = engine.tasks.clone();
+    let now = crate::clock::now_ms();
+    let Ok(Ok(late)) = tokio::task::spawn_blocking(move || tasks.late_tasks(now)).await else {
+        return;
+    };
+    for t in late {
+        match t {
+            verde_store::Task::Callback(c) => {
+                if seen.insert((true, c.id)) {
+                    tracing::warn!(callback = c.id, queue = %c.queue, number = %c.number, deadline_ms = c.deadline_ms, "SLA: callback late");
+                }
+            }
+            verde_store::Task::Voicemail(v) => {
+                if seen.insert((false, v.id)) {
+                    tracing::warn!(voicemail = v.id, mailbox = %v.mailbox, deadline_ms = v.deadline_ms, "SLA: voicemail not taken in charge in time");
+                }
+            }
+        }
+    }
 }
 
 /// Whether the customer's chosen time band (local time of the number's flow) is on now.

@@ -31,6 +31,7 @@ pub async fn start(
         .route("/api/callbacks", get(callbacks).post(new_callback))
         .route("/api/callbacks/{id}", get(callback))
         .route("/api/voicemails", get(voicemails))
+        .route("/api/tasks/late", get(late_tasks))
         .route("/api/agents", get(agents))
         .with_state(AppState { store, engine });
     let listener = tokio::net::TcpListener::bind(listen)
@@ -275,6 +276,28 @@ async fn voicemails(State(s): State<AppState>) -> Response {
     let tasks = s.engine.tasks.clone();
     match blocking(move || tasks.voicemails(&verde_store::VoicemailFilter::default())).await {
         Ok(list) => Json(list).into_response(),
+        Err(r) => r,
+    }
+}
+
+/// Callbacks and voicemails past their SLA deadline, earliest first.
+async fn late_tasks(State(s): State<AppState>) -> Response {
+    let tasks = s.engine.tasks.clone();
+    let now = crate::clock::now_ms();
+    match blocking(move || tasks.late_tasks(now)).await {
+        Ok(list) => Json(
+            list.into_iter()
+                .map(|t| match t {
+                    verde_store::Task::Callback(c) => {
+                        serde_json::json!({"kind": "callback", "task": c})
+                    }
+                    verde_store::Task::Voicemail(v) => {
+                        serde_json::json!({"kind": "voicemail", "task": v})
+                    }
+                })
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
         Err(r) => r,
     }
 }

@@ -571,7 +571,9 @@ impl SipTask {
         let f = &engine.cfg.features;
         // Feature codes are for agents' phones, wherever they are: digest decides, not the
         // source address.
-        if [&f.login, &f.pause, &f.logout].contains(&&did) && !engine.cfg.agents.is_empty() {
+        if [&f.login, &f.pause, &f.logout, &f.take_task, &f.close_task].contains(&&did)
+            && !engine.cfg.agents.is_empty()
+        {
             drop(_e);
             return self.feature_call(tx, req, from, call_id, did, now);
         }
@@ -607,6 +609,23 @@ impl SipTask {
         span: tracing::Span,
         now: Instant,
     ) {
+        self.spawn_call_with(tx, req, from, call_id, trunk, did, flow, span, now, None)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn spawn_call_with(
+        &mut self,
+        tx: ServerTxId,
+        req: Request,
+        from: Peer,
+        call_id: String,
+        trunk: String,
+        did: String,
+        flow: Arc<Flow>,
+        span: tracing::Span,
+        now: Instant,
+        task: Option<(String, call::AgentTask)>,
+    ) {
         self.reply(tx, &req, 100, "Trying", now);
         let (handle, inbox) = mpsc::channel(64);
         self.engine.calls.insert(call_id.clone(), handle.clone());
@@ -620,6 +639,7 @@ impl SipTask {
             did,
             flow,
             handle,
+            task,
         };
         call::spawn(self.engine.clone(), start, inbox, span);
     }
@@ -720,6 +740,27 @@ impl SipTask {
             return;
         };
         let f = &self.engine.cfg.features;
+        if code == f.take_task || code == f.close_task {
+            span.in_scope(|| tracing::info!(%agent, %code, "agent task code"));
+            let task = if code == f.take_task {
+                call::AgentTask::TakeVoicemail
+            } else {
+                call::AgentTask::CloseVoicemail
+            };
+            let flow = self.engine.feature_flows["unknown"].clone();
+            return self.spawn_call_with(
+                tx,
+                req,
+                from,
+                call_id,
+                "agents".into(),
+                code,
+                flow,
+                span,
+                now,
+                Some((agent, task)),
+            );
+        }
         let (cmd, confirm) = if code == f.login {
             (
                 AcdCmd::LoginOrReady {

@@ -1,0 +1,403 @@
+//! What the callback and voicemail tests share: the config overlay that turns on call-me-back
+//! for the pensions queue and points the dialer at a SIPp "customer", the task APIs
+//! (`/api/callbacks`, `/api/voicemails`), SIP requests read back from a capture, and the key
+//! timings of the callback offer and of the out-of-hours voicemail, taken from the prompts.
+
+use crate::flows;
+use crate::pcap::{parse_rtp, read_pcap, shift_rtp_in_pcap, shipped_dtmf_pcap, Datagram};
+use crate::verde::Verde;
+use crate::wav::Audio;
+use crate::{tail, try_wait_for, TestDir};
+use serde_json::Value;
+use std::fs;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The call-me-back settings of the tests' pensions queue (the values the brief of the issue
+/// fixes): offered as soon as the estimated wait is over 1 s (nobody serving counts as over),
+/// two attempts 2 s apart, the customer's phone rings 5 s per attempt.
+pub const RETRY_DELAY: Duration = Duration::from_secs(2);
+pub const CUSTOMER_RING_TIMEOUT: Duration = Duration::from_secs(5);
+pub const MAX_ATTEMPTS: usize = 2;
+/// The pensions queue's first announcement (which carries the offer) comes this long after
+/// the caller joins the line.
+pub const ANNOUNCE_FIRST_DELAY_MS: u64 = 2000;
+
+/// A wall-clock start on a Wednesday morning in Rome: the services are open and "as soon as
+/// possible" means now, whatever time the suite runs (`--wall-clock`, a test-only flag).
+pub const WEDNESDAY_MORNING: &str = "2026-12-02T10:00:00+01:00";
+
+/// A `--config` overlay for the INPS flow with one agent (`id`/`password`, pensions only),
+/// callbacks on in the pensions queue, the dialer calling `sip:{number}@127.0.0.1:<port>`, and
+/// the task SLAs at their documented defaults (written out so the expectations are visible).
+pub fn callback_config(agent: Option<(&str, &str)>, outbound_port: u16) -> String {
+    let agents = match agent {
+        Some((id, password)) => format!(
+            "agents:\n  - {{ id: \"{id}\", name: Anna, password: {password}, queues: [pensions] }}\n"
+        ),
+        None => String::new(),
+    };
+    format!(
+        "{agents}\
+         outbound:\n\
+         \x20 uri: \"sip:{{number}}@127.0.0.1:{outbound_port}\"\n\
+         tasks:\n\
+         \x20 voicemail_sla: 4h\n\
+         \x20 callback_sla: 8h\n\
+         queues:\n\
+         \x20 - name: pensions\n\
+         \x20   ring_timeout: 10s\n\
+         \x20   wrap_up: 1s\n\
+         \x20   callback: {{ enabled: true, offer_when_wait_over: 1s, offer_when_len_over: null, \
+         ceiling: 200, max_attempts: {MAX_ATTEMPTS}, retry_delay: {}s, customer_ring_timeout: {}s, \
+         offer_key: '1' }}\n\
+         \x20   announce: {{ first_delay: {}s, frequency: 10s }}\n\
+         \x20 - {{ name: benefits }}\n\
+         \x20 - {{ name: pin }}\n\
+         \x20 - {{ name: operator }}\n",
+        RETRY_DELAY.as_secs(),
+        CUSTOMER_RING_TIMEOUT.as_secs(),
+        ANNOUNCE_FIRST_DELAY_MS / 1000,
+    )
+}
+
+/// `GET /api/callbacks`: the pending and dialing callbacks.
+pub fn callbacks(verde: &Verde) -> Vec<Value> {
+    json_array(verde, "/api/callbacks")
+}
+
+/// `GET /api/voicemails`.
+pub fn voicemails(verde: &Verde) -> Vec<Value> {
+    json_array(verde, "/api/voicemails")
+}
+
+fn json_array(verde: &Verde, path: &str) -> Vec<Value> {
+    let r = verde.get(path);
+    assert_eq!(r.status, 200, "GET {path}: {}", r.text());
+    match r.json() {
+        Ok(Value::Array(a)) => a,
+        Ok(other) => panic!("GET {path} returned {other}, not a JSON array"),
+        Err(e) => panic!("GET {path}: {e}"),
+    }
+}
+
+/// `GET /api/callbacks/{id}`.
+pub fn callback(verde: &Verde, id: u64) -> Value {
+    let r = verde.get(&format!("/api/callbacks/{id}"));
+    assert_eq!(r.status, 200, "GET /api/callbacks/{id}: {}", r.text());
+    r.json()
+        .unwrap_or_else(|e| panic!("GET /api/callbacks/{id}: {e}"))
+}
+
+/// Waits until callback `id` satisfies `want`; `what` names the wait in the failure message,
+/// which shows the callback's last state and the end of verde's log.
+pub fn wait_callback(
+    verde: &Verde,
+    id: u64,
+    what: &str,
+    timeout: Duration,
+    want: impl Fn(&Value) -> bool,
+) -> Value {
+    let mut last = Value::Null;
+    try_wait_for(timeout, || {
+        last = callback(verde, id);
+        want(&last).then(|| last.clone())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "timed out after {timeout:?} waiting for callback {id} to be {what}; last seen: \
+             {last:#}\nverde log (last 60 lines):\n{}",
+            tail(&verde.logs(), 60)
+        )
+    })
+}
+
+/// `POST /api/callbacks {"queue": queue, "number": number}`, expecting `201` and a new id;
+/// returns the response body.
+pub fn post_callback(verde: &Verde, queue: &str, number: &str) -> Value {
+    let r = verde.post_json(
+        "/api/callbacks",
+        &serde_json::json!({"queue": queue, "number": number}),
+    );
+    assert_eq!(
+        r.status,
+        201,
+        "POST /api/callbacks for {number} in {queue}: {}",
+        r.text()
+    );
+    let v = r
+        .json()
+        .unwrap_or_else(|e| panic!("POST /api/callbacks: {e}"));
+    assert_eq!(v["created"], true, "POST /api/callbacks for {number}: {v}");
+    v
+}
+
+/// A numeric field of an API object, failing with the object when it is missing.
+pub fn u64_field(v: &Value, name: &str) -> u64 {
+    v[name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no unsigned integer {name:?} in {v:#}"))
+}
+
+/// An RFC 3339 instant (`2026-12-01T12:00:00+01:00`, `...Z`) as milliseconds since the epoch.
+pub fn rfc3339_ms(s: &str) -> u64 {
+    let (local, offset_s) = if let Some(l) = s.strip_suffix('Z') {
+        (l, 0i64)
+    } else {
+        let (l, off) = s.split_at(s.len() - 6);
+        let sign = match &off[..1] {
+            "+" => 1,
+            "-" => -1,
+            _ => panic!("{s}: no zone offset"),
+        };
+        let h: i64 = off[1..3].parse().expect("offset hours");
+        let m: i64 = off[4..6].parse().expect("offset minutes");
+        (l, sign * (h * 3600 + m * 60))
+    };
+    let secs = crate::acd::parse_log_time(&format!("{local}Z"))
+        .unwrap_or_else(|| panic!("{s} is not an RFC 3339 instant"));
+    ((secs - offset_s as f64) * 1000.0).round() as u64
+}
+
+/// A WAV of raw µ-law for SIPp's `rtp_stream` (uas_tone.xml's `@ULAW@`).
+pub fn ulaw_file(dir: &TestDir, name: &str, audio: &Audio) -> PathBuf {
+    let path = dir.join(format!("{name}.ulaw"));
+    fs::write(&path, audio.to_ulaw())
+        .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+    path
+}
+
+/// A SIP request seen on the wire.
+#[derive(Debug, Clone)]
+pub struct SipRequest {
+    /// Capture time, seconds since the epoch.
+    pub time: f64,
+    pub method: String,
+    /// The Request-URI.
+    pub uri: String,
+    pub call_id: String,
+    pub cseq: String,
+    pub from: String,
+    /// The whole message, for failure messages.
+    pub text: String,
+}
+
+/// A SIP response seen on the wire.
+#[derive(Debug, Clone)]
+pub struct SipResponse {
+    pub time: f64,
+    pub status: u16,
+    pub call_id: String,
+    pub cseq: String,
+}
+
+fn header<'a>(text: &'a str, long: &str, compact: &str) -> &'a str {
+    text.lines()
+        .take_while(|l| !l.trim().is_empty())
+        .find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            let n = n.trim();
+            (n.eq_ignore_ascii_case(long) || n.eq_ignore_ascii_case(compact)).then(|| v.trim())
+        })
+        .unwrap_or_default()
+}
+
+/// The SIP requests with method `method` sent to UDP port `dst_port`, in capture order
+/// (retransmissions included: compare `call_id` and `cseq` to tell transactions apart).
+pub fn sip_requests(datagrams: &[Datagram], dst_port: u16, method: &str) -> Vec<SipRequest> {
+    datagrams
+        .iter()
+        .filter(|d| d.dst.port() == dst_port)
+        .filter_map(|d| {
+            let text = String::from_utf8_lossy(&d.payload).replace('\r', "");
+            let first = text.lines().next()?;
+            let mut parts = first.split(' ');
+            let m = parts.next()?;
+            let uri = parts.next()?;
+            (m == method && parts.next() == Some("SIP/2.0")).then(|| SipRequest {
+                time: d.time,
+                method: m.to_string(),
+                uri: uri.to_string(),
+                call_id: header(&text, "Call-ID", "i").to_string(),
+                cseq: header(&text, "CSeq", "").to_string(),
+                from: header(&text, "From", "f").to_string(),
+                text: text.clone(),
+            })
+        })
+        .collect()
+}
+
+/// The SIP responses sent from UDP port `src_port`, in capture order.
+pub fn sip_responses(datagrams: &[Datagram], src_port: u16) -> Vec<SipResponse> {
+    datagrams
+        .iter()
+        .filter(|d| d.src.port() == src_port)
+        .filter_map(|d| {
+            let text = String::from_utf8_lossy(&d.payload).replace('\r', "");
+            let status = text.lines().next()?.strip_prefix("SIP/2.0 ")?;
+            Some(SipResponse {
+                time: d.time,
+                status: status.get(..3)?.parse().ok()?,
+                call_id: header(&text, "Call-ID", "i").to_string(),
+                cseq: header(&text, "CSeq", "").to_string(),
+            })
+        })
+        .collect()
+}
+
+/// The first request of each transaction (retransmissions dropped: same Call-ID and CSeq).
+pub fn distinct(requests: Vec<SipRequest>) -> Vec<SipRequest> {
+    let mut out: Vec<SipRequest> = Vec::new();
+    for r in requests {
+        if !out
+            .iter()
+            .any(|o| o.call_id == r.call_id && o.cseq == r.cseq)
+        {
+            out.push(r);
+        }
+    }
+    out
+}
+
+/// The user part of a SIP URI or name-addr (`"x" <sip:0612@h;p>;tag=1` -> `0612`).
+pub fn user_of(uri_or_addr: &str) -> String {
+    let s = match uri_or_addr.find('<') {
+        Some(i) => &uri_or_addr[i + 1..],
+        None => uri_or_addr,
+    };
+    crate::acd::uri_user(s.trim())
+}
+
+/// The DTMF pcap of `digit` for a call that already sent `digits_before` keys (from
+/// [`crate::pcap::dtmf_pcaps`]) and then `audio_packets` 20 ms audio packets (from
+/// [`crate::pcap::audio_pcap_after_dtmf`]): its sequence numbers and timestamp carry on after
+/// the audio, so the far end sees one stream that only moves forward.
+pub fn dtmf_pcap_after_audio(
+    dir: &TestDir,
+    digit: char,
+    digits_before: usize,
+    audio_packets: usize,
+) -> PathBuf {
+    let shipped = shipped_dtmf_pcap(digit);
+    let first = read_pcap(&shipped)
+        .ok()
+        .and_then(|d| d.iter().find_map(|d| parse_rtp(&d.payload)))
+        .expect("SIPp's DTMF pcaps hold RTP");
+    let base = read_pcap(&shipped_dtmf_pcap('1'))
+        .ok()
+        .and_then(|d| d.iter().find_map(|d| parse_rtp(&d.payload)))
+        .expect("SIPp's dtmf_2833_1.pcap holds RTP");
+    // The audio starts 100 packets / 8000 units per earlier key after digit '1''s numbers;
+    // leave a margin of 10 packets and one second of RTP time after it.
+    let n = digits_before.max(1);
+    let seq = base
+        .seq
+        .wrapping_add((100 * n + audio_packets + 10) as u16)
+        .wrapping_sub(first.seq);
+    let ts = base
+        .timestamp
+        .wrapping_add((8000 * n + 160 * audio_packets + 8000) as u32)
+        .wrapping_sub(first.timestamp);
+    let out = dir.join(format!("dtmf-after-audio-{}.pcap", digit as u32));
+    shift_rtp_in_pcap(&shipped, &out, seq, ts)
+        .unwrap_or_else(|e| panic!("rewriting {}: {e}", shipped.display()));
+    out
+}
+
+/// Milliseconds of a list of Italian prompts (measured from the shipped WAVs).
+pub fn ms_of(names: &[&str]) -> u64 {
+    let list: Vec<(&str, &str)> = names.iter().map(|n| ("it", *n)).collect();
+    (flows::duration_of(&list) * 1000.0).round() as u64
+}
+
+/// The prompts that read `number` back digit by digit (`num_0` ... `num_9`).
+pub fn digit_prompts(number: &str) -> Vec<String> {
+    number
+        .chars()
+        .filter(char::is_ascii_digit)
+        .map(|d| format!("num_{d}"))
+        .collect()
+}
+
+/// When an INPS caller waiting in pensions presses its keys to accept the callback offer, as
+/// (ms after the service-menu key, then each key after the previous one):
+///
+/// 1. the offer key, 1.5 s into `callback_offer`. Alone in line with nobody serving, the first
+///    announcement (after `first_delay`) is `queue_next` (position 0, no estimated wait), and
+///    the offer plays with it; 1.5 s after `queue_next` falls inside the offer whether verde
+///    plays it after the position or before it (`callback_offer` is 4.2 s long);
+/// 2. the confirmation key, 1.5 s into `callback_confirm_number_after` ("1 to confirm"), after
+///    `callback_confirm_number_before` and the caller's number read back digit by digit;
+/// 3. the band key (1, as soon as possible), 0.8 s after `callback_band_menu`, while the first
+///    band is described.
+///
+/// Each step allows 300 ms for the key's own length (140 ms) and its handling.
+pub fn callback_offer_key_times(caller: &str) -> [u64; 3] {
+    let offer = ANNOUNCE_FIRST_DELAY_MS + ms_of(&["queue_next"]) + 1500;
+    let digits = digit_prompts(caller);
+    let digits: Vec<&str> = digits.iter().map(String::as_str).collect();
+    let confirm = 300 + ms_of(&["callback_confirm_number_before"]) + ms_of(&digits) + 1500;
+    let band = 300 + ms_of(&["callback_band_menu"]) + 800;
+    [offer, confirm, band]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_instants_with_offsets() {
+        assert_eq!(rfc3339_ms("1970-01-01T00:00:01Z"), 1000);
+        assert_eq!(
+            rfc3339_ms("2026-12-01T12:00:00+01:00"),
+            rfc3339_ms("2026-12-01T11:00:00Z")
+        );
+        assert_eq!(
+            rfc3339_ms("2026-12-01T12:00:00+01:00") - rfc3339_ms("2026-11-30T21:00:00+01:00"),
+            15 * 3600 * 1000
+        );
+        assert_eq!(rfc3339_ms("1970-01-01T00:00:00-02:30"), 9000 * 1000);
+    }
+
+    #[test]
+    fn sip_requests_and_responses_from_datagrams() {
+        use std::net::SocketAddrV4;
+        let dg = |src: u16, dst: u16, text: &str| Datagram {
+            time: 1.0,
+            src: SocketAddrV4::new([127, 0, 0, 1].into(), src),
+            dst: SocketAddrV4::new([127, 0, 0, 1].into(), dst),
+            payload: text.as_bytes().to_vec(),
+        };
+        let invite = "INVITE sip:0655@127.0.0.1:5070 SIP/2.0\r\nVia: x\r\ni: abc\r\nCSeq: 1 INVITE\r\nFrom: \"803164\" <sip:803164@127.0.0.1>;tag=1\r\n\r\nv=0\r\n";
+        let d = vec![
+            dg(5060, 5070, invite),
+            dg(5060, 5070, invite),
+            dg(5060, 5070, &invite.replace("i: abc", "Call-ID: def")),
+            dg(5060, 5071, invite),
+            dg(
+                5070,
+                5060,
+                "SIP/2.0 180 Ringing\r\nCall-ID: abc\r\nCSeq: 1 INVITE\r\n\r\n",
+            ),
+        ];
+        let all = sip_requests(&d, 5070, "INVITE");
+        assert_eq!(all.len(), 3);
+        assert_eq!(all[0].uri, "sip:0655@127.0.0.1:5070");
+        assert_eq!(user_of(&all[0].uri), "0655");
+        assert_eq!(user_of(&all[0].from), "803164");
+        let calls: Vec<String> = distinct(all).into_iter().map(|r| r.call_id).collect();
+        assert_eq!(calls, ["abc", "def"]);
+        assert!(sip_requests(&d, 5070, "CANCEL").is_empty());
+        let r = sip_responses(&d, 5070);
+        assert_eq!(r.len(), 1);
+        assert_eq!((r[0].status, r[0].cseq.as_str()), (180, "1 INVITE"));
+    }
+
+    #[test]
+    fn readback_prompts_are_digits() {
+        assert_eq!(
+            digit_prompts("+39 06"),
+            ["num_3", "num_9", "num_0", "num_6"]
+        );
+    }
+}
