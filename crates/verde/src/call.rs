@@ -221,36 +221,14 @@ async fn run(engine: Arc<Engine>, start: CallStart, mut inbox: mpsc::Receiver<Ca
             resp.headers.push("Accept", "application/sdp");
         }
         tracing::warn!(status, content_type = ?content_type, "refused: no usable SDP offer");
-        let _ = engine
-            .sip()
-            .send(SipCmd::Respond {
-                tx: start.tx,
-                response: resp,
-            })
-            .await;
-        engine
-            .records
-            .write(base_record(&start, started_at, "rejected", Some(status)))
-            .await;
-        return;
+        return reject(&engine, &start, started_at, resp, status).await;
     }
     let offer = body.to_string();
     let Some(rtp) = engine.rtp_ports.bind(engine.media_ip).await else {
         tracing::error!("refused: no free RTP port in the configured range");
         let mut resp = refuse(503, "Service Unavailable", None);
         resp.headers.push("Retry-After", "5");
-        let _ = engine
-            .sip()
-            .send(SipCmd::Respond {
-                tx: start.tx,
-                response: resp,
-            })
-            .await;
-        engine
-            .records
-            .write(base_record(&start, started_at, "rejected", Some(503)))
-            .await;
-        return;
+        return reject(&engine, &start, started_at, resp, 503).await;
     };
     let mut local_sdp = LocalSdp::new(
         engine.media_ip,
@@ -272,18 +250,7 @@ async fn run(engine: Arc<Engine>, start: CallStart, mut inbox: mpsc::Receiver<Ca
             };
             tracing::warn!(error = %e, status, "refused: SDP offer not acceptable");
             let resp = refuse(status, reason, Some(warn));
-            let _ = engine
-                .sip()
-                .send(SipCmd::Respond {
-                    tx: start.tx,
-                    response: resp,
-                })
-                .await;
-            engine
-                .records
-                .write(base_record(&start, started_at, "rejected", Some(status)))
-                .await;
-            return;
+            return reject(&engine, &start, started_at, resp, status).await;
         }
     };
     tracing::info!(codec = ?negotiated.codec, remote_rtp = %negotiated.remote, local_rtp = rtp.port, dtmf_pt = ?negotiated.dtmf_pt, "media negotiated");
@@ -954,6 +921,27 @@ impl Call {
         );
         record
     }
+}
+
+/// Refuses the INVITE with `resp` and records the refused call.
+async fn reject(
+    engine: &Arc<Engine>,
+    start: &CallStart,
+    started_at: DateTime<Utc>,
+    resp: Response,
+    status: u16,
+) {
+    let _ = engine
+        .sip()
+        .send(SipCmd::Respond {
+            tx: start.tx,
+            response: resp,
+        })
+        .await;
+    engine
+        .records
+        .write(base_record(start, started_at, "rejected", Some(status)))
+        .await;
 }
 
 fn base_record(

@@ -593,27 +593,11 @@ impl SipTask {
         }
         let trunk = trunk.name.clone();
         drop(_e);
-        self.spawn_call(tx, req, from, call_id, trunk, did, flow, span, now);
+        self.spawn_call(tx, req, from, call_id, trunk, did, flow, span, now, None);
     }
 
     #[allow(clippy::too_many_arguments)]
     fn spawn_call(
-        &mut self,
-        tx: ServerTxId,
-        req: Request,
-        from: Peer,
-        call_id: String,
-        trunk: String,
-        did: String,
-        flow: Arc<Flow>,
-        span: tracing::Span,
-        now: Instant,
-    ) {
-        self.spawn_call_with(tx, req, from, call_id, trunk, did, flow, span, now, None)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn spawn_call_with(
         &mut self,
         tx: ServerTxId,
         req: Request,
@@ -748,7 +732,7 @@ impl SipTask {
                 call::AgentTask::CloseVoicemail
             };
             let flow = self.engine.feature_flows["unknown"].clone();
-            return self.spawn_call_with(
+            return self.spawn_call(
                 tx,
                 req,
                 from,
@@ -801,6 +785,7 @@ impl SipTask {
             flow,
             span,
             now,
+            None,
         );
     }
 }
