@@ -205,9 +205,22 @@ fn header<'a>(text: &'a str, long: &str, compact: &str) -> &'a str {
 /// The SIP requests with method `method` sent to UDP port `dst_port`, in capture order
 /// (retransmissions included: compare `call_id` and `cseq` to tell transactions apart).
 pub fn sip_requests(datagrams: &[Datagram], dst_port: u16, method: &str) -> Vec<SipRequest> {
+    requests_where(datagrams, method, |d| d.dst.port() == dst_port)
+}
+
+/// The SIP requests with method `method` sent from UDP port `src_port`, in capture order.
+pub fn sip_requests_from(datagrams: &[Datagram], src_port: u16, method: &str) -> Vec<SipRequest> {
+    requests_where(datagrams, method, |d| d.src.port() == src_port)
+}
+
+fn requests_where(
+    datagrams: &[Datagram],
+    method: &str,
+    keep: impl Fn(&Datagram) -> bool,
+) -> Vec<SipRequest> {
     datagrams
         .iter()
-        .filter(|d| d.dst.port() == dst_port)
+        .filter(|d| keep(d))
         .filter_map(|d| {
             let text = String::from_utf8_lossy(&d.payload).replace('\r', "");
             let first = text.lines().next()?;

@@ -8,13 +8,13 @@
 
 use std::time::Duration;
 use verde_interop::acd::{
-    answered_callers, feature_code, offered_callers, variable, wait_agent,
-    wait_agent_state, write_config,
+    answered_callers, feature_code, offered_callers, variable, wait_agent, wait_agent_state,
+    write_config,
 };
 use verde_interop::baresip::{AgentAccount, Baresip};
 use verde_interop::callbacks::{
-    callback, callback_config, callback_offer_key_times, callbacks, distinct, ms_of,
-    rfc3339_ms, sip_requests, sip_responses, u64_field, ulaw_file, user_of, wait_callback,
+    callback, callback_config, callback_offer_key_times, callbacks, distinct, ms_of, rfc3339_ms,
+    sip_requests, sip_requests_from, sip_responses, u64_field, ulaw_file, user_of, wait_callback,
     WEDNESDAY_MORNING,
 };
 use verde_interop::flows::INPS;
@@ -145,9 +145,21 @@ fn callback_dialer_bridges_agent_and_customer() {
         Some("callback:pensions"),
         "record {record:#}"
     );
-    assert_eq!(variable(&record, "callback_number"), Some(CALLER), "{record:#}");
-    assert_eq!(variable(&record, "callback_band"), Some("asap"), "{record:#}");
-    assert_eq!(variable(&record, "callback_result"), Some("booked"), "{record:#}");
+    assert_eq!(
+        variable(&record, "callback_number"),
+        Some(CALLER),
+        "{record:#}"
+    );
+    assert_eq!(
+        variable(&record, "callback_band"),
+        Some("asap"),
+        "{record:#}"
+    );
+    assert_eq!(
+        variable(&record, "callback_result"),
+        Some("booked"),
+        "{record:#}"
+    );
     assert_eq!(
         field(&record, "hangup_by").as_str(),
         Some("engine"),
@@ -191,13 +203,9 @@ fn callback_dialer_bridges_agent_and_customer() {
 
     // An agent becomes ready: the dialer rings her, then the customer.
     feature_code(&mut anna, &verde, "*11");
-    let done = wait_callback(
-        &verde,
-        id,
-        "done/answered",
-        Duration::from_secs(30),
-        |c| c["state"] == "done",
-    );
+    let done = wait_callback(&verde, id, "done/answered", Duration::from_secs(30), |c| {
+        c["state"] == "done"
+    });
     let outcome = customer.wait();
     outcome.assert_success("customer answering the callback");
     wait_agent_state(&verde, AGENT, "ready", Duration::from_secs(10));
@@ -258,6 +266,48 @@ fn callback_dialer_bridges_agent_and_customer() {
         "agent-first: the customer was dialed {:.3} s before the agent's phone answered",
         agent_ok.time - to_customer[0].time
     );
+    // The customer got the agent's voice through the bridge.
+    let to_customer_rtp = rtp_stream(&datagrams, verde.rtp_ports, customer_media);
+    let got = Audio::from_g711(
+        0,
+        to_customer_rtp
+            .iter()
+            .filter(|p| p.2.payload_type == 0)
+            .map(|p| p.2.payload.as_slice()),
+    );
+    let agent_tone = got.tone_seconds(AGENT_HZ, WIN);
+    assert!(
+        agent_tone >= 2.5,
+        "the customer got only {agent_tone:.1} s of the agent's {AGENT_HZ} Hz tone ({:.1} s of \
+         audio from verde to its port {customer_media})",
+        got.duration()
+    );
+
+    // The phone is free only once verde's own *11 confirmation call has ended: ringing it
+    // before that puts a second call on a line that is busy.
+    let login = sip_requests_from(&datagrams, anna.sip_port, "INVITE")
+        .into_iter()
+        .find(|r| r.uri.starts_with("sip:*11@"))
+        .expect("the capture holds the phone's *11 INVITE");
+    let login_ended = sip_requests(&datagrams, anna.sip_port, "BYE")
+        .into_iter()
+        .chain(sip_requests_from(&datagrams, anna.sip_port, "BYE"))
+        .filter(|b| b.call_id == login.call_id)
+        .map(|b| b.time)
+        .reduce(f64::min)
+        .expect("the *11 call ended with a BYE");
+    let callback_leg = to_agent
+        .iter()
+        .find(|r| r.call_id != login.call_id)
+        .expect("verde sent the agent's phone an INVITE");
+    assert!(
+        callback_leg.time >= login_ended,
+        "verde rang the agent's phone for the callback {:.3} s after the phone's *11 INVITE and \
+         {:.3} s before that login call ended (the confirmation prompt was still playing): the \
+         phone was offered a second call while busy on verde's own call",
+        callback_leg.time - login.time,
+        login_ended - callback_leg.time
+    );
     eprintln!(
         "customer INVITE from {} ({:.2} s after the agent answered)",
         to_customer[0].from,
@@ -271,9 +321,14 @@ fn callback_dialer_bridges_agent_and_customer() {
         "incoming calls on the agent's phone: {:?}",
         offered_callers(&mut anna)
     );
-    assert_eq!(answered_callers(&mut anna).len(), 1, "answered by the agent's phone");
+    assert_eq!(
+        answered_callers(&mut anna).len(),
+        1,
+        "answered by the agent's phone"
+    );
 
-    // Audio both ways: the agent heard the customer's tone, the customer got the agent's.
+    // The agent heard the customer. (baresip names recordings by the second a call starts, so
+    // the *11 call and the callback only get a file each when they do not overlap.)
     let recs = anna.received_recordings();
     assert_eq!(
         recs.len(),
@@ -289,20 +344,5 @@ fn callback_dialer_bridges_agent_and_customer() {
         recs[1].display(),
         heard.duration(),
         CUSTOMER_TALK_MS
-    );
-    let to_customer_rtp = rtp_stream(&datagrams, verde.rtp_ports, customer_media);
-    let got = Audio::from_g711(
-        0,
-        to_customer_rtp
-            .iter()
-            .filter(|p| p.2.payload_type == 0)
-            .map(|p| p.2.payload.as_slice()),
-    );
-    let agent_tone = got.tone_seconds(AGENT_HZ, WIN);
-    assert!(
-        agent_tone >= 2.5,
-        "the customer got only {agent_tone:.1} s of the agent's {AGENT_HZ} Hz tone ({:.1} s of \
-         audio from verde to its port {customer_media})",
-        got.duration()
     );
 }

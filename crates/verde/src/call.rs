@@ -68,8 +68,33 @@ pub struct CallStart {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AgentTask {
+    /// Log in (or become ready again): applied when the confirmation call ends, so the phone
+    /// is free when the first offer rings it.
+    Login,
+    Pause,
+    Logout,
     TakeVoicemail,
     CloseVoicemail,
+}
+
+impl AgentTask {
+    /// The ACD state change this code asks for, if any.
+    fn acd_command(self, agent: &str) -> Option<crate::acd_task::AcdCmd> {
+        use crate::acd_task::AcdCmd;
+        match self {
+            AgentTask::Login => Some(AcdCmd::LoginOrReady {
+                agent: agent.to_string(),
+            }),
+            AgentTask::Pause => Some(AcdCmd::Input(AcdInput::AgentPause {
+                agent: agent.into(),
+                reason: "phone".into(),
+            })),
+            AgentTask::Logout => Some(AcdCmd::Input(AcdInput::AgentLogout {
+                agent: agent.into(),
+            })),
+            AgentTask::TakeVoicemail | AgentTask::CloseVoicemail => None,
+        }
+    }
 }
 
 pub fn spawn(
@@ -311,8 +336,10 @@ async fn run(engine: Arc<Engine>, start: CallStart, mut inbox: mpsc::Receiver<Ca
     };
     call.key = call.engine.next_call_key();
     match call.start.task.clone() {
-        Some((agent, task)) => call.agent_task(&agent, task, now).await,
-        None => call.ivr.handle(IvrEvent::Start, now),
+        Some((agent, task @ (AgentTask::TakeVoicemail | AgentTask::CloseVoicemail))) => {
+            call.agent_task(&agent, task, now).await
+        }
+        _ => call.ivr.handle(IvrEvent::Start, now),
     }
     call.step(now);
     call.flush().await;
@@ -400,6 +427,13 @@ async fn run(engine: Arc<Engine>, start: CallStart, mut inbox: mpsc::Receiver<Ca
     call.release_acd(now);
     call.step(now);
     call.flush().await;
+    if let Some((agent, task)) = call.start.task.clone() {
+        if let Some(cmd) = task.acd_command(&agent) {
+            if call.engine.acd.send(cmd).is_err() {
+                tracing::error!(%agent, ?task, "ACD queue full: agent state change lost");
+            }
+        }
+    }
     let record = call.finish();
     call.engine.records.write(record).await;
 }
@@ -1782,6 +1816,7 @@ impl Call {
                     }
                 }
             }
+            AgentTask::Login | AgentTask::Pause | AgentTask::Logout => return,
             AgentTask::CloseVoicemail => {
                 let res = tokio::task::spawn_blocking(move || {
                     let taken = tasks.voicemails(&verde_store::VoicemailFilter {

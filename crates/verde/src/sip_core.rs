@@ -5,7 +5,7 @@
 //! through a bounded channel and it talks to them through their handles in a dashmap keyed by
 //! Call-ID. Answers that need no call (403, 404, 481, 405, OPTIONS) are given right here.
 
-use crate::acd_task::{AcdCmd, AcdHandle};
+use crate::acd_task::AcdHandle;
 use crate::call::{self, CallInput, CallStart};
 use crate::config::Config;
 use crate::flows::FlowsHandle;
@@ -724,56 +724,18 @@ impl SipTask {
             return;
         };
         let f = &self.engine.cfg.features;
-        if code == f.take_task || code == f.close_task {
-            span.in_scope(|| tracing::info!(%agent, %code, "agent task code"));
-            let task = if code == f.take_task {
-                call::AgentTask::TakeVoicemail
-            } else {
-                call::AgentTask::CloseVoicemail
-            };
-            let flow = self.engine.feature_flows["unknown"].clone();
-            return self.spawn_call(
-                tx,
-                req,
-                from,
-                call_id,
-                "agents".into(),
-                code,
-                flow,
-                span,
-                now,
-                Some((agent, task)),
-            );
-        }
-        let (cmd, confirm) = if code == f.login {
-            (
-                AcdCmd::LoginOrReady {
-                    agent: agent.clone(),
-                },
-                "ready",
-            )
+        let (task, confirm) = if code == f.login {
+            (call::AgentTask::Login, "ready")
         } else if code == f.pause {
-            (
-                AcdCmd::Input(verde_acd::Input::AgentPause {
-                    agent: agent.as_str().into(),
-                    reason: "phone".into(),
-                }),
-                "paused",
-            )
+            (call::AgentTask::Pause, "paused")
+        } else if code == f.logout {
+            (call::AgentTask::Logout, "logged-out")
+        } else if code == f.take_task {
+            (call::AgentTask::TakeVoicemail, "unknown")
         } else {
-            (
-                AcdCmd::Input(verde_acd::Input::AgentLogout {
-                    agent: agent.as_str().into(),
-                }),
-                "logged-out",
-            )
+            (call::AgentTask::CloseVoicemail, "unknown")
         };
-        span.in_scope(|| tracing::info!(%agent, %code, "agent feature code"));
-        let confirm = if self.engine.acd.send(cmd).is_ok() {
-            confirm
-        } else {
-            "unknown"
-        };
+        span.in_scope(|| tracing::info!(%agent, %code, ?task, "agent feature code"));
         let flow = self.engine.feature_flows[confirm].clone();
         self.spawn_call(
             tx,
@@ -785,7 +747,7 @@ impl SipTask {
             flow,
             span,
             now,
-            None,
+            Some((agent, task)),
         );
     }
 }
