@@ -200,6 +200,14 @@ impl Verde {
             .join("\n")
     }
 
+    /// The process id (to send it signals).
+    pub fn pid(&self) -> u32 {
+        self.child
+            .as_ref()
+            .map(|c| c.id())
+            .expect("verde is running")
+    }
+
     /// Waits for a log line containing `needle` and returns it.
     pub fn wait_log(&self, needle: &str, timeout: Duration) -> String {
         crate::try_wait_for(timeout, || {

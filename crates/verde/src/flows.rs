@@ -95,7 +95,9 @@ impl FlowsHandle {
                 "flow reload: refused files keep their last good version"
             );
         }
-        tracing::info!(numbers = ?numbers(&set), "flows reloaded: new calls use the new flows");
+        if errors.is_empty() {
+            tracing::info!(numbers = ?numbers(&set), "flows reloaded: new calls use the new flows");
+        }
         self.inner.current.store(Arc::new(set));
         errors.is_empty()
     }

@@ -214,6 +214,20 @@ async fn serve(mut cfg: Config) -> Result<()> {
         "verde ready"
     );
 
+    // SIGHUP re-reads the flows (as an edit would), for operators used to it.
+    #[cfg(unix)]
+    {
+        let flows = flows.clone();
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("SIGHUP handler")?;
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                tracing::info!("SIGHUP: reloading flows");
+                let f = flows.clone();
+                let _ = tokio::task::spawn_blocking(move || f.reload()).await;
+            }
+        });
+    }
     shutdown.await;
     tracing::info!(
         calls = engine.active_calls(),
