@@ -31,6 +31,21 @@ pub const WEDNESDAY_MORNING: &str = "2026-12-02T10:00:00+01:00";
 /// callbacks on in the pensions queue, the dialer calling `sip:{number}@127.0.0.1:<port>`, and
 /// the task SLAs at their documented defaults (written out so the expectations are visible).
 pub fn callback_config(agent: Option<(&str, &str)>, outbound_port: u16) -> String {
+    config_with_mode(agent, outbound_port, None)
+}
+
+/// [`callback_config`] with the pensions queue's callbacks dialed in `mode` (`agent-first`,
+/// `customer-first`) instead of the default.
+pub fn callback_config_in_mode(
+    agent: Option<(&str, &str)>,
+    outbound_port: u16,
+    mode: &str,
+) -> String {
+    config_with_mode(agent, outbound_port, Some(mode))
+}
+
+fn config_with_mode(agent: Option<(&str, &str)>, outbound_port: u16, mode: Option<&str>) -> String {
+    let mode = mode.map(|m| format!("mode: {m}, ")).unwrap_or_default();
     let agents = match agent {
         Some((id, password)) => format!(
             "agents:\n  - {{ id: \"{id}\", name: Anna, password: {password}, queues: [pensions] }}\n"
@@ -48,7 +63,7 @@ pub fn callback_config(agent: Option<(&str, &str)>, outbound_port: u16) -> Strin
          \x20 - name: pensions\n\
          \x20   ring_timeout: 10s\n\
          \x20   wrap_up: 1s\n\
-         \x20   callback: {{ enabled: true, offer_when_wait_over: 1s, offer_when_len_over: null, \
+         \x20   callback: {{ enabled: true, {mode}offer_when_wait_over: 1s, offer_when_len_over: null, \
          ceiling: 200, max_attempts: {MAX_ATTEMPTS}, retry_delay: {}s, customer_ring_timeout: {}s, \
          offer_key: '1' }}\n\
          \x20   announce: {{ first_delay: {}s, frequency: 10s }}\n\

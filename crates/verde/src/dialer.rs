@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tracing::Instrument;
-use verde_acd::{Action, CallKey, Input as AcdInput, OfferFailure};
+use verde_acd::{Action, CallKey, CallbackMode, Input as AcdInput, OfferFailure};
 use verde_media::{MediaEvent, Socket, Transmit};
 use verde_sip::{Method, Peer, Transport};
 use verde_store::{AttemptOutcome, CallbackRequest, CallbackState};
@@ -143,6 +143,9 @@ struct Callback {
     outcome: Option<AttemptOutcome>,
     /// Whether that outcome is in the store.
     recorded: bool,
+    mode: CallbackMode,
+    /// Customer-first: the agent the ACD reserved, rung once the customer answers.
+    reserved: Option<String>,
 }
 
 async fn run(engine: Arc<Engine>, cb: CallbackRequest, done: mpsc::Sender<i64>) {
@@ -172,7 +175,17 @@ async fn run(engine: Arc<Engine>, cb: CallbackRequest, done: mpsc::Sender<i64>) 
         sip_out: Vec::new(),
         outcome: None,
         recorded: false,
+        mode: CallbackMode::AgentFirst,
+        reserved: None,
     };
+    c.mode = c
+        .engine
+        .cfg
+        .queues
+        .iter()
+        .find(|q| q.name == c.cb.queue)
+        .map(|q| q.callback.mode)
+        .unwrap_or(CallbackMode::AgentFirst);
     let mut buf_a = vec![0u8; 4096];
     let mut buf_c = vec![0u8; 4096];
     while !c.finished {
@@ -318,8 +331,22 @@ impl Callback {
         }
     }
 
-    fn acd(&mut self, action: Action, _now: Instant) {
+    fn acd(&mut self, action: Action, now: Instant) {
         match action {
+            // Customer-first: the agent stays reserved, unrung, until the customer answers
+            // (a later offer, after an agent failed, finds the customer already on the line).
+            Action::Offer { agent, .. } if self.mode == CallbackMode::CustomerFirst => {
+                let customer_up = self
+                    .customer
+                    .as_ref()
+                    .is_some_and(|l| l.state == LegState::Answered);
+                if customer_up {
+                    self.ring_agent(agent.as_str());
+                } else if self.customer.is_none() {
+                    self.reserved = Some(agent.as_str().to_string());
+                    self.dial_customer(agent.as_str(), now);
+                }
+            }
             Action::Offer { agent, .. } => self.ring_agent(agent.as_str()),
             Action::CancelOffer { .. } => {
                 if let Some(l) = self.agent.as_mut() {
@@ -395,7 +422,17 @@ impl Callback {
                     call: CallKey(self.key),
                     agent: agent.as_str().into(),
                 });
-                self.dial_customer(&agent, now);
+                if self.mode == CallbackMode::CustomerFirst {
+                    tracing::info!(%agent, "agent answered; bridging with the waiting customer");
+                    if let Some(m) = self.customer.as_mut().and_then(|l| l.media.as_mut()) {
+                        m.stop_playback(now);
+                    }
+                    self.talking = true;
+                    self.outcome = Some(AttemptOutcome::Answered);
+                } else {
+                    self.whisper(now);
+                    self.dial_customer(&agent, now);
+                }
             }
             LegEvent::Failed(status) => self.agent_failed(status),
             LegEvent::Ringing => self.engine.acd.input(AcdInput::OfferRinging {
@@ -467,9 +504,25 @@ impl Callback {
             return;
         };
         match leg.on_response(resp, now, &mut self.sip_out) {
+            LegEvent::Answered if self.mode == CallbackMode::CustomerFirst => {
+                tracing::info!("customer answered; music while the agent is rung");
+                self.customer_deadline = None;
+                let moh = self.moh();
+                if let (Some(m), Some(p)) =
+                    (self.customer.as_mut().and_then(|l| l.media.as_mut()), moh)
+                {
+                    m.play_loop(p, now);
+                }
+                if let Some(agent) = self.reserved.take() {
+                    self.ring_agent(&agent);
+                }
+            }
             LegEvent::Answered => {
                 tracing::info!("customer answered; bridging agent and customer");
                 self.customer_deadline = None;
+                if let Some(m) = self.agent.as_mut().and_then(|l| l.media.as_mut()) {
+                    m.stop_playback(now);
+                }
                 self.talking = true;
                 self.outcome = Some(AttemptOutcome::Answered);
             }
@@ -486,6 +539,39 @@ impl Callback {
             }
             _ => {}
         }
+    }
+
+    /// Agent-first: while the customer's phone rings, the agent hears whom they are calling.
+    fn whisper(&mut self, now: Instant) {
+        let mut names = vec!["callback_whisper".to_string()];
+        names.extend(
+            self.cb
+                .number
+                .chars()
+                .filter(|c| c.is_ascii_digit())
+                .map(|c| format!("num_{c}")),
+        );
+        let list: Vec<_> = names
+            .iter()
+            .filter_map(|n| self.engine.prompts.get("it", n))
+            .collect();
+        if let Some(m) = self.agent.as_mut().and_then(|l| l.media.as_mut()) {
+            if !list.is_empty() {
+                m.play(list, now);
+            }
+        }
+    }
+
+    fn moh(&self) -> Option<Arc<verde_media::Prompt>> {
+        let name = self
+            .engine
+            .cfg
+            .queues
+            .iter()
+            .find(|q| q.name == self.cb.queue)
+            .map(|q| q.moh.clone())
+            .unwrap_or_else(|| "moh".into());
+        self.engine.prompts.get("it", &name)
     }
 
     /// This attempt is over without a conversation: release the agent, record, leave.
