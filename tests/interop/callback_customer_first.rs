@@ -344,7 +344,10 @@ fn customer_first_unreached_customer_never_rings_the_agent() {
         "the callback changed after it ended: {again:#}"
     );
     let after = agent(&verde, AGENT);
-    assert_eq!(after["state"], "ready", "agent after the callback ended: {after}");
+    assert_eq!(
+        after["state"], "ready",
+        "agent after the callback ended: {after}"
+    );
     anna.quit();
     let datagrams = cap.stop();
 

@@ -171,6 +171,8 @@ struct Call {
     legs: Vec<AgentLeg>,
     /// Offers waiting for an RTP pair (bound in the async part of the loop).
     pending_offers: Vec<(String, String)>,
+    /// A queue just joined: look for a callback this number already booked there.
+    check_booked: Option<String>,
     /// ACD facts for the call record.
     extra: BTreeMap<String, String>,
     /// How much of the IVR path has been logged.
@@ -326,6 +328,7 @@ async fn run(engine: Arc<Engine>, start: CallStart, mut inbox: mpsc::Receiver<Ca
         queue: None,
         legs: Vec::new(),
         pending_offers: Vec::new(),
+        check_booked: None,
         extra: BTreeMap::new(),
         logged_nodes: 0,
         recording: None,
@@ -491,6 +494,23 @@ impl Call {
     async fn flush(&mut self) {
         for (agent, queue) in std::mem::take(&mut self.pending_offers) {
             self.ring_agent(agent, queue).await;
+        }
+        if let Some(queue) = self.check_booked.take() {
+            let tasks = self.engine.tasks.clone();
+            let number = caller_number(&self.start.invite);
+            let q = queue.clone();
+            let booked = tokio::task::spawn_blocking(move || tasks.find_pending(&q, &number))
+                .await
+                .ok()
+                .and_then(|r| r.ok())
+                .flatten();
+            if let (Some(cb), Some(p)) = (booked, self.prompt("callback_duplicate")) {
+                // Told so, over the music; they keep waiting if they like.
+                tracing::info!(callback = cb.id, %queue, "caller already has a callback booked");
+                self.extra
+                    .insert("callback_already_booked".into(), cb.id.to_string());
+                self.media.play(vec![p], Instant::now());
+            }
         }
         for vm in std::mem::take(&mut self.pending_voicemails) {
             let tasks = self.engine.tasks.clone();
@@ -1152,6 +1172,9 @@ impl Call {
             Some(p) => self.media.play_loop(p, now),
             None => tracing::error!(prompt = %moh, "music on hold prompt missing"),
         }
+        if self.queue_callback_enabled(&queue) {
+            self.check_booked = Some(queue.clone());
+        }
         self.queue = Some(Queued {
             name: queue,
             fallback,
@@ -1645,6 +1668,14 @@ impl Call {
         working_deadline(&self.start.flow, from, sla)
     }
 
+    fn queue_callback_enabled(&self, queue: &str) -> bool {
+        self.engine
+            .cfg
+            .queues
+            .iter()
+            .any(|q| q.name == queue && q.callback.enabled)
+    }
+
     fn queue_callback(&self) -> Option<&verde_acd::CallbackConfig> {
         let name = &self.queue.as_ref()?.name;
         let q = self.engine.cfg.queues.iter().find(|q| &q.name == name)?;
@@ -1736,8 +1767,17 @@ impl Call {
         })
         .await;
         match res {
-            Ok(Ok(Some((id, created)))) => {
-                tracing::info!(id, %queue, %number, created, "callback booked");
+            Ok(Ok(Some((id, false)))) => {
+                // One request per number and queue: the new choices update it (it keeps its
+                // place), and the caller is told a callback was already booked.
+                tracing::info!(id, %queue, %number, "callback already booked: request updated");
+                self.extra.insert("callback_id".into(), id.to_string());
+                IvrEvent::CallbackRefused {
+                    reason: CallbackRefusal::Duplicate,
+                }
+            }
+            Ok(Ok(Some((id, true)))) => {
+                tracing::info!(id, %queue, %number, "callback booked");
                 self.outcome = Some(format!("callback:{queue}"));
                 self.disposition = Some("callback-requested");
                 self.extra.insert("callback_id".into(), id.to_string());
