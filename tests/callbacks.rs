@@ -422,6 +422,23 @@ mod tests {
     }
 
     #[test]
+    fn callback_mode_goes_into_the_pensions_callback_settings() {
+        let line = |yaml: &str| {
+            yaml.lines()
+                .find(|l| l.trim_start().starts_with("callback:"))
+                .expect("a callback: line")
+                .to_string()
+        };
+        let first = callback_config_in_mode(None, 5070, "customer-first");
+        assert!(
+            line(&first).contains("{ enabled: true, mode: customer-first, "),
+            "{first}"
+        );
+        assert_eq!(first.matches("mode:").count(), 1, "{first}");
+        assert!(!callback_config(None, 5070).contains("mode:"));
+    }
+
+    #[test]
     fn readback_prompts_are_digits() {
         assert_eq!(
             digit_prompts("+39 06"),

@@ -1,21 +1,24 @@
 //! Call-me-back in `customer-first` mode: a callback booked through `POST /api/callbacks` in the
-//! pensions queue reserves Anna (baresip, auto-answer) and verde dials the CUSTOMER first (a SIPp
-//! UAS at `outbound.uri`); the agent's phone rings only once the customer has answered.
+//! pensions queue reserves Anna (baresip) and verde dials the CUSTOMER first (a SIPp UAS at
+//! `outbound.uri`); the agent's phone rings only once the customer has answered.
 //!
-//! - `customer_first_bridges_after_the_customer_answers`: the customer answers at once and sends
-//!   a tone; the INVITE to the agent's phone follows the customer's 200 OK, the two are bridged
-//!   (each hears the other's tone) and the callback ends done/answered after one attempt.
-//! - `customer_first_unreached_customer_never_rings_the_agent`: the customer only rings; each
-//!   attempt is given up after `customer_ring_timeout` with CANCEL and recorded no-answer, the
-//!   second comes `retry_delay` later, the callback ends not-reached, and the agent's phone never
-//!   receives an INVITE: the reserved agent is released (ready again, no missed offer).
+//! - `customer_first_bridges_after_the_customer_answers`: the customer's phone rings 1.5 s, then
+//!   it answers and sends a tone. The INVITE to Anna's phone follows the customer's 200 OK; her
+//!   phone rings 1.5 s (answered through ctrl_tcp, so the wait is long enough to hear), during
+//!   which verde plays the customer music; then the two are bridged (each hears the other's
+//!   tone) and the callback ends done/answered after one attempt.
+//! - `customer_first_unreached_customer_never_rings_the_agent`: the customer only rings; Anna
+//!   (auto-answer) stays reserved meanwhile, each attempt is given up after
+//!   `customer_ring_timeout` with CANCEL and recorded no-answer, the second comes `retry_delay`
+//!   later, the callback ends not-reached, and Anna's phone never receives an INVITE: she is
+//!   released ready, with no missed offer.
 
 use std::time::{Duration, Instant};
 use verde_interop::acd::{
     agent, answered_callers, feature_code, offered_callers, wait_agent, wait_agent_state,
     write_config,
 };
-use verde_interop::baresip::{AgentAccount, Baresip};
+use verde_interop::baresip::{AgentAccount, AnswerMode, Baresip};
 use verde_interop::callbacks::{
     callback, callback_config_in_mode, callbacks, distinct, post_callback, sip_requests,
     sip_responses, u64_field, ulaw_file, user_of, wait_callback, CUSTOMER_RING_TIMEOUT,
@@ -28,18 +31,25 @@ use verde_interop::wav::Audio;
 use verde_interop::{free_port, free_ports, require_private_netns, TestDir};
 
 const AGENT: &str = "1001";
+/// The dialing mode under test (the pensions queue's `callback.mode`).
+const MODE: &str = "customer-first";
 const AGENT_HZ: f64 = 1300.0;
 const CUSTOMER_HZ: f64 = 800.0;
-/// How long the answering customer's SIPp talks (its tone) after the ACK before hanging up.
-const CUSTOMER_TALK_MS: u64 = 5000;
+/// How long the answering customer's phone rings before it answers.
+const CUSTOMER_RINGS: Duration = Duration::from_millis(1500);
+/// How long the agent's phone rings before she picks up (the customer is on music meanwhile).
+const AGENT_RINGS: Duration = Duration::from_millis(1500);
+/// How long the answering customer's SIPp talks (its tone) after the ACK before hanging up:
+/// through the agent's ring and then about 5 s of conversation.
+const CUSTOMER_TALK_MS: u64 = 7000;
 const WIN: f64 = 0.2;
 
 /// verde with the pensions queue's callbacks in customer-first mode, the dialer calling
 /// `sip:{number}@127.0.0.1:<customer_port>`, and Anna's phone registered (not yet ready).
-fn start(dir: &TestDir, customer_port: u16) -> (Verde, Baresip) {
+fn start(dir: &TestDir, customer_port: u16, answer: AnswerMode) -> (Verde, Baresip) {
     let config = write_config(
         dir,
-        &callback_config_in_mode(Some((AGENT, "secret1")), customer_port, "customer-first"),
+        &callback_config_in_mode(Some((AGENT, "secret1")), customer_port, MODE),
     );
     let verde = Verde::start(
         dir,
@@ -54,7 +64,7 @@ fn start(dir: &TestDir, customer_port: u16) -> (Verde, Baresip) {
     let anna = Baresip::start_agent(
         dir,
         "anna",
-        &AgentAccount::new(AGENT, "secret1", verde.sip),
+        &AgentAccount::new(AGENT, "secret1", verde.sip).answer(answer),
         &voice,
     );
     wait_agent(&verde, AGENT, "registered", Duration::from_secs(10), |a| {
@@ -70,7 +80,7 @@ fn customer_first_bridges_after_the_customer_answers() {
     let dir = TestDir::new("callback_customer_first_answered");
     let customer_port = free_port();
     let customer_media = free_ports(4);
-    let (verde, mut anna) = start(&dir, customer_port);
+    let (verde, mut anna) = start(&dir, customer_port, AnswerMode::Manual);
     let (lo, hi) = verde.rtp_ports;
     let cap = Capture::start(
         &dir,
@@ -83,11 +93,12 @@ fn customer_first_bridges_after_the_customer_answers() {
         ),
     );
 
-    // The customer: answers the first call at once, sends its tone, hangs up.
+    // The customer: rings, answers, sends its tone, hangs up.
     let customer_scen = scenario(
         &dir,
-        "uas_tone.xml",
+        "uas_ring_answer_tone.xml",
         &[
+            ("RING_MS", CUSTOMER_RINGS.as_millis().to_string()),
             (
                 "ULAW",
                 ulaw_file(
@@ -113,6 +124,18 @@ fn customer_first_bridges_after_the_customer_answers() {
     wait_agent_state(&verde, AGENT, "ready", Duration::from_secs(5));
     let created = post_callback(&verde, "pensions", CUSTOMER);
     let id = u64_field(&created, "id");
+
+    // Anna's phone rings (only after the customer answered: checked on the wire below); she
+    // lets it ring a moment, so the customer waits on music, then picks up.
+    let incoming = anna
+        .ctrl
+        .wait_event("CALL_INCOMING", CUSTOMER_RINGS + Duration::from_secs(8));
+    let ringing = wait_agent(&verde, AGENT, "ringing", Duration::from_secs(2), |a| {
+        a["state"] == "ringing"
+    });
+    std::thread::sleep(AGENT_RINGS);
+    anna.ctrl.command("accept", "");
+    eprintln!("agent's phone offered {incoming}; verde's view: {ringing}");
 
     let done = wait_callback(&verde, id, "done", Duration::from_secs(20), |c| {
         c["state"] == "done"
@@ -164,40 +187,60 @@ fn customer_first_bridges_after_the_customer_answers() {
         "INVITEs to the agent's phone: {:#?}",
         to_agent.iter().map(|r| &r.text).collect::<Vec<_>>()
     );
+    let t0 = to_customer[0].time;
     assert!(
-        to_customer[0].time < to_agent[0].time,
+        t0 < to_agent[0].time,
         "customer-first: the agent's phone got its INVITE {:.3} s before the customer's",
-        to_customer[0].time - to_agent[0].time
+        t0 - to_agent[0].time
     );
     assert!(
         customer_ok.time <= to_agent[0].time,
-        "customer-first: the agent's phone was rung {:.3} s before the customer answered",
+        "customer-first: the agent's phone was rung {:.3} s after the customer's INVITE, {:.3} s \
+         before the customer answered (the customer rang {CUSTOMER_RINGS:?})",
+        to_agent[0].time - t0,
         customer_ok.time - to_agent[0].time
     );
     let agent_ok = sip_responses(&datagrams, anna.sip_port)
         .into_iter()
         .find(|r| r.status == 200 && r.cseq.ends_with("INVITE") && r.call_id == to_agent[0].call_id)
         .expect("the agent's phone answered verde's INVITE with a 200 OK");
+    eprintln!(
+        "customer INVITE at +0.000 s, its 200 OK at +{:.3} s, agent INVITE at +{:.3} s, agent 200 \
+         OK at +{:.3} s; agent INVITE From {}",
+        customer_ok.time - t0,
+        to_agent[0].time - t0,
+        agent_ok.time - t0,
+        to_agent[0].from,
+    );
 
-    // While the agent's phone rang, the customer was not left in silence.
+    // While the agent's phone rang, the customer heard music, not silence: audio from verde
+    // all along between its answer and the agent's.
     let to_customer_rtp = rtp_stream(&datagrams, verde.rtp_ports, customer_media);
-    let before_agent = Audio::from_g711(
+    let waited = agent_ok.time - customer_ok.time;
+    let music = Audio::from_g711(
         0,
         to_customer_rtp
             .iter()
-            .filter(|p| p.2.payload_type == 0 && p.0 < agent_ok.time)
+            .filter(|p| p.2.payload_type == 0 && p.0 > customer_ok.time && p.0 < agent_ok.time)
             .map(|p| p.2.payload.as_slice()),
     );
     eprintln!(
-        "customer INVITE at +0.000 s, its 200 OK at +{:.3} s, agent INVITE at +{:.3} s, agent 200 \
-         OK at +{:.3} s; verde sent the customer {:.2} s of audio (rms {:.4}) before the agent \
-         answered; agent INVITE From {}",
-        customer_ok.time - to_customer[0].time,
-        to_agent[0].time - to_customer[0].time,
-        agent_ok.time - to_customer[0].time,
-        before_agent.duration(),
-        before_agent.rms(),
-        to_agent[0].from,
+        "verde sent the customer {:.2} s of audio (rms {:.4}) in the {waited:.2} s before the \
+         agent answered",
+        music.duration(),
+        music.rms()
+    );
+    assert!(
+        music.duration() >= waited - 0.5 && music.rms() > 0.01,
+        "the customer waited {waited:.2} s for the agent and got {:.2} s of audio from verde \
+         (rms {:.4}) meanwhile: no music on hold",
+        music.duration(),
+        music.rms()
+    );
+    let echoed = music.tone_seconds(CUSTOMER_HZ, WIN);
+    assert!(
+        echoed < 0.5,
+        "before the agent answered verde sent the customer {echoed:.1} s of its own tone back"
     );
 
     // Bridged: the customer got the agent's voice...
@@ -205,23 +248,22 @@ fn customer_first_bridges_after_the_customer_answers() {
         0,
         to_customer_rtp
             .iter()
-            .filter(|p| p.2.payload_type == 0)
+            .filter(|p| p.2.payload_type == 0 && p.0 >= agent_ok.time)
             .map(|p| p.2.payload.as_slice()),
     );
     let agent_tone = got.tone_seconds(AGENT_HZ, WIN);
     assert!(
         agent_tone >= 2.5,
         "the customer got only {agent_tone:.1} s of the agent's {AGENT_HZ} Hz tone ({:.1} s of \
-         audio from verde to its port {customer_media})",
+         audio from verde to its port {customer_media} after the agent answered)",
         got.duration()
     );
 
     // ...and the agent's phone, offered one call and answering it, heard the customer.
     assert_eq!(
-        offered_callers(&mut anna).len(),
-        1,
-        "incoming calls on the agent's phone: {:?}",
-        offered_callers(&mut anna)
+        offered_callers(&mut anna),
+        [CUSTOMER],
+        "incoming calls on the agent's phone (calling number)"
     );
     assert_eq!(
         answered_callers(&mut anna).len(),
@@ -240,10 +282,9 @@ fn customer_first_bridges_after_the_customer_answers() {
         tone >= 2.5,
         "the agent heard only {tone:.1} s of the customer's {CUSTOMER_HZ} Hz tone in {} \
          ({:.1} s recorded); the customer sent {CUSTOMER_TALK_MS} ms from its answer, the agent \
-         answered {:.2} s after it",
+         answered {waited:.2} s after it",
         recs[1].display(),
         heard.duration(),
-        agent_ok.time - customer_ok.time
     );
 }
 
@@ -253,7 +294,7 @@ fn customer_first_unreached_customer_never_rings_the_agent() {
     const CUSTOMER: &str = "0655000012";
     let dir = TestDir::new("callback_customer_first_unreached");
     let customer_port = free_port();
-    let (verde, mut anna) = start(&dir, customer_port);
+    let (verde, mut anna) = start(&dir, customer_port, AnswerMode::Auto);
     let cap = Capture::start(
         &dir,
         "sip",
