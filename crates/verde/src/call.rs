@@ -800,7 +800,27 @@ impl Call {
         match input {
             CallInput::Request { tx, request } => match leg_of(self, request.call_id()) {
                 Some(i) => self.agent_request(i, tx, request, now),
-                None => self.in_dialog(tx, request, now),
+                None if request.call_id() == Some(self.start.call_id.as_str()) => {
+                    self.in_dialog(tx, request, now)
+                }
+                // A leg we already let go (its alias not yet dropped): its BYE must not be
+                // taken for the caller's.
+                None => {
+                    let status = if request.method == Method::Bye {
+                        200
+                    } else {
+                        481
+                    };
+                    let resp = request.response(
+                        status,
+                        if status == 200 {
+                            "OK"
+                        } else {
+                            "Call/Transaction Does Not Exist"
+                        },
+                    );
+                    self.respond(tx, resp);
+                }
             },
             CallInput::Response { response, .. } | CallInput::StrayResponse { response }
                 if leg_of(self, response.call_id()).is_some() =>
