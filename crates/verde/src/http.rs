@@ -25,6 +25,7 @@ pub async fn start(
 ) -> anyhow::Result<SocketAddr> {
     let app = Router::new()
         .route("/health", get(health))
+        .route("/metrics", get(metrics))
         .route("/api/calls", get(calls))
         .route("/api/calls/{call_id}", get(call))
         .route("/api/queues", get(queues))
@@ -300,4 +301,86 @@ async fn late_tasks(State(s): State<AppState>) -> Response {
         .into_response(),
         Err(r) => r,
     }
+}
+
+/// Prometheus text exposition of the live gauges (counters of calls and SIP responses come
+/// with the records and KPI work).
+async fn metrics(State(s): State<AppState>) -> Response {
+    use std::fmt::Write;
+    let snap = s.engine.acd.snapshot();
+    let (taken, snap) = (&snap.0, &snap.1);
+    let age = taken.elapsed();
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# HELP verde_calls_active Calls (and agent legs) in progress."
+    );
+    let _ = writeln!(out, "# TYPE verde_calls_active gauge");
+    let _ = writeln!(out, "verde_calls_active {}", s.engine.active_calls());
+    let _ = writeln!(
+        out,
+        "# HELP verde_registrations Agents' phones currently registered."
+    );
+    let _ = writeln!(out, "# TYPE verde_registrations gauge");
+    let _ = writeln!(out, "verde_registrations {}", s.engine.bindings.len());
+    let _ = writeln!(
+        out,
+        "# HELP verde_queue_waiting Callers waiting in line, callbacks included."
+    );
+    let _ = writeln!(out, "# TYPE verde_queue_waiting gauge");
+    for q in &snap.queues {
+        let _ = writeln!(
+            out,
+            "verde_queue_waiting{{queue=\"{}\"}} {}",
+            q.name.as_str(),
+            q.waiting
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP verde_queue_callbacks_waiting Callbacks in line."
+    );
+    let _ = writeln!(out, "# TYPE verde_queue_callbacks_waiting gauge");
+    for q in &snap.queues {
+        let _ = writeln!(
+            out,
+            "verde_queue_callbacks_waiting{{queue=\"{}\"}} {}",
+            q.name.as_str(),
+            q.callbacks_waiting
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP verde_queue_longest_wait_seconds Longest wait among the callers in line."
+    );
+    let _ = writeln!(out, "# TYPE verde_queue_longest_wait_seconds gauge");
+    for q in &snap.queues {
+        let w = q.longest_wait.map(|d| secs(d + age)).unwrap_or(0.0);
+        let _ = writeln!(
+            out,
+            "verde_queue_longest_wait_seconds{{queue=\"{}\"}} {w}",
+            q.name.as_str()
+        );
+    }
+    let _ = writeln!(out, "# HELP verde_agents Agents by state.");
+    let _ = writeln!(out, "# TYPE verde_agents gauge");
+    let mut by_state: std::collections::BTreeMap<String, usize> = Default::default();
+    for a in &snap.agents {
+        let state = match &a.state {
+            verde_acd::AgentState::Paused { .. } => "paused".to_string(),
+            other => format!("{other:?}").to_lowercase(),
+        };
+        *by_state.entry(state).or_default() += 1;
+    }
+    for (state, n) in by_state {
+        let _ = writeln!(out, "verde_agents{{state=\"{state}\"}} {n}");
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        out,
+    )
+        .into_response()
 }
