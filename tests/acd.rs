@@ -69,6 +69,13 @@ pub fn wait_agent(
     })
 }
 
+/// Waits until agent `id`'s phone shows as registered in `/api/agents`.
+pub fn wait_agent_registered(verde: &Verde, id: &str, timeout: Duration) -> Value {
+    wait_agent(verde, id, "registered", timeout, |a| {
+        a["registered"] == serde_json::json!(true)
+    })
+}
+
 /// Waits until agent `id` is in `state` ("ready", "paused", "loggedout", ...).
 pub fn wait_agent_state(verde: &Verde, id: &str, state: &str, timeout: Duration) -> Value {
     wait_agent(verde, id, &format!("in state {state:?}"), timeout, |a| {
@@ -101,6 +108,47 @@ pub fn feature_code(phone: &mut Baresip, verde: &Verde, code: &str) {
     phone
         .ctrl
         .wait_event("CALL_CLOSED", Duration::from_secs(15));
+}
+
+/// The agent's phone logs in with `*11` and verde shows agent `id` ready within 5 s.
+pub fn log_in_ready(phone: &mut Baresip, verde: &Verde, id: &str) -> Value {
+    feature_code(phone, verde, "*11");
+    wait_agent_state(verde, id, "ready", Duration::from_secs(5))
+}
+
+/// Several phones dial their feature codes at the same moment (`(phone, code)` pairs); returns
+/// once every one of those calls has been answered and closed, with the same limits as
+/// [`feature_code`].
+pub fn feature_codes_at_once(verde: &Verde, phones: &mut [(&mut Baresip, &str)]) {
+    for (phone, code) in phones.iter_mut() {
+        phone.ctrl.dial(&format!("sip:{code}@{}", verde.sip));
+    }
+    for (phone, _) in phones.iter_mut() {
+        phone
+            .ctrl
+            .wait_event("CALL_ESTABLISHED", Duration::from_secs(10));
+        phone
+            .ctrl
+            .wait_event("CALL_CLOSED", Duration::from_secs(15));
+    }
+}
+
+/// The audio file agents' phones send as their voice: a `hz` tone of `secs` seconds, long
+/// enough to outlast every call of the test.
+pub fn agent_voice(dir: &TestDir, hz: f64, secs: f64) -> PathBuf {
+    let voice = dir.join("agent-voice.wav");
+    Audio::tone(8000, hz, secs, 0.3).save(&voice);
+    voice
+}
+
+/// What an agent's phone heard on the one call it took after logging in with a single
+/// feature-code call: its recordings must be exactly two (the `*11` call, then that call; `what`
+/// names them in the failure), and the second is returned with its path.
+pub fn recording_after_login(phone: &Baresip, what: &str) -> (PathBuf, Audio) {
+    let recs = phone.received_recordings();
+    assert_eq!(recs.len(), 2, "{what}: {recs:?}");
+    let heard = Audio::load(&recs[1]);
+    (recs[1].clone(), heard)
 }
 
 /// Waits for the phone's REGISTER_OK (baresip's own report of a 200 to its REGISTER).
@@ -280,12 +328,23 @@ pub fn parse_log_time(s: &str) -> Option<f64> {
 /// The audio verde sent to a SIPp caller's media port (PCMU from any port of verde's RTP
 /// range), in capture order, decoded.
 pub fn heard_by_sipp(datagrams: &[Datagram], verde: &Verde, media_port: u16) -> Audio {
+    heard_by_sipp_when(datagrams, verde, media_port, |_| true)
+}
+
+/// [`heard_by_sipp`] keeping only the packets whose capture time (seconds since the epoch)
+/// satisfies `when`.
+pub fn heard_by_sipp_when(
+    datagrams: &[Datagram],
+    verde: &Verde,
+    media_port: u16,
+    when: impl Fn(f64) -> bool,
+) -> Audio {
     let packets = rtp_stream(datagrams, verde.rtp_ports, media_port);
     Audio::from_g711(
         0,
         packets
             .iter()
-            .filter(|p| p.2.payload_type == 0)
+            .filter(|p| p.2.payload_type == 0 && when(p.0))
             .map(|p| p.2.payload.as_slice()),
     )
 }

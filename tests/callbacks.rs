@@ -3,9 +3,12 @@
 //! (`/api/callbacks`, `/api/voicemails`), SIP requests read back from a capture, and the key
 //! timings of the callback offer and of the out-of-hours voicemail, taken from the prompts.
 
+use crate::acd::{agent_voice, wait_agent_registered, write_config};
+use crate::baresip::{AgentAccount, AnswerMode, Baresip};
 use crate::flows;
-use crate::pcap::{parse_rtp, read_pcap, shift_rtp_in_pcap, shipped_dtmf_pcap, Datagram};
-use crate::verde::Verde;
+use crate::pcap::{parse_rtp, read_pcap, shift_rtp_in_pcap, shipped_dtmf_pcap, Capture, Datagram};
+use crate::sipp::Sipp;
+use crate::verde::{Verde, VerdeOptions};
 use crate::wav::Audio;
 use crate::{tail, try_wait_for, TestDir};
 use serde_json::Value;
@@ -74,6 +77,89 @@ fn config_with_mode(agent: Option<(&str, &str)>, outbound_port: u16, mode: Optio
         CUSTOMER_RING_TIMEOUT.as_secs(),
         ANNOUNCE_FIRST_DELAY_MS / 1000,
     )
+}
+
+/// verde started with the callback overlay `config` (from [`callback_config`] or
+/// [`callback_config_in_mode`]) on [`WEDNESDAY_MORNING`]'s wall clock, and Anna's phone
+/// (`agent` = id, password; answering as `answer`; sending an `agent_hz` tone of `voice_secs`)
+/// registered but not yet logged in.
+pub fn start_with_anna(
+    dir: &TestDir,
+    config: &str,
+    agent: (&str, &str),
+    answer: AnswerMode,
+    agent_hz: f64,
+    voice_secs: f64,
+) -> (Verde, Baresip) {
+    let config = write_config(dir, config);
+    let verde = Verde::start(
+        dir,
+        VerdeOptions {
+            config: Some(config),
+            extra_args: vec!["--wall-clock".into(), WEDNESDAY_MORNING.into()],
+            ..Default::default()
+        },
+    );
+    let voice = agent_voice(dir, agent_hz, voice_secs);
+    let anna = Baresip::start_agent(
+        dir,
+        "anna",
+        &AgentAccount::new(agent.0, agent.1, verde.sip).answer(answer),
+        &voice,
+    );
+    wait_agent_registered(&verde, agent.0, Duration::from_secs(10));
+    (verde, anna)
+}
+
+/// Captures the SIP and RTP of a callback: the customer's SIP port and its four media ports
+/// from `customer_media`, the agent's SIP port, and verde's RTP range (`sip-rtp.pcap`).
+pub fn capture_sip_rtp(
+    dir: &TestDir,
+    verde: &Verde,
+    customer_port: u16,
+    customer_media: u16,
+    agent_sip_port: u16,
+) -> Capture {
+    let (lo, hi) = verde.rtp_ports;
+    Capture::start(
+        dir,
+        "sip-rtp",
+        &format!(
+            "udp and (port {customer_port} or port {agent_sip_port} or portrange \
+             {customer_media}-{} or portrange {lo}-{hi})",
+            customer_media + 3
+        ),
+    )
+}
+
+/// Captures only the SIP to and from the customer's and the agent's ports (`sip.pcap`).
+pub fn capture_sip(dir: &TestDir, customer_port: u16, agent_sip_port: u16) -> Capture {
+    Capture::start(
+        dir,
+        "sip",
+        &format!("udp and (port {customer_port} or port {agent_sip_port})"),
+    )
+}
+
+/// The `@ULAW@` and `@HANGUP_AFTER_MS@` values of a customer scenario that answers with a
+/// `hz` tone for `talk_ms` and then hangs up (`uas_tone.xml`, `uas_ring_answer_tone.xml`).
+pub fn customer_tone_vars(dir: &TestDir, hz: f64, talk_ms: u64) -> Vec<(&'static str, String)> {
+    let ulaw = ulaw_file(
+        dir,
+        "customer",
+        &Audio::tone(8000, hz, talk_ms as f64 / 1000.0, 0.3),
+    );
+    vec![
+        ("ULAW", ulaw.display().to_string()),
+        ("HANGUP_AFTER_MS", talk_ms.to_string()),
+    ]
+}
+
+/// A SIPp UAS playing the customer on `customer_port`, dialed by verde (`remote`).
+pub fn customer_uas(scenario: &std::path::Path, verde: &Verde, customer_port: u16) -> Sipp {
+    Sipp::new(scenario, verde.sip)
+        .uas()
+        .local_port(customer_port)
 }
 
 /// `GET /api/callbacks`: the pending and dialing callbacks.
@@ -145,6 +231,70 @@ pub fn post_callback(verde: &Verde, queue: &str, number: &str) -> Value {
         .unwrap_or_else(|e| panic!("POST /api/callbacks: {e}"));
     assert_eq!(v["created"], true, "POST /api/callbacks for {number}: {v}");
     v
+}
+
+/// Whether callback `id` is still listed by `GET /api/callbacks` (pending or dialing).
+pub fn is_listed(verde: &Verde, id: u64) -> bool {
+    callbacks(verde).iter().any(|c| c["id"] == id)
+}
+
+/// Checks a callback that ended `done/answered` on its first attempt, by `agent`; returns
+/// that attempt.
+pub fn assert_answered_once(done: &Value, agent: &str) -> Value {
+    assert_eq!(done["outcome"], "answered", "callback {done:#}");
+    assert_eq!(u64_field(done, "attempts"), 1, "callback {done:#}");
+    let log = done["attempt_log"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no attempt_log array: {done:#}"));
+    assert_eq!(log.len(), 1, "attempt_log {done:#}");
+    assert_eq!(log[0]["outcome"], "answered", "attempt {}", log[0]);
+    assert_eq!(log[0]["agent"], agent, "attempt {}", log[0]);
+    log[0].clone()
+}
+
+/// Checks a callback that ended `not-reached`: [`MAX_ATTEMPTS`] attempts, each no-answer
+/// (by `agent`, when given) and ringing at least the customer's ring timeout (less 500 ms),
+/// the second starting at least [`RETRY_DELAY`] (less 300 ms) after the first ended. Returns
+/// the attempt log.
+pub fn assert_not_reached(done: &Value, agent: Option<&str>) -> Vec<Value> {
+    assert_eq!(done["outcome"], "not-reached", "callback {done:#}");
+    assert_eq!(
+        u64_field(done, "attempts"),
+        MAX_ATTEMPTS as u64,
+        "callback {done:#}"
+    );
+    let log = done["attempt_log"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no attempt_log array: {done:#}"))
+        .clone();
+    assert_eq!(log.len(), MAX_ATTEMPTS, "attempt_log of {done:#}");
+    for a in &log {
+        assert_eq!(a["outcome"], "no-answer", "attempt {a}");
+        if let Some(agent) = agent {
+            assert_eq!(a["agent"], agent, "attempt {a}");
+        }
+        let rang = u64_field(a, "finished_at_ms") - u64_field(a, "started_at_ms");
+        assert!(
+            rang as u128 >= CUSTOMER_RING_TIMEOUT.as_millis() - 500,
+            "an attempt lasted {rang} ms, less than the customer's ring timeout: {a}"
+        );
+    }
+    let gap = u64_field(&log[1], "started_at_ms") - u64_field(&log[0], "finished_at_ms");
+    assert!(
+        gap as u128 >= RETRY_DELAY.as_millis() - 300,
+        "the second attempt started {gap} ms after the first ended; retry_delay is {RETRY_DELAY:?}"
+    );
+    log
+}
+
+/// Fails unless callback `id` still reads done/not-reached (nothing changed after it ended).
+pub fn assert_still_not_reached(verde: &Verde, id: u64) {
+    let again = callback(verde, id);
+    assert_eq!(
+        (again["state"].as_str(), again["outcome"].as_str()),
+        (Some("done"), Some("not-reached")),
+        "the callback changed after it ended: {again:#}"
+    );
 }
 
 /// A numeric field of an API object, failing with the object when it is missing.
@@ -285,6 +435,41 @@ pub fn distinct(requests: Vec<SipRequest>) -> Vec<SipRequest> {
         }
     }
     out
+}
+
+/// The distinct INVITEs sent to `dst_port`, which must be exactly `count` (`what` names them in
+/// the failure, which lists them).
+pub fn invites_to(
+    datagrams: &[Datagram],
+    dst_port: u16,
+    count: usize,
+    what: &str,
+) -> Vec<SipRequest> {
+    let invites = distinct(sip_requests(datagrams, dst_port, "INVITE"));
+    assert_eq!(
+        invites.len(),
+        count,
+        "{what}: {:#?}",
+        invites.iter().map(|r| &r.text).collect::<Vec<_>>()
+    );
+    invites
+}
+
+/// Fails unless every INVITE to the customer was given up with a CANCEL (in `cancels`) after
+/// ringing the customer's ring timeout (-0.5 s, +1.5 s).
+pub fn assert_cancelled_after_ring_timeout(invites: &[SipRequest], cancels: &[SipRequest]) {
+    for inv in invites {
+        let c = cancels
+            .iter()
+            .find(|c| c.call_id == inv.call_id)
+            .unwrap_or_else(|| panic!("no CANCEL for the INVITE {}", inv.call_id));
+        let rang = c.time - inv.time;
+        let want = CUSTOMER_RING_TIMEOUT.as_secs_f64();
+        assert!(
+            (want - 0.5..=want + 1.5).contains(&rang),
+            "the customer rang {rang:.2} s before verde's CANCEL; customer_ring_timeout is {want} s"
+        );
+    }
 }
 
 /// The user part of a SIP URI or name-addr (`"x" <sip:0612@h;p>;tag=1` -> `0612`).

@@ -1,6 +1,7 @@
 //! Support code for verde's interop tests: verde is started as a real process and driven by real
-//! peers (SIPp, baresip) over loopback, and what those peers saw is checked (SIP responses, RTP
-//! captured with dumpcap, audio recorded by the softphone, call records from the HTTP API).
+//! peers (SIPp, baresip, linphone) over loopback, and what those peers saw is checked (SIP
+//! responses, RTP captured with dumpcap, audio recorded by the softphone, call records from the
+//! HTTP API).
 //!
 //! Every test runs inside a private network namespace that has only `lo` (tests/run.sh sets it
 //! up with `unshare -n`), so peers that pick their own address cannot leak onto a real network and
@@ -16,6 +17,7 @@ pub mod callbacks;
 pub mod checks;
 pub mod flows;
 pub mod http;
+pub mod linphone;
 pub mod pcap;
 pub mod sipp;
 pub mod verde;

@@ -4,7 +4,7 @@
 #   tests/run.sh            # from anywhere in the repository
 #
 # 1. installs the interop peers when missing (Debian/Ubuntu, apt-get; needs root or sudo):
-#    sip-tester (sipp), baresip, sox, espeak-ng, tshark (dumpcap), iproute2;
+#    sip-tester (sipp), baresip, linphone-cli (linphonec), sox, espeak-ng, tshark (dumpcap), iproute2;
 # 2. cargo fmt --check, cargo clippy -D warnings, the unit and integration tests;
 # 3. builds the verde binary and runs the interop tests (crate verde-interop, tests/interop/)
 #    inside a private network namespace that has only lo (unshare -n), so the peers can only
@@ -28,8 +28,8 @@ as_root() {
 }
 
 # --- 1. peers ---------------------------------------------------------------------------------
-PACKAGES=(sip-tester baresip sox libsox-fmt-all espeak-ng tshark iproute2)
-COMMANDS=(sipp baresip sox espeak-ng dumpcap tshark ip unshare)
+PACKAGES=(sip-tester baresip linphone-cli sox libsox-fmt-all espeak-ng tshark iproute2)
+COMMANDS=(sipp baresip linphonec sox espeak-ng dumpcap tshark ip unshare)
 missing=()
 if command -v dpkg-query >/dev/null 2>&1; then
     for p in "${PACKAGES[@]}"; do

@@ -351,6 +351,34 @@ pub fn record_path(record: &serde_json::Value) -> Vec<String> {
     }
 }
 
+/// Fails unless a call record of the INPS menus shows the branch its keys chose: its path
+/// reaches `node`, its `language` is `language` and its `dtmf` is exactly `dtmf` (each key
+/// received once). `keys` says who pressed what, for the failure. Returns the path.
+pub fn assert_record_branch(
+    record: &serde_json::Value,
+    keys: &str,
+    node: &str,
+    language: &str,
+    dtmf: &str,
+) -> Vec<String> {
+    let path = record_path(record);
+    assert!(
+        path.iter().any(|n| n == node),
+        "{keys}: the path must reach {node}: {path:?}\nrecord {record:#}"
+    );
+    assert_eq!(
+        field(record, "language").as_str(),
+        Some(language),
+        "record {record:#}"
+    );
+    assert_eq!(
+        field(record, "dtmf").as_str(),
+        Some(dtmf),
+        "both key presses received, once each: {record:#}"
+    );
+    path
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

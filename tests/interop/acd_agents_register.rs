@@ -5,7 +5,8 @@
 
 use std::time::Duration;
 use verde_interop::acd::{
-    agent, feature_code, queue, wait_agent, wait_agent_state, write_config, OTHER_INPS_QUEUES,
+    agent, feature_codes_at_once, log_in_ready, queue, wait_agent_registered, wait_agent_state,
+    write_config, OTHER_INPS_QUEUES,
 };
 use verde_interop::baresip::{padded_source, AgentAccount, Baresip};
 use verde_interop::verde::{Verde, VerdeOptions};
@@ -85,9 +86,7 @@ fn agents_register_and_log_in_and_a_wrong_password_is_refused() {
         &source,
     );
     for id in ["1001", "1002"] {
-        let a = wait_agent(&verde, id, "registered", Duration::from_secs(10), |a| {
-            a["registered"] == serde_json::json!(true)
-        });
+        let a = wait_agent_registered(&verde, id, Duration::from_secs(10));
         assert_eq!(
             a["state"], "loggedout",
             "registering is not logging in: {a}"
@@ -101,16 +100,7 @@ fn agents_register_and_log_in_and_a_wrong_password_is_refused() {
     );
 
     // Both log in at once.
-    anna.ctrl.dial(&format!("sip:*11@{}", verde.sip));
-    bruno.ctrl.dial(&format!("sip:*11@{}", verde.sip));
-    for phone in [&mut anna, &mut bruno] {
-        phone
-            .ctrl
-            .wait_event("CALL_ESTABLISHED", Duration::from_secs(10));
-        phone
-            .ctrl
-            .wait_event("CALL_CLOSED", Duration::from_secs(15));
-    }
+    feature_codes_at_once(&verde, &mut [(&mut anna, "*11"), (&mut bruno, "*11")]);
     for id in ["1001", "1002"] {
         let a = wait_agent_state(&verde, id, "ready", Duration::from_secs(5));
         let queues: Vec<&str> = a["queues"]
@@ -131,16 +121,7 @@ fn agents_register_and_log_in_and_a_wrong_password_is_refused() {
     assert_eq!(carla_now["state"], "loggedout", "Carla: {carla_now}");
 
     // Pause one, log the other out, at once; then the paused one is ready again.
-    anna.ctrl.dial(&format!("sip:*12@{}", verde.sip));
-    bruno.ctrl.dial(&format!("sip:*13@{}", verde.sip));
-    for phone in [&mut anna, &mut bruno] {
-        phone
-            .ctrl
-            .wait_event("CALL_ESTABLISHED", Duration::from_secs(10));
-        phone
-            .ctrl
-            .wait_event("CALL_CLOSED", Duration::from_secs(15));
-    }
+    feature_codes_at_once(&verde, &mut [(&mut anna, "*12"), (&mut bruno, "*13")]);
     let a = wait_agent_state(&verde, "1001", "paused", Duration::from_secs(5));
     assert_eq!(
         a["pause_reason"], "phone",
@@ -155,8 +136,7 @@ fn agents_register_and_log_in_and_a_wrong_password_is_refused() {
     assert_eq!(pensions["agents_ready"], 0, "pensions: {pensions}");
     assert_eq!(pensions["agents_logged_in"], 1, "pensions: {pensions}");
 
-    feature_code(&mut anna, &verde, "*11");
-    wait_agent_state(&verde, "1001", "ready", Duration::from_secs(5));
+    log_in_ready(&mut anna, &verde, "1001");
 
     // Carla's phone was refused throughout and verde never took her REGISTER.
     assert!(

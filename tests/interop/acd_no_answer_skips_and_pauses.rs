@@ -6,9 +6,9 @@
 
 use std::time::{Duration, Instant};
 use verde_interop::acd::{
-    answered_callers, assert_reached_queue, call_log, feature_code, inps_caller_scenario,
-    offered_callers, queue_wait_ms, variable, wait_agent, wait_agent_state, write_config,
-    OTHER_INPS_QUEUES,
+    agent_voice, answered_callers, assert_reached_queue, call_log, inps_caller_scenario,
+    log_in_ready, offered_callers, queue_wait_ms, recording_after_login, variable, wait_agent,
+    wait_agent_registered, wait_agent_state, write_config, OTHER_INPS_QUEUES,
 };
 use verde_interop::baresip::{AgentAccount, AnswerMode, Baresip};
 use verde_interop::flows::INPS;
@@ -44,8 +44,7 @@ fn an_unanswered_agent_is_skipped_then_paused() {
             ..Default::default()
         },
     );
-    let voice = dir.join("agent-voice.wav");
-    Audio::tone(8000, 1000.0, 120.0, 0.3).save(&voice);
+    let voice = agent_voice(&dir, 1000.0, 120.0);
     let mut anna = Baresip::start_agent(
         &dir,
         "anna-never-answers",
@@ -59,14 +58,10 @@ fn an_unanswered_agent_is_skipped_then_paused() {
         &voice,
     );
     for id in ["1001", "1002"] {
-        wait_agent(&verde, id, "registered", Duration::from_secs(10), |a| {
-            a["registered"] == serde_json::json!(true)
-        });
+        wait_agent_registered(&verde, id, Duration::from_secs(10));
     }
-    feature_code(&mut anna, &verde, "*11");
-    wait_agent_state(&verde, "1001", "ready", Duration::from_secs(5));
-    feature_code(&mut bruno, &verde, "*11");
-    wait_agent_state(&verde, "1002", "ready", Duration::from_secs(5));
+    log_in_ready(&mut anna, &verde, "1001");
+    log_in_ready(&mut bruno, &verde, "1002");
 
     // Ring timeout, then Bruno's answer, then a few seconds of talk.
     let stay_ms = RING_TIMEOUT_S * 1000 + 5000;
@@ -167,17 +162,12 @@ fn an_unanswered_agent_is_skipped_then_paused() {
 
     // The caller reached Bruno: his phone heard its tone.
     bruno.quit();
-    let recs = bruno.received_recordings();
-    assert_eq!(
-        recs.len(),
-        2,
-        "Bruno's recordings (the *11 call, the caller): {recs:?}"
-    );
-    let heard = Audio::load(&recs[1]);
+    let (rec, heard) =
+        recording_after_login(&bruno, "Bruno's recordings (the *11 call, the caller)");
     let tone = heard.tone_seconds(CALLER_HZ, 0.2);
     assert!(
         tone >= 1.5,
         "Bruno heard only {tone:.1} s of the caller's {CALLER_HZ} Hz tone ({})",
-        recs[1].display()
+        rec.display()
     );
 }

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 use verde_interop::baresip::{padded_source, Baresip};
 use verde_interop::flows::{self, INPS, NODE_PENSIONS_QUEUE};
-use verde_interop::verde::{field, record_path, Verde, VerdeOptions};
+use verde_interop::verde::{assert_record_branch, field, Verde, VerdeOptions};
 use verde_interop::wav::{envelope_correlation, Audio};
 use verde_interop::{require_private_netns, wait_for, TestDir};
 
@@ -97,19 +97,11 @@ fn baresip_hears_the_welcome_and_its_keys_choose_pensions() {
         .unwrap_or_default()
         .to_string();
     let record = verde.wait_call_record(&call_id, Duration::from_secs(5));
-    let path = record_path(&record);
-    assert!(
-        path.iter().any(|n| n == NODE_PENSIONS_QUEUE),
-        "baresip pressed 1, 1: the path must reach {NODE_PENSIONS_QUEUE}: {path:?}\nrecord {record:#}"
-    );
-    assert_eq!(
-        field(&record, "language").as_str(),
-        Some("it"),
-        "record {record:#}"
-    );
-    assert_eq!(
-        field(&record, "dtmf").as_str(),
-        Some("11"),
-        "record {record:#}"
+    assert_record_branch(
+        &record,
+        "baresip pressed 1, 1",
+        NODE_PENSIONS_QUEUE,
+        "it",
+        "11",
     );
 }

@@ -15,19 +15,19 @@
 
 use std::time::{Duration, Instant};
 use verde_interop::acd::{
-    agent, answered_callers, feature_code, offered_callers, wait_agent, wait_agent_state,
-    write_config,
+    agent, answered_callers, heard_by_sipp_when, log_in_ready, offered_callers,
+    recording_after_login, wait_agent, wait_agent_state,
 };
-use verde_interop::baresip::{AgentAccount, AnswerMode, Baresip};
+use verde_interop::baresip::{AnswerMode, Baresip};
 use verde_interop::callbacks::{
-    callback, callback_config_in_mode, callbacks, distinct, post_callback, sip_requests,
-    sip_responses, u64_field, ulaw_file, user_of, wait_callback, CUSTOMER_RING_TIMEOUT,
-    MAX_ATTEMPTS, RETRY_DELAY, WEDNESDAY_MORNING,
+    assert_answered_once, assert_cancelled_after_ring_timeout, assert_not_reached,
+    assert_still_not_reached, callback_config_in_mode, capture_sip, capture_sip_rtp,
+    customer_tone_vars, customer_uas, distinct, invites_to, is_listed, post_callback, sip_requests,
+    sip_responses, start_with_anna, u64_field, user_of, wait_callback, CUSTOMER_RING_TIMEOUT,
+    MAX_ATTEMPTS, RETRY_DELAY,
 };
-use verde_interop::pcap::{rtp_stream, Capture};
-use verde_interop::sipp::{scenario, Sipp};
-use verde_interop::verde::{Verde, VerdeOptions};
-use verde_interop::wav::Audio;
+use verde_interop::sipp::scenario;
+use verde_interop::verde::Verde;
 use verde_interop::{free_port, free_ports, require_private_netns, TestDir};
 
 const AGENT: &str = "1001";
@@ -47,30 +47,14 @@ const WIN: f64 = 0.2;
 /// verde with the pensions queue's callbacks in customer-first mode, the dialer calling
 /// `sip:{number}@127.0.0.1:<customer_port>`, and Anna's phone registered (not yet ready).
 fn start(dir: &TestDir, customer_port: u16, answer: AnswerMode) -> (Verde, Baresip) {
-    let config = write_config(
+    start_with_anna(
         dir,
         &callback_config_in_mode(Some((AGENT, "secret1")), customer_port, MODE),
-    );
-    let verde = Verde::start(
-        dir,
-        VerdeOptions {
-            config: Some(config),
-            extra_args: vec!["--wall-clock".into(), WEDNESDAY_MORNING.into()],
-            ..Default::default()
-        },
-    );
-    let voice = dir.join("agent-voice.wav");
-    Audio::tone(8000, AGENT_HZ, 120.0, 0.3).save(&voice);
-    let anna = Baresip::start_agent(
-        dir,
-        "anna",
-        &AgentAccount::new(AGENT, "secret1", verde.sip).answer(answer),
-        &voice,
-    );
-    wait_agent(&verde, AGENT, "registered", Duration::from_secs(10), |a| {
-        a["registered"] == serde_json::json!(true)
-    });
-    (verde, anna)
+        (AGENT, "secret1"),
+        answer,
+        AGENT_HZ,
+        120.0,
+    )
 }
 
 #[test]
@@ -81,47 +65,19 @@ fn customer_first_bridges_after_the_customer_answers() {
     let customer_port = free_port();
     let customer_media = free_ports(4);
     let (verde, mut anna) = start(&dir, customer_port, AnswerMode::Manual);
-    let (lo, hi) = verde.rtp_ports;
-    let cap = Capture::start(
-        &dir,
-        "sip-rtp",
-        &format!(
-            "udp and (port {customer_port} or port {} or portrange {customer_media}-{} or \
-             portrange {lo}-{hi})",
-            anna.sip_port,
-            customer_media + 3
-        ),
-    );
+    let cap = capture_sip_rtp(&dir, &verde, customer_port, customer_media, anna.sip_port);
 
     // The customer: rings, answers, sends its tone, hangs up.
-    let customer_scen = scenario(
-        &dir,
-        "uas_ring_answer_tone.xml",
-        &[
-            ("RING_MS", CUSTOMER_RINGS.as_millis().to_string()),
-            (
-                "ULAW",
-                ulaw_file(
-                    &dir,
-                    "customer",
-                    &Audio::tone(8000, CUSTOMER_HZ, CUSTOMER_TALK_MS as f64 / 1000.0, 0.3),
-                )
-                .display()
-                .to_string(),
-            ),
-            ("HANGUP_AFTER_MS", CUSTOMER_TALK_MS.to_string()),
-        ],
-    );
-    let mut customer = Sipp::new(&customer_scen, verde.sip)
-        .uas()
-        .local_port(customer_port)
+    let mut vars = vec![("RING_MS", CUSTOMER_RINGS.as_millis().to_string())];
+    vars.extend(customer_tone_vars(&dir, CUSTOMER_HZ, CUSTOMER_TALK_MS));
+    let customer_scen = scenario(&dir, "uas_ring_answer_tone.xml", &vars);
+    let mut customer = customer_uas(&customer_scen, &verde, customer_port)
         .media_port(customer_media)
         .timeout(Duration::from_secs(40))
         .spawn(&dir);
     customer.wait_bound();
 
-    feature_code(&mut anna, &verde, "*11");
-    wait_agent_state(&verde, AGENT, "ready", Duration::from_secs(5));
+    log_in_ready(&mut anna, &verde, AGENT);
     let created = post_callback(&verde, "pensions", CUSTOMER);
     let id = u64_field(&created, "id");
 
@@ -146,28 +102,15 @@ fn customer_first_bridges_after_the_customer_answers() {
     anna.quit();
     let datagrams = cap.stop();
 
-    assert_eq!(done["outcome"], "answered", "callback {done:#}");
-    assert_eq!(u64_field(&done, "attempts"), 1, "callback {done:#}");
-    let log = done["attempt_log"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no attempt_log array: {done:#}"));
-    assert_eq!(log.len(), 1, "attempt_log {done:#}");
-    assert_eq!(log[0]["outcome"], "answered", "attempt {}", log[0]);
-    assert_eq!(log[0]["agent"], AGENT, "attempt {}", log[0]);
+    assert_answered_once(&done, AGENT);
     assert!(
-        !callbacks(&verde).iter().any(|c| c["id"] == id),
+        !is_listed(&verde, id),
         "a done callback is still listed as pending/dialing"
     );
 
     // On the wire: the customer's INVITE first, then its 200 OK, and only then the INVITE to
     // the agent's phone (the phone's own *11 INVITE goes the other way and is not counted).
-    let to_customer = distinct(sip_requests(&datagrams, customer_port, "INVITE"));
-    assert_eq!(
-        to_customer.len(),
-        1,
-        "INVITEs to the customer: {:#?}",
-        to_customer.iter().map(|r| &r.text).collect::<Vec<_>>()
-    );
+    let to_customer = invites_to(&datagrams, customer_port, 1, "INVITEs to the customer");
     assert_eq!(
         user_of(&to_customer[0].uri),
         CUSTOMER,
@@ -180,13 +123,7 @@ fn customer_first_bridges_after_the_customer_answers() {
             r.status == 200 && r.cseq.ends_with("INVITE") && r.call_id == to_customer[0].call_id
         })
         .expect("the capture holds the customer's 200 OK to verde's INVITE");
-    let to_agent = distinct(sip_requests(&datagrams, anna.sip_port, "INVITE"));
-    assert_eq!(
-        to_agent.len(),
-        1,
-        "INVITEs to the agent's phone: {:#?}",
-        to_agent.iter().map(|r| &r.text).collect::<Vec<_>>()
-    );
+    let to_agent = invites_to(&datagrams, anna.sip_port, 1, "INVITEs to the agent's phone");
     let t0 = to_customer[0].time;
     assert!(
         t0 < to_agent[0].time,
@@ -215,15 +152,10 @@ fn customer_first_bridges_after_the_customer_answers() {
 
     // While the agent's phone rang, the customer heard music, not silence: audio from verde
     // all along between its answer and the agent's.
-    let to_customer_rtp = rtp_stream(&datagrams, verde.rtp_ports, customer_media);
     let waited = agent_ok.time - customer_ok.time;
-    let music = Audio::from_g711(
-        0,
-        to_customer_rtp
-            .iter()
-            .filter(|p| p.2.payload_type == 0 && p.0 > customer_ok.time && p.0 < agent_ok.time)
-            .map(|p| p.2.payload.as_slice()),
-    );
+    let music = heard_by_sipp_when(&datagrams, &verde, customer_media, |t| {
+        t > customer_ok.time && t < agent_ok.time
+    });
     eprintln!(
         "verde sent the customer {:.2} s of audio (rms {:.4}) in the {waited:.2} s before the \
          agent answered",
@@ -244,13 +176,7 @@ fn customer_first_bridges_after_the_customer_answers() {
     );
 
     // Bridged: the customer got the agent's voice...
-    let got = Audio::from_g711(
-        0,
-        to_customer_rtp
-            .iter()
-            .filter(|p| p.2.payload_type == 0 && p.0 >= agent_ok.time)
-            .map(|p| p.2.payload.as_slice()),
-    );
+    let got = heard_by_sipp_when(&datagrams, &verde, customer_media, |t| t >= agent_ok.time);
     let agent_tone = got.tone_seconds(AGENT_HZ, WIN);
     assert!(
         agent_tone >= 2.5,
@@ -270,20 +196,15 @@ fn customer_first_bridges_after_the_customer_answers() {
         1,
         "answered by the agent's phone"
     );
-    let recs = anna.received_recordings();
-    assert_eq!(
-        recs.len(),
-        2,
-        "the agent's recordings (the *11 call, the callback): {recs:?}"
-    );
-    let heard = Audio::load(&recs[1]);
+    let (rec, heard) =
+        recording_after_login(&anna, "the agent's recordings (the *11 call, the callback)");
     let tone = heard.tone_seconds(CUSTOMER_HZ, WIN);
     assert!(
         tone >= 2.5,
         "the agent heard only {tone:.1} s of the customer's {CUSTOMER_HZ} Hz tone in {} \
          ({:.1} s recorded); the customer sent {CUSTOMER_TALK_MS} ms from its answer, the agent \
          answered {waited:.2} s after it",
-        recs[1].display(),
+        rec.display(),
         heard.duration(),
     );
 }
@@ -295,11 +216,7 @@ fn customer_first_unreached_customer_never_rings_the_agent() {
     let dir = TestDir::new("callback_customer_first_unreached");
     let customer_port = free_port();
     let (verde, mut anna) = start(&dir, customer_port, AnswerMode::Auto);
-    let cap = Capture::start(
-        &dir,
-        "sip",
-        &format!("udp and (port {customer_port} or port {})", anna.sip_port),
-    );
+    let cap = capture_sip(&dir, customer_port, anna.sip_port);
 
     // The customer rings and never answers, for exactly MAX_ATTEMPTS calls; SIPp then exits.
     let scen = scenario(
@@ -310,16 +227,13 @@ fn customer_first_unreached_customer_never_rings_the_agent() {
             (CUSTOMER_RING_TIMEOUT * 2).as_millis().to_string(),
         )],
     );
-    let mut customer = Sipp::new(&scen, verde.sip)
-        .uas()
-        .local_port(customer_port)
+    let mut customer = customer_uas(&scen, &verde, customer_port)
         .calls(MAX_ATTEMPTS as u32)
         .timeout(Duration::from_secs(40))
         .spawn(&dir);
     customer.wait_bound();
 
-    feature_code(&mut anna, &verde, "*11");
-    wait_agent_state(&verde, AGENT, "ready", Duration::from_secs(5));
+    log_in_ready(&mut anna, &verde, AGENT);
     let created = post_callback(&verde, "pensions", CUSTOMER);
     let id = u64_field(&created, "id");
 
@@ -345,30 +259,7 @@ fn customer_first_unreached_customer_never_rings_the_agent() {
         .wait()
         .assert_success("customer ringing twice without answering");
 
-    assert_eq!(done["outcome"], "not-reached", "callback {done:#}");
-    assert_eq!(
-        u64_field(&done, "attempts"),
-        MAX_ATTEMPTS as u64,
-        "callback {done:#}"
-    );
-    let log = done["attempt_log"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no attempt_log array: {done:#}"))
-        .clone();
-    assert_eq!(log.len(), MAX_ATTEMPTS, "attempt_log of {done:#}");
-    for a in &log {
-        assert_eq!(a["outcome"], "no-answer", "attempt {a}");
-        let rang = u64_field(a, "finished_at_ms") - u64_field(a, "started_at_ms");
-        assert!(
-            rang as u128 >= CUSTOMER_RING_TIMEOUT.as_millis() - 500,
-            "an attempt lasted {rang} ms, less than the customer's ring timeout: {a}"
-        );
-    }
-    let gap = u64_field(&log[1], "started_at_ms") - u64_field(&log[0], "finished_at_ms");
-    assert!(
-        gap as u128 >= RETRY_DELAY.as_millis() - 300,
-        "the second attempt started {gap} ms after the first ended; retry_delay is {RETRY_DELAY:?}"
-    );
+    assert_not_reached(&done, None);
 
     // Released without being rung: ready again, no missed offer, and no late INVITE after the
     // callback ended (watched for one more retry delay).
@@ -378,12 +269,7 @@ fn customer_first_unreached_customer_never_rings_the_agent() {
         "the agent was charged a missed offer for a customer who did not answer: {released}"
     );
     std::thread::sleep((ended_at + RETRY_DELAY).saturating_duration_since(Instant::now()));
-    let again = callback(&verde, id);
-    assert_eq!(
-        (again["state"].as_str(), again["outcome"].as_str()),
-        (Some("done"), Some("not-reached")),
-        "the callback changed after it ended: {again:#}"
-    );
+    assert_still_not_reached(&verde, id);
     let after = agent(&verde, AGENT);
     assert_eq!(
         after["state"], "ready",
@@ -406,25 +292,15 @@ fn customer_first_unreached_customer_never_rings_the_agent() {
         offered_callers(&mut anna)
     );
 
-    let invites = distinct(sip_requests(&datagrams, customer_port, "INVITE"));
-    assert_eq!(
-        invites.len(),
+    let invites = invites_to(
+        &datagrams,
+        customer_port,
         MAX_ATTEMPTS,
-        "INVITEs to the customer (max_attempts {MAX_ATTEMPTS}): {:#?}",
-        invites.iter().map(|r| &r.text).collect::<Vec<_>>()
+        &format!("INVITEs to the customer (max_attempts {MAX_ATTEMPTS})"),
     );
-    let cancels = distinct(sip_requests(&datagrams, customer_port, "CANCEL"));
     for inv in &invites {
         assert_eq!(user_of(&inv.uri), CUSTOMER, "INVITE to {}", inv.uri);
-        let c = cancels
-            .iter()
-            .find(|c| c.call_id == inv.call_id)
-            .unwrap_or_else(|| panic!("no CANCEL for the INVITE {}", inv.call_id));
-        let rang = c.time - inv.time;
-        let want = CUSTOMER_RING_TIMEOUT.as_secs_f64();
-        assert!(
-            (want - 0.5..=want + 1.5).contains(&rang),
-            "the customer rang {rang:.2} s before verde's CANCEL; customer_ring_timeout is {want} s"
-        );
     }
+    let cancels = distinct(sip_requests(&datagrams, customer_port, "CANCEL"));
+    assert_cancelled_after_ring_timeout(&invites, &cancels);
 }

@@ -8,20 +8,20 @@
 
 use std::time::Duration;
 use verde_interop::acd::{
-    answered_callers, feature_code, offered_callers, variable, wait_agent, wait_agent_state,
-    write_config,
+    answered_callers, feature_code, heard_by_sipp, offered_callers, recording_after_login,
+    variable, wait_agent_state,
 };
-use verde_interop::baresip::{AgentAccount, Baresip};
+use verde_interop::baresip::AnswerMode;
 use verde_interop::callbacks::{
-    callback, callback_config, callback_offer_key_times, callbacks, distinct, ms_of, rfc3339_ms,
-    sip_requests, sip_requests_from, sip_responses, u64_field, ulaw_file, user_of, wait_callback,
-    WEDNESDAY_MORNING,
+    assert_answered_once, callback, callback_config, callback_offer_key_times, callbacks,
+    capture_sip_rtp, customer_tone_vars, customer_uas, distinct, invites_to, is_listed, ms_of,
+    rfc3339_ms, sip_requests, sip_requests_from, sip_responses, start_with_anna, u64_field,
+    user_of, wait_callback, WEDNESDAY_MORNING,
 };
 use verde_interop::flows::INPS;
-use verde_interop::pcap::{dtmf_pcaps, rtp_stream, Capture};
+use verde_interop::pcap::dtmf_pcaps;
 use verde_interop::sipp::{play_pcap_after, scenario, Sipp};
-use verde_interop::verde::{field, record_path, Verde, VerdeOptions};
-use verde_interop::wav::Audio;
+use verde_interop::verde::{field, record_path};
 use verde_interop::{free_port, free_ports, require_private_netns, TestDir};
 
 const AGENT: &str = "1001";
@@ -38,62 +38,23 @@ fn callback_dialer_bridges_agent_and_customer() {
     let dir = TestDir::new("callback_dialer_bridges");
     let customer_port = free_port();
     let customer_media = free_ports(4);
-    let config = write_config(
+    let (verde, mut anna) = start_with_anna(
         &dir,
         &callback_config(Some((AGENT, "secret1")), customer_port),
+        (AGENT, "secret1"),
+        AnswerMode::Auto,
+        AGENT_HZ,
+        150.0,
     );
-    let verde = Verde::start(
-        &dir,
-        VerdeOptions {
-            config: Some(config),
-            extra_args: vec!["--wall-clock".into(), WEDNESDAY_MORNING.into()],
-            ..Default::default()
-        },
-    );
-    let voice = dir.join("agent-voice.wav");
-    Audio::tone(8000, AGENT_HZ, 150.0, 0.3).save(&voice);
-    let mut anna = Baresip::start_agent(
-        &dir,
-        "anna",
-        &AgentAccount::new(AGENT, "secret1", verde.sip),
-        &voice,
-    );
-    wait_agent(&verde, AGENT, "registered", Duration::from_secs(10), |a| {
-        a["registered"] == serde_json::json!(true)
-    });
-    let (lo, hi) = verde.rtp_ports;
-    let cap = Capture::start(
-        &dir,
-        "sip-rtp",
-        &format!(
-            "udp and (port {customer_port} or port {} or portrange {customer_media}-{} or \
-             portrange {lo}-{hi})",
-            anna.sip_port,
-            customer_media + 3
-        ),
-    );
+    let cap = capture_sip_rtp(&dir, &verde, customer_port, customer_media, anna.sip_port);
 
     // The customer: answers the first call it gets, sends its tone, hangs up.
     let customer_scen = scenario(
         &dir,
         "uas_tone.xml",
-        &[
-            (
-                "ULAW",
-                ulaw_file(
-                    &dir,
-                    "customer",
-                    &Audio::tone(8000, CUSTOMER_HZ, CUSTOMER_TALK_MS as f64 / 1000.0, 0.3),
-                )
-                .display()
-                .to_string(),
-            ),
-            ("HANGUP_AFTER_MS", CUSTOMER_TALK_MS.to_string()),
-        ],
+        &customer_tone_vars(&dir, CUSTOMER_HZ, CUSTOMER_TALK_MS),
     );
-    let mut customer = Sipp::new(&customer_scen, verde.sip)
-        .uas()
-        .local_port(customer_port)
+    let mut customer = customer_uas(&customer_scen, &verde, customer_port)
         .media_port(customer_media)
         .timeout(Duration::from_secs(90))
         .spawn(&dir);
@@ -212,35 +173,21 @@ fn callback_dialer_bridges_agent_and_customer() {
     anna.quit();
     let datagrams = cap.stop();
 
-    assert_eq!(done["outcome"], "answered", "callback {done:#}");
-    assert_eq!(u64_field(&done, "attempts"), 1, "callback {done:#}");
-    let log = done["attempt_log"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no attempt_log array: {done:#}"));
-    assert_eq!(log.len(), 1, "attempt_log {done:#}");
-    assert_eq!(log[0]["outcome"], "answered", "attempt {}", log[0]);
-    assert_eq!(log[0]["agent"], AGENT, "attempt {}", log[0]);
-    let started = u64_field(&log[0], "started_at_ms");
-    let finished = u64_field(&log[0], "finished_at_ms");
+    let attempt = assert_answered_once(&done, AGENT);
+    let started = u64_field(&attempt, "started_at_ms");
+    let finished = u64_field(&attempt, "finished_at_ms");
     assert!(
         started >= requested && finished >= started,
-        "attempt times out of order: requested {requested}, {}",
-        log[0]
+        "attempt times out of order: requested {requested}, {attempt}"
     );
     assert!(
-        !callbacks(&verde).iter().any(|c| c["id"] == id),
+        !is_listed(&verde, id),
         "a done callback is still listed as pending/dialing"
     );
 
     // On the wire: one INVITE to the customer, for the callback number, sent only after the
     // agent's phone had answered verde's INVITE.
-    let to_customer = distinct(sip_requests(&datagrams, customer_port, "INVITE"));
-    assert_eq!(
-        to_customer.len(),
-        1,
-        "INVITEs to the customer: {:#?}",
-        to_customer.iter().map(|r| &r.text).collect::<Vec<_>>()
-    );
+    let to_customer = invites_to(&datagrams, customer_port, 1, "INVITEs to the customer");
     assert_eq!(
         user_of(&to_customer[0].uri),
         CALLER,
@@ -267,14 +214,7 @@ fn callback_dialer_bridges_agent_and_customer() {
         agent_ok.time - to_customer[0].time
     );
     // The customer got the agent's voice through the bridge.
-    let to_customer_rtp = rtp_stream(&datagrams, verde.rtp_ports, customer_media);
-    let got = Audio::from_g711(
-        0,
-        to_customer_rtp
-            .iter()
-            .filter(|p| p.2.payload_type == 0)
-            .map(|p| p.2.payload.as_slice()),
-    );
+    let got = heard_by_sipp(&datagrams, &verde, customer_media);
     let agent_tone = got.tone_seconds(AGENT_HZ, WIN);
     assert!(
         agent_tone >= 2.5,
@@ -329,19 +269,14 @@ fn callback_dialer_bridges_agent_and_customer() {
 
     // The agent heard the customer. (baresip names recordings by the second a call starts, so
     // the *11 call and the callback only get a file each when they do not overlap.)
-    let recs = anna.received_recordings();
-    assert_eq!(
-        recs.len(),
-        2,
-        "the agent's recordings (the *11 call, the callback): {recs:?}"
-    );
-    let heard = Audio::load(&recs[1]);
+    let (rec, heard) =
+        recording_after_login(&anna, "the agent's recordings (the *11 call, the callback)");
     let tone = heard.tone_seconds(CUSTOMER_HZ, WIN);
     assert!(
         tone >= 2.5,
         "the agent heard only {tone:.1} s of the customer's {CUSTOMER_HZ} Hz tone in {} \
          ({:.1} s recorded); the customer sent {} ms",
-        recs[1].display(),
+        rec.display(),
         heard.duration(),
         CUSTOMER_TALK_MS
     );

@@ -6,16 +6,15 @@
 //! three retry delays.
 
 use std::time::Duration;
-use verde_interop::acd::{feature_code, wait_agent, wait_agent_state, write_config};
-use verde_interop::baresip::{AgentAccount, Baresip};
+use verde_interop::acd::{log_in_ready, wait_agent_state};
+use verde_interop::baresip::AnswerMode;
 use verde_interop::callbacks::{
-    callback, callback_config, callbacks, distinct, post_callback, sip_requests, u64_field,
-    user_of, wait_callback, CUSTOMER_RING_TIMEOUT, MAX_ATTEMPTS, RETRY_DELAY, WEDNESDAY_MORNING,
+    assert_cancelled_after_ring_timeout, assert_not_reached, assert_still_not_reached,
+    callback_config, capture_sip, customer_uas, distinct, invites_to, is_listed, post_callback,
+    sip_requests, start_with_anna, u64_field, user_of, wait_callback, CUSTOMER_RING_TIMEOUT,
+    MAX_ATTEMPTS, RETRY_DELAY,
 };
-use verde_interop::pcap::Capture;
-use verde_interop::sipp::{scenario, Sipp};
-use verde_interop::verde::{Verde, VerdeOptions};
-use verde_interop::wav::Audio;
+use verde_interop::sipp::scenario;
 use verde_interop::{free_port, require_private_netns, TestDir};
 
 const AGENT: &str = "1001";
@@ -26,34 +25,15 @@ fn callback_not_reached_after_two_attempts() {
     require_private_netns();
     let dir = TestDir::new("callback_not_reached");
     let customer_port = free_port();
-    let config = write_config(
+    let (verde, mut anna) = start_with_anna(
         &dir,
         &callback_config(Some((AGENT, "secret1")), customer_port),
+        (AGENT, "secret1"),
+        AnswerMode::Auto,
+        1300.0,
+        120.0,
     );
-    let verde = Verde::start(
-        &dir,
-        VerdeOptions {
-            config: Some(config),
-            extra_args: vec!["--wall-clock".into(), WEDNESDAY_MORNING.into()],
-            ..Default::default()
-        },
-    );
-    let voice = dir.join("agent-voice.wav");
-    Audio::tone(8000, 1300.0, 120.0, 0.3).save(&voice);
-    let mut anna = Baresip::start_agent(
-        &dir,
-        "anna",
-        &AgentAccount::new(AGENT, "secret1", verde.sip),
-        &voice,
-    );
-    wait_agent(&verde, AGENT, "registered", Duration::from_secs(10), |a| {
-        a["registered"] == serde_json::json!(true)
-    });
-    let cap = Capture::start(
-        &dir,
-        "sip",
-        &format!("udp and (port {customer_port} or port {})", anna.sip_port),
-    );
+    let cap = capture_sip(&dir, customer_port, anna.sip_port);
 
     // The customer rings and never answers, for exactly MAX_ATTEMPTS calls; SIPp then exits.
     // A ring longer than twice the timeout fails its call.
@@ -63,16 +43,13 @@ fn callback_not_reached_after_two_attempts() {
         "uas_ring_no_answer.xml",
         &[("RING_LIMIT_MS", ring_limit.as_millis().to_string())],
     );
-    let mut customer = Sipp::new(&scen, verde.sip)
-        .uas()
-        .local_port(customer_port)
+    let mut customer = customer_uas(&scen, &verde, customer_port)
         .calls(MAX_ATTEMPTS as u32)
         .timeout(Duration::from_secs(60))
         .spawn(&dir);
     customer.wait_bound();
 
-    feature_code(&mut anna, &verde, "*11");
-    wait_agent_state(&verde, AGENT, "ready", Duration::from_secs(5));
+    log_in_ready(&mut anna, &verde, AGENT);
 
     let created = post_callback(&verde, "pensions", CUSTOMER);
     let id = u64_field(&created, "id");
@@ -86,33 +63,9 @@ fn callback_not_reached_after_two_attempts() {
     let customer_out = customer.wait();
     customer_out.assert_success("customer ringing twice without answering");
 
-    assert_eq!(done["outcome"], "not-reached", "callback {done:#}");
-    assert_eq!(
-        u64_field(&done, "attempts"),
-        MAX_ATTEMPTS as u64,
-        "callback {done:#}"
-    );
-    let log = done["attempt_log"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no attempt_log array: {done:#}"))
-        .clone();
-    assert_eq!(log.len(), MAX_ATTEMPTS, "attempt_log of {done:#}");
-    for a in &log {
-        assert_eq!(a["outcome"], "no-answer", "attempt {a}");
-        assert_eq!(a["agent"], AGENT, "attempt {a}");
-        let rang = u64_field(a, "finished_at_ms") - u64_field(a, "started_at_ms");
-        assert!(
-            rang as u128 >= CUSTOMER_RING_TIMEOUT.as_millis() - 500,
-            "an attempt lasted {rang} ms, less than the customer's ring timeout: {a}"
-        );
-    }
-    let gap = u64_field(&log[1], "started_at_ms") - u64_field(&log[0], "finished_at_ms");
+    assert_not_reached(&done, Some(AGENT));
     assert!(
-        gap as u128 >= RETRY_DELAY.as_millis() - 300,
-        "the second attempt started {gap} ms after the first ended; retry_delay is {RETRY_DELAY:?}"
-    );
-    assert!(
-        !callbacks(&verde).iter().any(|c| c["id"] == id),
+        !is_listed(&verde, id),
         "a callback that ended not-reached is still listed as pending/dialing"
     );
 
@@ -120,40 +73,23 @@ fn callback_not_reached_after_two_attempts() {
     // the capture still sees anything sent to its port).
     let quiet_until = ended_at + RETRY_DELAY * 3;
     std::thread::sleep(quiet_until.saturating_duration_since(std::time::Instant::now()));
-    let again = callback(&verde, id);
-    assert_eq!(
-        (again["state"].as_str(), again["outcome"].as_str()),
-        (Some("done"), Some("not-reached")),
-        "the callback changed after it ended: {again:#}"
-    );
+    assert_still_not_reached(&verde, id);
     wait_agent_state(&verde, AGENT, "ready", Duration::from_secs(5));
     anna.quit();
     let datagrams = cap.stop();
 
-    let invites = distinct(sip_requests(&datagrams, customer_port, "INVITE"));
-    assert_eq!(
-        invites.len(),
+    let invites = invites_to(
+        &datagrams,
+        customer_port,
         MAX_ATTEMPTS,
-        "INVITEs to the customer (max_attempts {MAX_ATTEMPTS}): {:#?}",
-        invites.iter().map(|r| &r.text).collect::<Vec<_>>()
+        &format!("INVITEs to the customer (max_attempts {MAX_ATTEMPTS})"),
     );
     for inv in &invites {
         assert_eq!(user_of(&inv.uri), CUSTOMER, "INVITE to {}", inv.uri);
     }
     // Each given up with a CANCEL after the ring timeout.
     let cancels = distinct(sip_requests(&datagrams, customer_port, "CANCEL"));
-    for inv in &invites {
-        let c = cancels
-            .iter()
-            .find(|c| c.call_id == inv.call_id)
-            .unwrap_or_else(|| panic!("no CANCEL for the INVITE {}", inv.call_id));
-        let rang = c.time - inv.time;
-        let want = CUSTOMER_RING_TIMEOUT.as_secs_f64();
-        assert!(
-            (want - 0.5..=want + 1.5).contains(&rang),
-            "the customer rang {rang:.2} s before verde's CANCEL; customer_ring_timeout is {want} s"
-        );
-    }
+    assert_cancelled_after_ring_timeout(&invites, &cancels);
     assert!(
         invites[1].time - invites[0].time
             >= CUSTOMER_RING_TIMEOUT.as_secs_f64() + RETRY_DELAY.as_secs_f64() - 0.5,
@@ -163,12 +99,11 @@ fn callback_not_reached_after_two_attempts() {
 
     // The agent's phone was rung once per attempt, each time before its customer, and verde
     // hung that leg up when the customer did not answer.
-    let to_agent = distinct(sip_requests(&datagrams, anna.sip_port, "INVITE"));
-    assert_eq!(
-        to_agent.len(),
+    let to_agent = invites_to(
+        &datagrams,
+        anna.sip_port,
         MAX_ATTEMPTS,
-        "INVITEs to the agent's phone: {:#?}",
-        to_agent.iter().map(|r| &r.text).collect::<Vec<_>>()
+        "INVITEs to the agent's phone",
     );
     for (a, c) in to_agent.iter().zip(&invites) {
         assert!(

@@ -5,7 +5,7 @@ use std::time::Duration;
 use verde_interop::flows::{self, INPS, NODE_BENEFITS_QUEUE, NODE_PENSIONS_QUEUE};
 use verde_interop::pcap::dtmf_pcaps;
 use verde_interop::sipp::{play_pcap_after, scenario, Sipp};
-use verde_interop::verde::{field, record_path, Verde, VerdeOptions};
+use verde_interop::verde::{assert_record_branch, Verde, VerdeOptions};
 use verde_interop::{require_private_netns, TestDir};
 
 /// Calls INPS, presses `digits[0]` in the language menu and `digits[1]` in the service menu,
@@ -50,21 +50,7 @@ fn keys_1_1_choose_italian_and_pensions() {
     let dir = TestDir::new("sipp_dtmf_branch_11");
     let verde = Verde::start(&dir, VerdeOptions::default());
     let record = call_and_press(&dir, &verde, "11", "it");
-    let path = record_path(&record);
-    assert!(
-        path.iter().any(|n| n == NODE_PENSIONS_QUEUE),
-        "keys 1,1 must reach {NODE_PENSIONS_QUEUE}; path {path:?}; record {record:#}"
-    );
-    assert_eq!(
-        field(&record, "language").as_str(),
-        Some("it"),
-        "record {record:#}"
-    );
-    assert_eq!(
-        field(&record, "dtmf").as_str(),
-        Some("11"),
-        "both key presses received, once each: {record:#}"
-    );
+    assert_record_branch(&record, "keys 1,1", NODE_PENSIONS_QUEUE, "it", "11");
 }
 
 #[test]
@@ -73,23 +59,9 @@ fn keys_2_2_choose_english_and_benefits() {
     let dir = TestDir::new("sipp_dtmf_branch_22");
     let verde = Verde::start(&dir, VerdeOptions::default());
     let record = call_and_press(&dir, &verde, "22", "en");
-    let path = record_path(&record);
-    assert!(
-        path.iter().any(|n| n == NODE_BENEFITS_QUEUE),
-        "keys 2,2 must reach {NODE_BENEFITS_QUEUE}; path {path:?}; record {record:#}"
-    );
+    let path = assert_record_branch(&record, "keys 2,2", NODE_BENEFITS_QUEUE, "en", "22");
     assert!(
         !path.iter().any(|n| n == NODE_PENSIONS_QUEUE),
         "keys 2,2 must not reach {NODE_PENSIONS_QUEUE}; path {path:?}"
-    );
-    assert_eq!(
-        field(&record, "language").as_str(),
-        Some("en"),
-        "record {record:#}"
-    );
-    assert_eq!(
-        field(&record, "dtmf").as_str(),
-        Some("22"),
-        "both key presses received, once each: {record:#}"
     );
 }
