@@ -922,6 +922,21 @@ impl Session {
         }
     }
 
+    /// Whether this (supervisor) session asked for the wallboard feed.
+    pub fn is_subscribed(&self) -> bool {
+        self.feed.is_some()
+    }
+
+    /// Service-level figures (`queue_stats`, serialized once by the binary for everyone):
+    /// forwarded to subscribed supervisors as they are, whatever their refresh interval, since
+    /// they change slowly and come seldom.
+    pub fn handle_stats(&mut self, text: &Arc<str>) -> Vec<Out> {
+        match self.feed {
+            Some(_) => vec![Out::Send(text.clone())],
+            None => Vec::new(),
+        }
+    }
+
     /// A wallboard frame: forwarded (the shared text, never re-serialized) to a subscribed
     /// supervisor, as a delta when this session has the previous frame, else as the snapshot.
     pub fn handle_frame(&mut self, frame: &Frame, now: Instant) -> Vec<Out> {
@@ -932,7 +947,10 @@ impl Session {
             return Vec::new();
         }
         if let (Some(interval), Some(last)) = (feed.interval, feed.last_sent) {
-            if now < last + interval {
+            // Frames come on a timer of their own; a frame a little early for this interval
+            // is taken rather than pushing the refresh a whole tick later.
+            let slack = (interval / 4).min(self.limits.min_feed_interval / 2);
+            if now + slack < last + interval {
                 return Vec::new();
             }
         }

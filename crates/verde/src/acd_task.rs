@@ -8,14 +8,20 @@ use arc_swap::ArcSwap;
 use dashmap::DashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
-use verde_acd::{Acd, Action, AgentState, CallKey, Input, Snapshot};
+use tokio::sync::{mpsc, oneshot};
+use verde_acd::{Acd, AcdError, Action, AgentState, CallKey, Input, Snapshot};
 
 pub enum AcdCmd {
     Input(Input),
     /// An agent dialed the login code: log in if logged out, else become ready.
     LoginOrReady {
         agent: String,
+        queues: Option<Vec<verde_acd::QueueName>>,
+    },
+    /// A command whose outcome someone waits for (the CTI's answer to the agent's click).
+    Checked {
+        cmd: Box<AcdCmd>,
+        reply: oneshot::Sender<Result<(), AcdError>>,
     },
 }
 
@@ -56,6 +62,7 @@ impl AcdHandle {
 pub fn start(
     queues: Vec<verde_acd::QueueConfig>,
     agents: Vec<verde_acd::AgentConfig>,
+    cti: Arc<crate::cti::Hub>,
 ) -> anyhow::Result<AcdHandle> {
     let now = Instant::now();
     let names = queues.iter().map(|q| q.name.clone()).collect();
@@ -67,11 +74,16 @@ pub fn start(
         snapshot: Arc::new(ArcSwap::from_pointee((now, acd.snapshot(now)))),
         queues: Arc::new(names),
     };
-    tokio::spawn(run(acd, rx, handle.clone()));
+    tokio::spawn(run(acd, rx, handle.clone(), cti));
     Ok(handle)
 }
 
-async fn run(mut acd: Acd, mut rx: mpsc::Receiver<AcdCmd>, handle: AcdHandle) {
+async fn run(
+    mut acd: Acd,
+    mut rx: mpsc::Receiver<AcdCmd>,
+    handle: AcdHandle,
+    cti: Arc<crate::cti::Hub>,
+) {
     // Readers get a fresh view at most this often, and right after any change.
     const SNAPSHOT_EVERY: Duration = Duration::from_millis(500);
     let mut last_snapshot = Instant::now();
@@ -98,7 +110,7 @@ async fn run(mut acd: Acd, mut rx: mpsc::Receiver<AcdCmd>, handle: AcdHandle) {
         }
         while let Some(action) = acd.poll_action() {
             changed = true;
-            route(&handle, action);
+            route(&handle, &cti, action);
         }
         let now = Instant::now();
         if changed || now >= last_snapshot + SNAPSHOT_EVERY {
@@ -109,29 +121,37 @@ async fn run(mut acd: Acd, mut rx: mpsc::Receiver<AcdCmd>, handle: AcdHandle) {
 }
 
 fn apply(acd: &mut Acd, cmd: AcdCmd, now: Instant) {
+    match cmd {
+        AcdCmd::Checked { cmd, reply } => {
+            let _ = reply.send(apply_one(acd, *cmd, now));
+        }
+        cmd => {
+            if let Err(e) = apply_one(acd, cmd, now) {
+                tracing::warn!(error = %e, "ACD refused input");
+            }
+        }
+    }
+}
+
+fn apply_one(acd: &mut Acd, cmd: AcdCmd, now: Instant) -> Result<(), AcdError> {
     let input = match cmd {
         AcdCmd::Input(i) => i,
-        AcdCmd::LoginOrReady { agent } => match acd.agent_state(&agent) {
-            None => {
-                tracing::warn!(%agent, "login code from an agent the ACD does not know");
-                return;
-            }
+        AcdCmd::Checked { cmd, .. } => return apply_one(acd, *cmd, now),
+        AcdCmd::LoginOrReady { agent, queues } => match acd.agent_state(&agent) {
+            None => return Err(AcdError::UnknownAgent(agent)),
             Some(AgentState::LoggedOut) => Input::AgentLogin {
                 agent: agent.as_str().into(),
-                queues: None,
+                queues,
             },
             Some(_) => Input::AgentReady {
                 agent: agent.as_str().into(),
             },
         },
     };
-    let what = format!("{input:?}");
-    if let Err(e) = acd.handle(input, now) {
-        tracing::warn!(error = %e, input = %what, "ACD refused input");
-    }
+    acd.handle(input, now)
 }
 
-fn route(handle: &AcdHandle, action: Action) {
+fn route(handle: &AcdHandle, cti: &crate::cti::Hub, action: Action) {
     let call = match &action {
         Action::Offer { call, .. }
         | Action::CancelOffer { call, .. }
@@ -142,6 +162,11 @@ fn route(handle: &AcdHandle, action: Action) {
         | Action::Abandoned { call, .. } => Some(*call),
         Action::AgentState { agent, state } => {
             tracing::info!(agent = %agent.as_str(), state = ?state, "agent state");
+            cti.publish(verde_cti::Event::AgentState {
+                agent: agent.clone(),
+                state: state.clone(),
+                in_state: Duration::ZERO,
+            });
             None
         }
         Action::AgentAutoPaused { agent, reason } => {

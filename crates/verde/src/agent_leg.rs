@@ -74,6 +74,7 @@ impl AgentLeg {
         peer: Peer,
         caller: &str,
         rtp: RtpPair,
+        auto_answer: bool,
         sip_out: &mut Vec<SipCmd>,
     ) -> AgentLeg {
         let mut local_sdp = LocalSdp::new(
@@ -95,8 +96,21 @@ impl AgentLeg {
         }
         .build()
         .with_header("Subject", format!("verde queue {queue}"))
-        .with_header("X-Verde-Queue", queue)
-        .with_body("application/sdp", local_sdp.offer());
+        .with_header("X-Verde-Queue", queue);
+        // The agent clicked Answer on its bar: ask the phone to pick up by itself, in the two
+        // dialects phones understand (BroadSoft's Call-Info and the Alert-Info of Polycom,
+        // Yealink, Snom and others). Phones that honour neither ring as usual.
+        let invite = if auto_answer {
+            invite
+                .with_header("Call-Info", format!("<sip:{host}>;answer-after=0"))
+                .with_header(
+                    "Alert-Info",
+                    "<http://127.0.0.1/auto>;info=alert-autoanswer;delay=0",
+                )
+        } else {
+            invite
+        };
+        let invite = invite.with_body("application/sdp", local_sdp.offer());
         let call_id = invite.call_id().unwrap_or_default().to_string();
         sip_out.push(SipCmd::Request {
             call_id: call_id.clone(),

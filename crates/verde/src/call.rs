@@ -48,6 +48,8 @@ pub enum CallInput {
     },
     /// What the ACD decided for this call.
     Acd(Action),
+    /// A command from an agent's bar or a supervisor, already authorized by the CTI session.
+    Cti(crate::cti::CallCommand),
     /// The engine is shutting down and the grace period is over.
     Shutdown,
 }
@@ -84,6 +86,7 @@ impl AgentTask {
         match self {
             AgentTask::Login => Some(AcdCmd::LoginOrReady {
                 agent: agent.to_string(),
+                queues: None,
             }),
             AgentTask::Pause => Some(AcdCmd::Input(AcdInput::AgentPause {
                 agent: agent.into(),
@@ -169,8 +172,15 @@ struct Call {
     queue: Option<Queued>,
     /// Agents being rung (several with ring-all) or the one talking.
     legs: Vec<AgentLeg>,
-    /// Offers waiting for an RTP pair (bound in the async part of the loop).
-    pending_offers: Vec<(String, String)>,
+    /// Offers waiting for an RTP pair (bound in the async part of the loop): agent, queue,
+    /// and whether the phone is asked to answer by itself (the agent clicked Answer).
+    pending_offers: Vec<(String, String, bool)>,
+    /// Offers ringing only on the agent's bar (agent, queue): its phone is called on Answer.
+    bar_offers: Vec<(String, String)>,
+    /// Agents whose bar was told of this call and not yet of its end.
+    told: Vec<String>,
+    /// The agent put the caller on hold from its bar.
+    bar_hold: bool,
     /// A queue just joined: look for a callback this number already booked there.
     check_booked: Option<String>,
     /// ACD facts for the call record.
@@ -328,6 +338,9 @@ async fn run(engine: Arc<Engine>, start: CallStart, mut inbox: mpsc::Receiver<Ca
         queue: None,
         legs: Vec::new(),
         pending_offers: Vec::new(),
+        bar_offers: Vec::new(),
+        told: Vec::new(),
+        bar_hold: false,
         check_booked: None,
         extra: BTreeMap::new(),
         logged_nodes: 0,
@@ -438,6 +451,7 @@ async fn run(engine: Arc<Engine>, start: CallStart, mut inbox: mpsc::Receiver<Ca
         }
     }
     let record = call.finish();
+    call.engine.cti.call_finished(&record);
     call.engine.records.write(record).await;
 }
 
@@ -492,8 +506,8 @@ impl Call {
     }
 
     async fn flush(&mut self) {
-        for (agent, queue) in std::mem::take(&mut self.pending_offers) {
-            self.ring_agent(agent, queue).await;
+        for (agent, queue, auto) in std::mem::take(&mut self.pending_offers) {
+            self.ring_agent(agent, queue, auto).await;
         }
         if let Some(queue) = self.check_booked.take() {
             let tasks = self.engine.tasks.clone();
@@ -830,6 +844,10 @@ impl Call {
             }
             CallInput::StrayResponse { .. } => {}
             CallInput::Acd(action) => self.acd_action(action, now),
+            CallInput::Cti(c) => {
+                let outcome = self.cti_command(c.command, now);
+                let _ = c.reply.send(outcome);
+            }
             CallInput::Ack => tracing::debug!("ack"),
             CallInput::Cancelled => {
                 tracing::info!("caller cancelled before answer");
@@ -1209,15 +1227,28 @@ impl Call {
         }
         match action {
             Action::Offer { agent, queue, .. } => {
-                tracing::info!(agent = %agent.as_str(), "offering the call to an agent");
-                self.pending_offers
-                    .push((agent.as_str().to_string(), queue.as_str().to_string()));
+                let (agent, queue) = (agent.as_str().to_string(), queue.as_str().to_string());
+                self.tell_offered(&agent, &queue, now);
+                if self.engine.cti.offers_to_bar(&agent) {
+                    tracing::info!(%agent, "offering the call on the agent's bar");
+                    self.engine.acd.input(AcdInput::OfferRinging {
+                        call: CallKey(self.key),
+                        agent: agent.as_str().into(),
+                    });
+                    self.bar_offers.push((agent, queue));
+                } else {
+                    tracing::info!(%agent, "offering the call to an agent");
+                    self.pending_offers.push((agent, queue, false));
+                }
             }
             Action::CancelOffer { agent, .. } => {
+                self.bar_offers.retain(|(a, _)| a != agent.as_str());
+                self.pending_offers.retain(|(a, _, _)| a != agent.as_str());
                 for leg in self.legs.iter_mut().filter(|l| l.agent == agent.as_str()) {
                     tracing::info!(agent = %leg.agent, "offer withdrawn");
                     leg.cancel(&mut self.sip_out);
                 }
+                self.tell_ended(agent.as_str(), "withdrawn");
             }
             Action::Connected { agent, waited, .. } => {
                 tracing::info!(agent = %agent.as_str(), waited_ms = waited.as_millis() as u64, "connected to agent");
@@ -1289,7 +1320,7 @@ impl Call {
     }
 
     /// Rings an agent for this call: its registered phone, on a fresh RTP pair.
-    async fn ring_agent(&mut self, agent: String, queue: String) {
+    async fn ring_agent(&mut self, agent: String, queue: String, auto_answer: bool) {
         let binding = self.engine.bindings.get(&agent).map(|b| b.clone());
         let fail = |call: &mut Call, reason| {
             call.engine.acd.input(AcdInput::OfferFailed {
@@ -1319,6 +1350,7 @@ impl Call {
             peer,
             &caller_number(&self.start.invite),
             rtp,
+            auto_answer,
             &mut self.sip_out,
         );
         self.engine
@@ -1342,11 +1374,24 @@ impl Call {
                     agent: agent.as_str().into(),
                 });
                 // Ring-all: the others stop ringing.
+                let mut others = Vec::new();
                 for (j, leg) in self.legs.iter_mut().enumerate() {
                     if j != i {
                         leg.cancel(&mut self.sip_out);
+                        others.push(leg.agent.clone());
                     }
                 }
+                for (a, _) in std::mem::take(&mut self.bar_offers) {
+                    others.push(a);
+                }
+                for a in others {
+                    self.tell_ended(&a, "answered-elsewhere");
+                }
+                self.bar_hold = false;
+                self.engine.cti.publish(verde_cti::Event::CallAnswered {
+                    agent: agent.as_str().into(),
+                    call: CallKey(self.key),
+                });
                 self.media.stop_playback(now);
                 self.media.set_relay(true);
                 if let Some(q) = self.queue.as_mut() {
@@ -1366,13 +1411,25 @@ impl Call {
 
     fn leg_failed(&mut self, i: usize, status: u16, _now: Instant) {
         let leg = &mut self.legs[i];
+        let cancelled = leg.state == LegState::Cancelling;
         leg.state = LegState::Ended;
-        tracing::info!(agent = %leg.agent, status, "agent did not take the call");
-        self.engine.acd.input(AcdInput::OfferFailed {
-            call: CallKey(self.key),
-            agent: leg.agent.as_str().into(),
-            reason: failure_reason(status),
-        });
+        let agent = leg.agent.clone();
+        // A leg we cancelled ended by our (or the ACD's) decision, already accounted for.
+        if !cancelled {
+            tracing::info!(%agent, status, "agent did not take the call");
+            self.engine.acd.input(AcdInput::OfferFailed {
+                call: CallKey(self.key),
+                agent: agent.as_str().into(),
+                reason: failure_reason(status),
+            });
+        }
+        let why = match failure_reason(status) {
+            OfferFailure::Busy => "busy",
+            OfferFailure::Rejected => "declined",
+            OfferFailure::NoAnswer => "no-answer",
+            OfferFailure::Unreachable => "unreachable",
+        };
+        self.tell_ended(&agent, why);
         self.drop_ended_legs();
     }
 
@@ -1400,6 +1457,8 @@ impl Call {
                 self.respond(tx, req.response(200, "OK"));
                 tracing::info!(agent = %self.legs[i].agent, "agent hung up");
                 self.legs[i].state = LegState::Ended;
+                let agent = self.legs[i].agent.clone();
+                self.tell_ended(&agent, "agent-hangup");
                 self.hangup(now, "answered-agent");
                 self.hangup_by = "agent";
             }
@@ -1431,6 +1490,13 @@ impl Call {
                             } else {
                                 self.media.stop_playback(now);
                             }
+                            let (agent, call) =
+                                (self.legs[i].agent.as_str().into(), CallKey(self.key));
+                            self.engine.cti.publish(if holding {
+                                verde_cti::Event::CallHeld { agent, call }
+                            } else {
+                                verde_cti::Event::CallResumed { agent, call }
+                            });
                             resp.headers.push("Content-Type", "application/sdp");
                             resp.body = Bytes::from(neg.answer);
                         }
@@ -1478,18 +1544,236 @@ impl Call {
         self.respond(tx, req.response(202, "Accepted"));
         let cseq = req.cseq().map(|(n, _)| n);
         self.legs[i].notify_refer(cseq, 200, "OK", &mut self.sip_out);
+        self.transfer_to_queue(i, queue, now);
+    }
+
+    /// The talking agent (leg `i`) sends the caller to `queue`: its leg ends, it goes to
+    /// wrap-up, the caller waits in the new queue with its music.
+    fn transfer_to_queue(&mut self, i: usize, queue: String, now: Instant) {
+        let agent = self.legs[i].agent.clone();
         self.legs[i].bye(&mut self.sip_out);
         self.media.set_relay(false);
+        self.bar_hold = false;
         let fallback = self.queue.take().map(|q| q.fallback).unwrap_or_default();
         self.engine.acd.input(AcdInput::CallEnded {
             call: CallKey(self.key),
             agent: agent.as_str().into(),
         });
         self.drop_ended_legs();
+        self.told.retain(|a| *a != agent);
+        self.engine.cti.publish(verde_cti::Event::CallTransferred {
+            agent: agent.as_str().into(),
+            call: CallKey(self.key),
+            to: verde_cti::TransferTarget::Queue(queue.clone()),
+        });
         self.extra.insert("transferred_by".into(), agent);
         self.extra.insert("transferred_to".into(), queue.clone());
         self.disposition = None;
         self.enqueue(queue, fallback, now);
+    }
+
+    /// Tells the agent's bar the call is offered to it (the pop-up).
+    fn tell_offered(&mut self, agent: &str, queue: &str, now: Instant) {
+        let waited = self
+            .queue
+            .as_ref()
+            .map(|q| now.saturating_duration_since(q.entered))
+            .unwrap_or_default();
+        let offer = crate::cti::offer(
+            &caller_number(&self.start.invite),
+            &self.start.did,
+            queue,
+            waited,
+            Some(self.ivr.language()),
+            self.ivr.choices(),
+            verde_cti::Channel::Voice,
+        );
+        if !self.told.iter().any(|a| a == agent) {
+            self.told.push(agent.to_string());
+        }
+        self.engine.cti.publish(verde_cti::Event::CallOffered {
+            agent: agent.into(),
+            call: CallKey(self.key),
+            offer,
+        });
+    }
+
+    /// Tells the agent's bar the call is over for it, once.
+    fn tell_ended(&mut self, agent: &str, reason: &str) {
+        let before = self.told.len();
+        self.told.retain(|a| a != agent);
+        if self.told.len() != before {
+            self.engine.cti.publish(verde_cti::Event::CallEnded {
+                agent: agent.into(),
+                call: CallKey(self.key),
+                reason: reason.to_string(),
+            });
+        }
+    }
+
+    /// A command from an agent's bar (the CTI session checked that the call is the agent's;
+    /// this checks it against the call's own truth) or a supervisor.
+    fn cti_command(
+        &mut self,
+        command: verde_cti::EngineCommand,
+        now: Instant,
+    ) -> Result<verde_cti::Reply, verde_cti::EngineError> {
+        use verde_cti::{EngineCommand as C, EngineError, ErrorCode, Reply, TransferTarget};
+        let gone = || EngineError::new(ErrorCode::Gone, "the call is no longer yours");
+        if self.phase == Phase::Ended {
+            return Err(EngineError::new(ErrorCode::Gone, "the call has ended"));
+        }
+        let hold_wanted = matches!(command, C::Hold { .. });
+        let talking = |call: &Call, agent: &str| {
+            call.legs
+                .iter()
+                .position(|l| l.state == LegState::Answered && l.agent == agent)
+        };
+        match command {
+            C::Answer { agent, .. } => {
+                let agent = agent.as_str();
+                if let Some(p) = self.bar_offers.iter().position(|(a, _)| a == agent) {
+                    let (agent, queue) = self.bar_offers.remove(p);
+                    tracing::info!(%agent, "agent answers from its bar: calling its phone to auto-answer");
+                    self.pending_offers.push((agent, queue, true));
+                    return Ok(Reply::Done);
+                }
+                if self
+                    .legs
+                    .iter()
+                    .any(|l| l.agent == agent && l.state == LegState::Ringing)
+                {
+                    return Err(EngineError::new(
+                        ErrorCode::InvalidState,
+                        "your phone is ringing: answer it there",
+                    ));
+                }
+                Err(gone())
+            }
+            C::Hangup { agent, .. } => {
+                let agent = agent.as_str().to_string();
+                if let Some(p) = self.bar_offers.iter().position(|(a, _)| *a == agent) {
+                    self.bar_offers.remove(p);
+                    tracing::info!(%agent, "agent declines the offer on its bar");
+                    self.engine.acd.input(AcdInput::OfferFailed {
+                        call: CallKey(self.key),
+                        agent: agent.as_str().into(),
+                        reason: OfferFailure::Rejected,
+                    });
+                    self.tell_ended(&agent, "declined");
+                    return Ok(Reply::Done);
+                }
+                if let Some(leg) = self
+                    .legs
+                    .iter_mut()
+                    .find(|l| l.agent == agent && l.state == LegState::Ringing)
+                {
+                    tracing::info!(%agent, "agent declines the offer on its bar");
+                    leg.cancel(&mut self.sip_out);
+                    self.engine.acd.input(AcdInput::OfferFailed {
+                        call: CallKey(self.key),
+                        agent: agent.as_str().into(),
+                        reason: OfferFailure::Rejected,
+                    });
+                    self.tell_ended(&agent, "declined");
+                    return Ok(Reply::Done);
+                }
+                let Some(i) = talking(self, &agent) else {
+                    return Err(gone());
+                };
+                tracing::info!(%agent, "agent hangs up from its bar");
+                self.legs[i].bye(&mut self.sip_out);
+                self.tell_ended(&agent, "agent-hangup");
+                self.drop_ended_legs();
+                self.hangup(now, "answered-agent");
+                self.hangup_by = "agent";
+                Ok(Reply::Done)
+            }
+            C::Hold { agent, .. } | C::ResumeCall { agent, .. } => {
+                let hold = hold_wanted;
+                if talking(self, agent.as_str()).is_none() {
+                    return Err(gone());
+                }
+                if self.bar_hold == hold {
+                    let msg = if hold {
+                        "already on hold"
+                    } else {
+                        "not on hold"
+                    };
+                    return Err(EngineError::new(ErrorCode::InvalidState, msg));
+                }
+                self.bar_hold = hold;
+                self.media.set_relay(!hold);
+                if let Some(m) = self.talking_leg_mut().and_then(|l| l.media.as_mut()) {
+                    m.set_relay(!hold);
+                }
+                if hold {
+                    if let Some(p) = self.prompt("moh") {
+                        self.media.play_loop(p, now);
+                    }
+                } else {
+                    self.media.stop_playback(now);
+                }
+                tracing::info!(agent = %agent.as_str(), hold, "hold from the agent's bar");
+                let call = CallKey(self.key);
+                self.engine.cti.publish(if hold {
+                    verde_cti::Event::CallHeld { agent, call }
+                } else {
+                    verde_cti::Event::CallResumed { agent, call }
+                });
+                Ok(Reply::Done)
+            }
+            C::Transfer {
+                agent, mode, to, ..
+            } => {
+                let Some(i) = talking(self, agent.as_str()) else {
+                    return Err(gone());
+                };
+                match (mode, to) {
+                    (verde_cti::TransferMode::Blind, TransferTarget::Queue(queue)) => {
+                        if !self.engine.acd.has_queue(&queue) {
+                            return Err(EngineError::new(
+                                ErrorCode::NotFound,
+                                format!("no queue {queue:?}"),
+                            ));
+                        }
+                        tracing::info!(agent = %agent.as_str(), %queue, "agent transfers the caller to a queue from its bar");
+                        self.transfer_to_queue(i, queue, now);
+                        Ok(Reply::Done)
+                    }
+                    _ => Err(EngineError::new(
+                        ErrorCode::Unavailable,
+                        "only blind transfers to a queue are available in this version",
+                    )),
+                }
+            }
+            C::MoveCaller {
+                supervisor, queue, ..
+            } => {
+                let waiting = self.queue.as_ref().is_some_and(|q| !q.bridged);
+                if !waiting {
+                    return Err(EngineError::new(
+                        ErrorCode::InvalidState,
+                        "the caller is not waiting in a queue",
+                    ));
+                }
+                tracing::info!(%supervisor, queue = %queue.as_str(), "supervisor moves the caller to another queue");
+                self.engine.acd.input(AcdInput::RemoveCaller {
+                    call: CallKey(self.key),
+                });
+                for (a, _) in std::mem::take(&mut self.bar_offers) {
+                    self.tell_ended(&a, "moved");
+                }
+                let fallback = self.queue.take().map(|q| q.fallback).unwrap_or_default();
+                self.extra.insert("moved_by".into(), supervisor);
+                self.enqueue(queue.as_str().to_string(), fallback, now);
+                Ok(Reply::Done)
+            }
+            _ => Err(EngineError::new(
+                ErrorCode::Internal,
+                "not a command for a call",
+            )),
+        }
     }
 
     /// Leaves the ACD cleanly: the queue learns the caller left (or the talk ended), ringing
@@ -1517,6 +1801,14 @@ impl Call {
         }
         for leg in self.legs.iter_mut() {
             leg.hang_up(&mut self.sip_out);
+        }
+        self.bar_offers.clear();
+        for agent in std::mem::take(&mut self.told) {
+            self.engine.cti.publish(verde_cti::Event::CallEnded {
+                agent: agent.as_str().into(),
+                call: CallKey(self.key),
+                reason: "caller-hangup".into(),
+            });
         }
         for leg in &self.legs {
             self.sip_out.push(SipCmd::CallEnded {

@@ -36,6 +36,11 @@ pub struct Config {
     /// Agents: SIP accounts (digest) and ACD membership.
     #[serde(default)]
     pub agents: Vec<AgentAccount>,
+    /// Supervisors: CTI accounts with the supervisor role (wallboard, forced states, moves).
+    #[serde(default)]
+    pub supervisors: Vec<SupervisorAccount>,
+    /// The CTI websocket's sessions.
+    pub cti: CtiConfig,
     /// Numbers an authenticated agent dials to change state.
     pub features: FeatureCodes,
     /// Where verde places calls of its own (callbacks).
@@ -95,6 +100,41 @@ pub struct AgentAccount {
     pub skills: BTreeMap<String, u8>,
     #[serde(default)]
     pub queues: Vec<String>,
+    /// Where the agent answers an offered call: `phone` (it rings; the bar pops up too) or
+    /// `bar` (while the agent's bar is connected only the bar rings, and its Answer button
+    /// calls the phone with an auto-answer request: for phones set to auto-answer).
+    #[serde(default)]
+    pub answer_from: AnswerFrom,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AnswerFrom {
+    #[default]
+    Phone,
+    Bar,
+}
+
+/// A supervisor's CTI account; the secret is checked like an agent's (plain or HA1 digests in
+/// the SIP realm), so one hashing scheme covers both.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SupervisorAccount {
+    pub id: String,
+    #[serde(default)]
+    pub password: Option<String>,
+    #[serde(default)]
+    pub ha1_md5: Option<String>,
+    #[serde(default)]
+    pub ha1_sha256: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CtiConfig {
+    /// How long a CTI login stays valid.
+    #[serde(with = "humantime_secs")]
+    pub token_ttl: Duration,
 }
 
 impl AgentAccount {
@@ -321,6 +361,20 @@ impl Config {
                         a.id
                     );
                 }
+            }
+        }
+        for sup in &self.supervisors {
+            if !seen.insert(&sup.id) {
+                bail!(
+                    "{name}: supervisors: id {:?} is already an agent or a supervisor (one name, one role)",
+                    sup.id
+                );
+            }
+            if sup.password.is_none() && sup.ha1_md5.is_none() && sup.ha1_sha256.is_none() {
+                bail!(
+                    "{name}: supervisor {:?}: set password, ha1_md5 or ha1_sha256",
+                    sup.id
+                );
             }
         }
         Ok(())

@@ -384,6 +384,7 @@ impl Callback {
             crate::agent_leg::delivery_peer(&binding),
             &self.cb.number,
             rtp,
+            false,
             &mut self.sip_out,
         );
         self.engine
@@ -492,6 +493,7 @@ impl Callback {
             },
             &self.cb.did,
             rtp,
+            false,
             &mut self.sip_out,
         );
         self.engine

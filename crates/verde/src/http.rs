@@ -1,5 +1,5 @@
-//! The HTTP side: health, and the read side of call records. The CTI websocket and the web
-//! pages join it with their issues.
+//! The HTTP side: health and metrics, the REST read side (described in `docs/openapi.json`),
+//! the CTI websocket and the agents' and supervisors' pages.
 
 use crate::sip_core::Engine;
 use axum::extract::{ConnectInfo, Path, Query, State};
@@ -34,6 +34,9 @@ pub async fn start(
         .route("/api/voicemails", get(voicemails))
         .route("/api/tasks/late", get(late_tasks))
         .route("/api/agents", get(agents))
+        .route("/api/openapi.json", get(openapi))
+        .route("/cti", get(cti))
+        // .merge(crate::web::router())
         .with_state(AppState { store, engine });
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -46,6 +49,26 @@ pub async fn start(
         }
     });
     Ok(addr)
+}
+
+/// The REST side's description (OpenAPI 3.1), kept beside the code in `docs/`.
+async fn openapi() -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        include_str!("../../../docs/openapi.json"),
+    )
+        .into_response()
+}
+
+/// The CTI websocket: each connection gets its own task around a [`verde_cti::Session`].
+async fn cti(
+    State(s): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ws: axum::extract::ws::WebSocketUpgrade,
+) -> Response {
+    let engine = s.engine.clone();
+    ws.max_message_size(64 * 1024)
+        .on_upgrade(move |socket| crate::cti::serve(socket, peer, engine))
 }
 
 async fn health(State(s): State<AppState>) -> Response {
@@ -121,7 +144,17 @@ async fn queues(State(s): State<AppState>) -> Response {
                 "handle_time_s": secs(q.handle_time),
                 "agents_logged_in": q.agents_logged_in,
                 "agents_ready": q.agents_ready,
-                "callers": q.callers.iter().map(|c| format!("{c:?}")).collect::<Vec<_>>(),
+                "callers": q.callers.iter().map(|c| serde_json::json!({
+                    "call": c.call.0,
+                    "caller": c.caller,
+                    "priority": c.priority,
+                    "kind": match c.kind {
+                        verde_acd::CallerKind::Live => "live",
+                        verde_acd::CallerKind::Callback => "callback",
+                    },
+                    "position": c.position,
+                    "waited_s": secs(c.waited + age),
+                })).collect::<Vec<_>>(),
             })
         })
         .collect();

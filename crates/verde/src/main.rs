@@ -10,12 +10,15 @@ mod agent_leg;
 mod call;
 mod clock;
 mod config;
+mod cti;
 mod dialer;
 mod flows;
 mod http;
+mod live_stats;
 mod records;
 mod rtp_ports;
 mod sip_core;
+// mod web; (pending)
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -190,9 +193,11 @@ async fn serve(mut cfg: Config) -> Result<()> {
 
     let shutdown = tokio_util_shutdown();
     let media_ip = cfg.media_ip();
+    let (cti, cti_runner) = cti::Hub::new(&cfg);
     let acd = acd_task::start(
         cfg.queues.clone(),
         cfg.agents.iter().map(|a| a.acd()).collect(),
+        cti.clone(),
     )?;
     let engine = Arc::new(sip_core::Engine::new(
         cfg.clone(),
@@ -201,8 +206,10 @@ async fn serve(mut cfg: Config) -> Result<()> {
         prompts,
         records,
         acd,
+        cti,
         tasks,
     )?);
+    cti_runner.spawn(engine.clone(), store.clone());
     let sip = sip_core::start(engine.clone()).await?;
     dialer::start(engine.clone());
     let http = http::start(cfg.http.listen, store, engine.clone()).await?;

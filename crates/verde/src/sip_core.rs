@@ -75,6 +75,8 @@ pub struct Engine {
     pub records: crate::records::Records,
     pub rtp_ports: RtpPorts,
     pub acd: AcdHandle,
+    /// The CTI hub: agents' bars and supervisors' wallboards.
+    pub cti: Arc<crate::cti::Hub>,
     /// Callbacks and voicemails (durable).
     pub tasks: Arc<dyn verde_store::TaskStore>,
     /// Each agent's most recent registration, mirrored from the registrar for call tasks.
@@ -89,6 +91,8 @@ pub struct Engine {
 }
 
 impl Engine {
+    // One argument per shared service the engine wires together; a builder would only rename them.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         cfg: Arc<Config>,
         media_ip: IpAddr,
@@ -96,6 +100,7 @@ impl Engine {
         prompts: Arc<PromptCache>,
         records: crate::records::Records,
         acd: AcdHandle,
+        cti: Arc<crate::cti::Hub>,
         tasks: Arc<dyn verde_store::TaskStore>,
     ) -> anyhow::Result<Self> {
         let (sip_tx, sip_rx) = mpsc::channel(8192);
@@ -108,6 +113,7 @@ impl Engine {
             prompts,
             records,
             acd,
+            cti,
             tasks,
             bindings: DashMap::new(),
             feature_flows,
