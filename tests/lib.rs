@@ -15,6 +15,7 @@ pub mod acd;
 pub mod baresip;
 pub mod callbacks;
 pub mod checks;
+pub mod cti;
 pub mod flows;
 pub mod http;
 pub mod linphone;

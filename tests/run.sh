@@ -4,7 +4,9 @@
 #   tests/run.sh            # from anywhere in the repository
 #
 # 1. installs the interop peers when missing (Debian/Ubuntu, apt-get; needs root or sudo):
-#    sip-tester (sipp), baresip, linphone-cli (linphonec), sox, espeak-ng, tshark (dumpcap), iproute2;
+#    sip-tester (sipp), baresip, linphone-cli (linphonec), sox, espeak-ng, tshark (dumpcap), iproute2,
+#    chromium (driven by playwright-core from npm, installed in tests/browser with `npm ci`; no
+#    browser is ever downloaded), and Node.js with npm when missing;
 # 2. cargo fmt --check, cargo clippy -D warnings, the unit and integration tests;
 # 3. builds the verde binary and runs the interop tests (crate verde-interop, tests/interop/)
 #    inside a private network namespace that has only lo (unshare -n), so the peers can only
@@ -28,13 +30,17 @@ as_root() {
 }
 
 # --- 1. peers ---------------------------------------------------------------------------------
-PACKAGES=(sip-tester baresip linphone-cli sox libsox-fmt-all espeak-ng tshark iproute2)
-COMMANDS=(sipp baresip linphonec sox espeak-ng dumpcap tshark ip unshare)
+PACKAGES=(sip-tester baresip linphone-cli sox libsox-fmt-all espeak-ng tshark iproute2 chromium)
+COMMANDS=(sipp baresip linphonec sox espeak-ng dumpcap tshark ip unshare chromium node npm)
 missing=()
 if command -v dpkg-query >/dev/null 2>&1; then
     for p in "${PACKAGES[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
     done
+fi
+# Node.js may come from elsewhere (nodesource, nvm): only installed from Debian when absent.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    missing+=(nodejs npm)
 fi
 if [ "${#missing[@]}" -gt 0 ]; then
     step "installing interop peers: ${missing[*]}"
@@ -56,6 +62,12 @@ for c in "${COMMANDS[@]}"; do
 done
 [ -f /usr/share/sip-tester/dtmf_2833_1.pcap ] \
     || die "/usr/share/sip-tester/dtmf_2833_*.pcap missing: reinstall the sip-tester package"
+
+# playwright-core for the browser tests, at the version package-lock.json pins; it drives
+# /usr/bin/chromium and must never download a browser of its own.
+step "npm ci (tests/browser: playwright-core)"
+(cd tests/browser && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund) \
+    || die "npm ci in tests/browser failed: no access to the npm registry?"
 
 # --- 2. the Rust checks -----------------------------------------------------------------------
 command -v cargo >/dev/null 2>&1 || die "cargo not found: install a Rust toolchain (rustup.rs)"

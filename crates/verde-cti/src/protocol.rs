@@ -233,6 +233,11 @@ pub(crate) fn state_name(state: &AgentState) -> (&'static str, Option<&str>) {
     }
 }
 
+/// The wire name of an agent state (`oncall`, `paused`...), as everywhere verde shows one.
+pub fn state_label(state: &AgentState) -> &'static str {
+    state_name(state).0
+}
+
 pub(crate) fn secs(d: Duration) -> f64 {
     d.as_millis() as f64 / 1000.0
 }

@@ -333,10 +333,10 @@ impl HubRunner {
             tokio::select! {
                 msg = self.rx.recv() => {
                     let Some(msg) = msg else { return };
-                    self.handle(&mut slots, &mut stats, msg);
+                    self.handle(&engine, &mut slots, &mut stats, msg);
                     // Drain what else is queued before the next tick.
                     while let Ok(msg) = self.rx.try_recv() {
-                        self.handle(&mut slots, &mut stats, msg);
+                        self.handle(&engine, &mut slots, &mut stats, msg);
                     }
                 }
                 _ = ticker.tick() => {
@@ -360,6 +360,7 @@ impl HubRunner {
 
     fn handle(
         &mut self,
+        engine: &Engine,
         slots: &mut HashMap<AgentId, AgentSlot>,
         stats: &mut crate::live_stats::LiveStats,
         msg: HubMsg,
@@ -396,6 +397,14 @@ impl HubRunner {
             }
             HubMsg::Attach { conn, agent, tx } => {
                 let slot = slots.entry(agent.clone()).or_default();
+                if slot.state.is_none() {
+                    // No change since start: the ACD's published view says where the agent is.
+                    let snap = engine.acd.snapshot();
+                    if let Some(a) = snap.1.agents.iter().find(|a| a.id == agent) {
+                        let since = snap.0.checked_sub(a.in_state).unwrap_or(snap.0);
+                        slot.state = Some((a.state.clone(), since));
+                    }
+                }
                 let mut ok = true;
                 for ev in slot.replay(&agent, now) {
                     if tx.try_send(ev).is_err() {
@@ -653,6 +662,16 @@ async fn execute(engine: &Arc<Engine>, command: EngineCommand) -> Result<Reply, 
             acd(engine, AcdCmd::Input(Input::AgentLogout { agent })).await
         }
         EngineCommand::WrapUpDone { agent } => {
+            let snap = engine.acd.snapshot();
+            let state = snap
+                .1
+                .agents
+                .iter()
+                .find(|a| a.id == agent)
+                .map(|a| a.state.clone());
+            if state != Some(AgentState::WrapUp) {
+                return Err(err(ErrorCode::InvalidState, "not in wrap-up"));
+            }
             acd(engine, AcdCmd::Input(Input::WrapUpDone { agent })).await
         }
         EngineCommand::ForceState {

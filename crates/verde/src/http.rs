@@ -36,7 +36,7 @@ pub async fn start(
         .route("/api/agents", get(agents))
         .route("/api/openapi.json", get(openapi))
         .route("/cti", get(cti))
-        // .merge(crate::web::router())
+        .merge(crate::web::router())
         .with_state(AppState { store, engine });
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -169,11 +169,10 @@ async fn agents(State(s): State<AppState>) -> Response {
         .agents
         .iter()
         .map(|a| {
-            let (state, reason) = match &a.state {
-                verde_acd::AgentState::Paused { reason } => {
-                    ("paused".to_string(), Some(reason.clone()))
-                }
-                other => (format!("{other:?}").to_lowercase(), None),
+            let state = verde_cti::state_label(&a.state);
+            let reason = match &a.state {
+                verde_acd::AgentState::Paused { reason } => Some(reason.as_str()),
+                _ => None,
             };
             serde_json::json!({
                 "id": a.id.as_str(),
@@ -338,76 +337,77 @@ async fn late_tasks(State(s): State<AppState>) -> Response {
 
 /// Prometheus text exposition of the live gauges (counters of calls and SIP responses come
 /// with the records and KPI work).
-async fn metrics(State(s): State<AppState>) -> Response {
+/// One Prometheus metric: its help and type lines, then one sample per `(labels, value)`.
+fn metric(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = (String, f64)>,
+) {
     use std::fmt::Write;
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} gauge");
+    for (labels, value) in samples {
+        let _ = writeln!(out, "{name}{labels} {value}");
+    }
+}
+
+async fn metrics(State(s): State<AppState>) -> Response {
     let snap = s.engine.acd.snapshot();
     let (taken, snap) = (&snap.0, &snap.1);
     let age = taken.elapsed();
+    let per_queue = |f: &dyn Fn(&verde_acd::QueueSnapshot) -> f64| {
+        snap.queues
+            .iter()
+            .map(|q| (format!("{{queue=\"{}\"}}", q.name.as_str()), f(q)))
+            .collect::<Vec<_>>()
+    };
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "# HELP verde_calls_active Calls (and agent legs) in progress."
+    let one = |v: usize| [(String::new(), v as f64)];
+    metric(
+        &mut out,
+        "verde_calls_active",
+        "Calls (and agent legs) in progress.",
+        one(s.engine.active_calls()),
     );
-    let _ = writeln!(out, "# TYPE verde_calls_active gauge");
-    let _ = writeln!(out, "verde_calls_active {}", s.engine.active_calls());
-    let _ = writeln!(
-        out,
-        "# HELP verde_registrations Agents' phones currently registered."
+    metric(
+        &mut out,
+        "verde_registrations",
+        "Agents' phones currently registered.",
+        one(s.engine.bindings.len()),
     );
-    let _ = writeln!(out, "# TYPE verde_registrations gauge");
-    let _ = writeln!(out, "verde_registrations {}", s.engine.bindings.len());
-    let _ = writeln!(
-        out,
-        "# HELP verde_queue_waiting Callers waiting in line, callbacks included."
+    metric(
+        &mut out,
+        "verde_queue_waiting",
+        "Callers waiting in line, callbacks included.",
+        per_queue(&|q| q.waiting as f64),
     );
-    let _ = writeln!(out, "# TYPE verde_queue_waiting gauge");
-    for q in &snap.queues {
-        let _ = writeln!(
-            out,
-            "verde_queue_waiting{{queue=\"{}\"}} {}",
-            q.name.as_str(),
-            q.waiting
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP verde_queue_callbacks_waiting Callbacks in line."
+    metric(
+        &mut out,
+        "verde_queue_callbacks_waiting",
+        "Callbacks in line.",
+        per_queue(&|q| q.callbacks_waiting as f64),
     );
-    let _ = writeln!(out, "# TYPE verde_queue_callbacks_waiting gauge");
-    for q in &snap.queues {
-        let _ = writeln!(
-            out,
-            "verde_queue_callbacks_waiting{{queue=\"{}\"}} {}",
-            q.name.as_str(),
-            q.callbacks_waiting
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP verde_queue_longest_wait_seconds Longest wait among the callers in line."
+    metric(
+        &mut out,
+        "verde_queue_longest_wait_seconds",
+        "Longest wait among the callers in line.",
+        per_queue(&|q| q.longest_wait.map(|d| secs(d + age)).unwrap_or(0.0)),
     );
-    let _ = writeln!(out, "# TYPE verde_queue_longest_wait_seconds gauge");
-    for q in &snap.queues {
-        let w = q.longest_wait.map(|d| secs(d + age)).unwrap_or(0.0);
-        let _ = writeln!(
-            out,
-            "verde_queue_longest_wait_seconds{{queue=\"{}\"}} {w}",
-            q.name.as_str()
-        );
-    }
-    let _ = writeln!(out, "# HELP verde_agents Agents by state.");
-    let _ = writeln!(out, "# TYPE verde_agents gauge");
-    let mut by_state: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut by_state: std::collections::BTreeMap<&str, usize> = Default::default();
     for a in &snap.agents {
-        let state = match &a.state {
-            verde_acd::AgentState::Paused { .. } => "paused".to_string(),
-            other => format!("{other:?}").to_lowercase(),
-        };
-        *by_state.entry(state).or_default() += 1;
+        *by_state
+            .entry(verde_cti::state_label(&a.state))
+            .or_default() += 1;
     }
-    for (state, n) in by_state {
-        let _ = writeln!(out, "verde_agents{{state=\"{state}\"}} {n}");
-    }
+    metric(
+        &mut out,
+        "verde_agents",
+        "Agents by state.",
+        by_state
+            .into_iter()
+            .map(|(state, n)| (format!("{{state=\"{state}\"}}"), n as f64)),
+    );
     (
         [(
             axum::http::header::CONTENT_TYPE,

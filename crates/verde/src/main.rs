@@ -18,7 +18,7 @@ mod live_stats;
 mod records;
 mod rtp_ports;
 mod sip_core;
-// mod web; (pending)
+mod web;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
