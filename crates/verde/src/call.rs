@@ -528,9 +528,22 @@ impl Call {
         }
         for vm in std::mem::take(&mut self.pending_voicemails) {
             let tasks = self.engine.tasks.clone();
-            let res = tokio::task::spawn_blocking(move || tasks.insert_voicemail(&vm)).await;
+            let res = tokio::task::spawn_blocking(move || {
+                let (id, new) = tasks.insert_voicemail(&vm)?;
+                // Read back as stored (deadline included) for the agents' task lists.
+                let stored = if new { tasks.voicemail(id)? } else { None };
+                Ok::<_, verde_store::StoreError>((id, stored))
+            })
+            .await;
             match res {
-                Ok(Ok((id, _))) => tracing::info!(id, "voicemail stored"),
+                Ok(Ok((id, stored))) => {
+                    tracing::info!(id, "voicemail stored");
+                    if let Some(v) = stored {
+                        self.engine.cti.publish(verde_cti::Event::TaskCreated {
+                            task: crate::cti::voicemail_info(&v),
+                        });
+                    }
+                }
                 Ok(Err(e)) => tracing::error!(error = %e, "ALARM: voicemail NOT stored"),
                 Err(e) => tracing::error!(error = %e, "ALARM: voicemail NOT stored"),
             }
