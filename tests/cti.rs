@@ -410,6 +410,24 @@ impl Wallboard {
     }
 }
 
+/// Fails unless verde's log has (or gets within [`WAIT`]) a line containing every one of
+/// `needles`; returns it.
+pub fn assert_log_line(verde: &crate::verde::Verde, what: &str, needles: &[&str]) -> String {
+    crate::try_wait_for(WAIT, || {
+        verde
+            .logs()
+            .lines()
+            .find(|l| needles.iter().all(|n| l.contains(n)))
+            .map(str::to_string)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "verde's log should have a line for {what} containing all of {needles:?}; last lines:\n{}",
+            crate::tail(&verde.logs(), 40)
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,9 +7,9 @@
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 use verde_interop::acd::{agent, wait_agent, wait_agent_state, write_config};
-use verde_interop::cti::{Cti, Deviations, Wallboard, WAIT};
+use verde_interop::cti::{assert_log_line, Cti, Deviations, Wallboard, WAIT};
 use verde_interop::verde::{Verde, VerdeOptions};
-use verde_interop::{require_private_netns, tail, TestDir};
+use verde_interop::{require_private_netns, TestDir};
 
 const A1: (&str, &str) = ("a1", "pw-a1");
 const A2: (&str, &str) = ("a2", "pw-a2");
@@ -24,23 +24,6 @@ fn error_code(r: &Value) -> &str {
         return "";
     }
     r["code"].as_str().unwrap_or("")
-}
-
-/// Fails unless verde's log has a line containing every one of `needles` (within 5 s).
-fn assert_log_line(verde: &Verde, what: &str, needles: &[&str]) -> String {
-    verde_interop::try_wait_for(WAIT, || {
-        verde
-            .logs()
-            .lines()
-            .find(|l| needles.iter().all(|n| l.contains(n)))
-            .map(str::to_string)
-    })
-    .unwrap_or_else(|| {
-        panic!(
-            "verde's log should have a line for {what} containing all of {needles:?}; last lines:\n{}",
-            tail(&verde.logs(), 40)
-        )
-    })
 }
 
 /// The first event after a login or resume result must be the agent's `agent_state`.

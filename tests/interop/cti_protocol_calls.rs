@@ -26,13 +26,13 @@ use verde_interop::acd::{
     wait_agent_state, write_config,
 };
 use verde_interop::baresip::{AgentAccount, AnswerMode, Baresip};
-use verde_interop::cti::{Cti, Deviations, Wallboard, WAIT};
+use verde_interop::cti::{assert_log_line, Cti, Deviations, Wallboard, WAIT};
 use verde_interop::flows::INPS;
 use verde_interop::pcap::{read_pcap, Capture};
 use verde_interop::sipp::Sipp;
 use verde_interop::verde::{field, Verde, VerdeOptions};
 use verde_interop::wav::Audio;
-use verde_interop::{require_private_netns, tail, try_wait_for, TestDir};
+use verde_interop::{require_private_netns, try_wait_for, TestDir};
 
 const A1: (&str, &str) = ("a1", "pw-a1");
 const A2: (&str, &str) = ("a2", "pw-a2");
@@ -44,23 +44,6 @@ const STAY_MS: u64 = 45_000;
 /// The INPS flow's menus the caller goes through, pressing 1 in each (ivr-flows/inps.yaml).
 const LANGUAGE_MENU: &str = "language_menu";
 const SERVICE_MENU: &str = "service_menu";
-
-/// Fails unless verde's log gets a line containing every one of `needles` within 5 s.
-fn assert_log_line(verde: &Verde, what: &str, needles: &[&str]) -> String {
-    try_wait_for(WAIT, || {
-        verde
-            .logs()
-            .lines()
-            .find(|l| needles.iter().all(|n| l.contains(n)))
-            .map(str::to_string)
-    })
-    .unwrap_or_else(|| {
-        panic!(
-            "verde's log should have a line for {what} containing all of {needles:?}; last lines:\n{}",
-            tail(&verde.logs(), 40)
-        )
-    })
-}
 
 /// The incoming calls a baresip has seen (any event with direction incoming).
 fn incoming_events(phone: &mut Baresip) -> Vec<Value> {

@@ -462,8 +462,10 @@ impl Acd {
                 if let St::WrapUp(until) = self.agents[a as usize].state {
                     self.timers.remove(&(until, Timer::WrapUp(a)));
                     self.settle(a, now);
+                    Ok(())
+                } else {
+                    Err(AcdError::NotInWrapUp(agent.to_string()))
                 }
-                Ok(())
             }
         };
         self.dispatch_dirty(now);

@@ -612,6 +612,11 @@ fn wrap_up_blocks_every_queue_until_timer_or_done() {
     assert_eq!(h.state("a1"), AgentState::WrapUp);
     let acts = h.input(Input::WrapUpDone { agent: "a1".into() });
     assert_eq!(offers(&acts), vec![(4, "a1")]);
+    // Now offered the next call: there is no wrap-up to end, and the click is told so.
+    assert!(matches!(
+        h.try_input(Input::WrapUpDone { agent: "a1".into() }),
+        Err(AcdError::NotInWrapUp(_))
+    ));
 }
 
 #[test]

@@ -259,6 +259,8 @@ pub enum AcdError {
     NotOnCall { call: CallKey, agent: String },
     #[error("agent {0:?} is not logged in")]
     NotLoggedIn(String),
+    #[error("agent {0:?} is not in wrap-up")]
+    NotInWrapUp(String),
 }
 
 /// Configuration problems found by [`crate::Acd::new`].

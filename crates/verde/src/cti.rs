@@ -591,9 +591,11 @@ fn acd_error(e: verde_acd::AcdError) -> EngineError {
     use verde_acd::AcdError as A;
     let code = match &e {
         A::UnknownQueue(_) | A::UnknownAgent(_) | A::UnknownCall(_) => ErrorCode::NotFound,
-        A::NotLoggedIn(_) | A::NoSuchOffer { .. } | A::NotOnCall { .. } | A::DuplicateCall(_) => {
-            ErrorCode::InvalidState
-        }
+        A::NotLoggedIn(_)
+        | A::NotInWrapUp(_)
+        | A::NoSuchOffer { .. }
+        | A::NotOnCall { .. }
+        | A::DuplicateCall(_) => ErrorCode::InvalidState,
     };
     err(code, e.to_string())
 }
@@ -712,21 +714,11 @@ async fn execute(engine: &Arc<Engine>, command: EngineCommand) -> Result<Reply, 
                     _ => e,
                 })
         }
-        command @ (EngineCommand::Answer { .. }
-        | EngineCommand::Hangup { .. }
-        | EngineCommand::Hold { .. }
-        | EngineCommand::ResumeCall { .. }
-        | EngineCommand::Transfer { .. }) => {
-            let call = match &command {
-                EngineCommand::Answer { call, .. }
-                | EngineCommand::Hangup { call, .. }
-                | EngineCommand::Hold { call, .. }
-                | EngineCommand::ResumeCall { call, .. }
-                | EngineCommand::Transfer { call, .. } => *call,
-                _ => unreachable!("matched above"),
-            };
-            to_call(engine, call, command).await
-        }
+        command @ (EngineCommand::Answer { call, .. }
+        | EngineCommand::Hangup { call, .. }
+        | EngineCommand::Hold { call, .. }
+        | EngineCommand::ResumeCall { call, .. }
+        | EngineCommand::Transfer { call, .. }) => to_call(engine, call, command).await,
         EngineCommand::ListTasks { agent } => {
             let queues = engine.cti.agent_queues(agent.as_str());
             let tasks = engine.tasks.clone();
