@@ -116,6 +116,137 @@ pub struct CallRecord {
     pub dtmf: String,
     /// The IVR's last word on the call (e.g. `queue:pensions`, `hangup:closed`).
     pub outcome: Option<String>,
+    /// What happened in the ACD; absent for calls that never reached a queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acd: Option<AcdRecord>,
+    /// Post-call survey answers (1-6), in question order; empty when no survey was taken.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub survey: Vec<SurveyAnswer>,
+    /// Recordings of the conversation (stereo WAV, caller left, agent right).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recordings: Vec<RecordingRef>,
+}
+
+/// The caller's path through the ACD: queues, offers, the agents who talked, transfers.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AcdRecord {
+    /// The first queue entered (KPIs per queue count the call there).
+    pub queue: String,
+    /// RFC 3339: when the caller first entered a queue.
+    pub queued_at: String,
+    /// Every offer to an agent, in order.
+    #[serde(default)]
+    pub offers: Vec<OfferRecord>,
+    /// One per agent who talked with the caller, in order (a transfer adds a leg).
+    #[serde(default)]
+    pub legs: Vec<LegRecord>,
+    #[serde(default)]
+    pub transfers: Vec<TransferRecord>,
+    /// Time from entering the queue to an agent's answer (or to leaving the queue), ms.
+    pub queue_wait_ms: Option<u64>,
+    /// Total time the caller spent on hold with an agent, ms.
+    #[serde(default)]
+    pub hold_ms: u64,
+    /// Why the caller left the queue without an agent: `abandon`, `timeout`, `full`, `empty`,
+    /// `key`, `callback`.
+    pub exit: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct OfferRecord {
+    pub agent: String,
+    pub queue: String,
+    /// RFC 3339.
+    pub at: String,
+    /// `answered`, `no-answer`, `busy`, `declined`, `unreachable`, `withdrawn`, `caller-hangup`.
+    pub outcome: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LegRecord {
+    pub agent: String,
+    pub queue: String,
+    /// RFC 3339: the agent answered.
+    pub answered_at: String,
+    /// RFC 3339: the agent's part ended (hang-up or transfer).
+    pub ended_at: String,
+    #[serde(default)]
+    pub hold_ms: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TransferRecord {
+    /// The agent (or supervisor) who transferred.
+    pub by: String,
+    /// `queue:NAME`, `agent:ID` or `number:E164`.
+    pub to: String,
+    /// `blind` or `attended`.
+    pub kind: String,
+    /// RFC 3339.
+    pub at: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SurveyAnswer {
+    /// The question's id in the flow.
+    pub question: String,
+    /// 1..=6.
+    pub score: u8,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RecordingRef {
+    /// Path of the WAV file, relative to the recordings directory.
+    pub file: String,
+    /// RFC 3339.
+    pub started_at: String,
+    pub stopped_at: String,
+}
+
+/// One line of the queue log, in the manner of Asterisk's `queue_log`: raw events from which
+/// every ACD figure can be recomputed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct QueueEvent {
+    /// Unix milliseconds.
+    pub at_ms: i64,
+    /// The caller's Call-ID, or empty for agent events.
+    pub call_id: String,
+    /// Empty for agent events that concern no one queue.
+    pub queue: String,
+    /// Empty when no agent is involved.
+    pub agent: String,
+    pub kind: QueueEventKind,
+    /// Event-specific data (as Asterisk's data1..data5): e.g. the wait in ms, the position,
+    /// the pause reason, the transfer target.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub data: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QueueEventKind {
+    /// Caller entered the queue. data: [caller number, position]
+    #[default]
+    Enter,
+    /// Offered to an agent. data: []
+    Offer,
+    /// The agent did not take it. data: [reason, ring ms]
+    RingNoAnswer,
+    /// The agent answered. data: [wait ms, ring ms]
+    Connect,
+    /// The caller hung up while waiting. data: [wait ms, position]
+    Abandon,
+    /// The caller left without an agent. data: [reason (timeout/full/empty/key/callback), wait ms]
+    Exit,
+    /// The talk ended. data: [wait ms, talk ms, who hung up (caller/agent)]
+    Complete,
+    /// The agent transferred the caller. data: [target, blind/attended, talk ms]
+    Transfer,
+    AgentLogin,
+    /// data: [reason]
+    AgentPause,
+    AgentUnpause,
+    AgentLogout,
 }
 
 /// The engine's durable storage.
