@@ -6,8 +6,8 @@
 //! 1. The offer rings only a1's bar (the pop-up's facts checked one by one; a1's phone silent,
 //!    a2's bar told nothing); a2 naming the call is refused as forged and logged.
 //! 2. a1 answers from the bar: verde calls a1's phone, which answers by itself.
-//! 3. hold / hold again / resume_call; transfers verde does not do (`unavailable`), to an
-//!    unknown queue (`not_found`), then blind to `benefits`: the caller waits there, a1 wraps
+//! 3. hold / hold again / resume_call; transfers that cannot be (a number without an outbound
+//!    trunk: `unavailable`; to oneself; to an unknown queue or agent), then blind to `benefits`: the caller waits there, a1 wraps
 //!    up, and a1's commands on the call are `gone`; wrap_up_done makes a1 ready.
 //! 4. The supervisor moves the caller back to pensions (the wallboard shows it there): the
 //!    caller is offered to a1's bar again, and a1 declines. As the ACD documents it, the
@@ -228,13 +228,18 @@ fn cti_call_commands_and_events_with_a_real_call() {
         json!({"type": "resume_call", "call": call}),
         "invalid_state",
     );
+    // No outbound trunk in this configuration: numbers are out of reach.
     a1.cmd_err(
         json!({"type": "transfer", "call": call, "mode": "blind", "to": {"number": "+390612345678"}}),
         "unavailable",
     );
     a1.cmd_err(
-        json!({"type": "transfer", "call": call, "mode": "attended", "to": {"agent": A2.0}}),
-        "unavailable",
+        json!({"type": "transfer", "call": call, "mode": "attended", "to": {"agent": A1.0}}),
+        "invalid_state",
+    );
+    a1.cmd_err(
+        json!({"type": "transfer", "call": call, "mode": "attended", "to": {"agent": "nobody"}}),
+        "not_found",
     );
     a1.cmd_err(
         json!({"type": "transfer", "call": call, "mode": "blind", "to": {"queue": "no-such-queue"}}),

@@ -276,6 +276,8 @@ pub struct Acd {
     agents: Vec<Agent>,
     agent_ix: FastMap<AgentId, u32>,
     callers: FastMap<CallKey, Caller>,
+    /// Direct offers (transfers to a named agent): agent, queue, ring deadline.
+    direct: FastMap<CallKey, (u32, u32, Instant)>,
     timers: BTreeSet<(Instant, Timer)>,
     actions: VecDeque<Action>,
     dirty: Vec<u32>,
@@ -317,6 +319,7 @@ impl Acd {
             agents: Vec::with_capacity(agents.len()),
             agent_ix: FastMap::default(),
             callers: FastMap::default(),
+            direct: FastMap::default(),
             timers: BTreeSet::new(),
             actions: VecDeque::new(),
             dirty: Vec::new(),
@@ -431,6 +434,13 @@ impl Acd {
                 caller,
                 enqueued_at,
             } => self.enqueue_callback(call, &queue, priority, caller, enqueued_at, now),
+            Input::Abandon { call } | Input::RemoveCaller { call }
+                if self.direct.contains_key(&call) =>
+            {
+                self.end_direct(call, OfferEnd::Withdrawn, now);
+                Ok(())
+            }
+            Input::Direct { call, agent, queue } => self.direct_offer(call, &agent, &queue, now),
             Input::Abandon { call } => self.abandon(call, now),
             Input::KeyPressed { call, digit } => self.key_pressed(call, digit, now),
             Input::RemoveCaller { call } => {
@@ -453,7 +463,11 @@ impl Acd {
                 reason,
             } => {
                 let a = self.offered_agent(call, &agent)?;
-                self.end_offer(call, a, OfferEnd::Failed(reason), now);
+                if self.direct.contains_key(&call) {
+                    self.end_direct(call, OfferEnd::Failed(reason), now);
+                } else {
+                    self.end_offer(call, a, OfferEnd::Failed(reason), now);
+                }
                 Ok(())
             }
             Input::CallEnded { call, agent } => self.ended(call, &agent, now),
@@ -679,6 +693,11 @@ impl Acd {
     /// The agent index, if `call` is currently offered to it.
     fn offered_agent(&self, call: CallKey, agent: &AgentId) -> Result<u32, AcdError> {
         let a = self.agent_idx(agent)?;
+        if let Some(&(d, _, _)) = self.direct.get(&call) {
+            if d == a {
+                return Ok(a);
+            }
+        }
         match self.callers.get(&call) {
             Some(c) if c.offers.contains(&a) => Ok(a),
             _ => Err(AcdError::NoSuchOffer {
@@ -929,7 +948,11 @@ impl Acd {
             St::LoggedOut => {}
             St::Reserved(call) | St::Ringing(call) => {
                 self.agents[a as usize].pending_logout = true;
-                self.end_offer(call, a, OfferEnd::Withdrawn, now);
+                if self.direct.contains_key(&call) {
+                    self.end_direct(call, OfferEnd::Withdrawn, now);
+                } else {
+                    self.end_offer(call, a, OfferEnd::Withdrawn, now);
+                }
             }
             St::OnCall { .. } => self.agents[a as usize].pending_logout = true,
             St::Ready | St::Paused(_) | St::WrapUp(_) => {
@@ -1223,6 +1246,12 @@ impl Acd {
         if last {
             self.requeue_or_exit(call, now);
         }
+        self.agent_after_offer(a, q, how, now);
+    }
+
+    /// Where the agent goes after an offer that did not connect: a miss counts against it
+    /// (paused after too many), a busy phone does not, an unreachable one pauses it.
+    fn agent_after_offer(&mut self, a: u32, q: u32, how: OfferEnd, now: Instant) {
         match how {
             OfferEnd::Withdrawn => self.settle(a, now),
             OfferEnd::TimedOut
@@ -1243,6 +1272,70 @@ impl Acd {
                 self.settle(a, now);
             }
             OfferEnd::Failed(OfferFailure::Unreachable) => self.auto_pause(a, "unreachable", now),
+        }
+    }
+
+    fn direct_offer(
+        &mut self,
+        call: CallKey,
+        agent: &AgentId,
+        queue: &QueueName,
+        now: Instant,
+    ) -> Result<(), AcdError> {
+        let a = self.agent_idx(agent)?;
+        let q = self.queue_idx(queue)?;
+        if self.callers.contains_key(&call) || self.direct.contains_key(&call) {
+            return Err(AcdError::DuplicateCall(call));
+        }
+        let ag = &self.agents[a as usize];
+        if ag.state != St::Ready || ag.pending_logout || ag.pending_pause.is_some() {
+            self.actions.push_back(Action::DirectFailed {
+                call,
+                agent: ag.id.clone(),
+                state: ag.state.public(),
+                reason: None,
+            });
+            return Ok(());
+        }
+        let ring_at = now + self.queues[q as usize].cfg.ring_timeout;
+        self.direct.insert(call, (a, q, ring_at));
+        self.timers.insert((ring_at, Timer::Ring(call)));
+        self.remove_ready(a);
+        self.set_state(a, St::Reserved(call), now);
+        self.actions.push_back(Action::Offer {
+            call,
+            agent: self.agents[a as usize].id.clone(),
+            queue: self.queues[q as usize].name.clone(),
+        });
+        Ok(())
+    }
+
+    /// A direct offer ends without a connection; the agent settles as after a queue's offer.
+    fn end_direct(&mut self, call: CallKey, how: OfferEnd, now: Instant) {
+        let Some((a, q, ring_at)) = self.direct.remove(&call) else {
+            return;
+        };
+        self.timers.remove(&(ring_at, Timer::Ring(call)));
+        let id = self.agents[a as usize].id.clone();
+        if matches!(how, OfferEnd::Withdrawn | OfferEnd::TimedOut) {
+            self.actions.push_back(Action::CancelOffer {
+                call,
+                agent: id.clone(),
+            });
+        }
+        let reason = match how {
+            OfferEnd::Withdrawn => None,
+            OfferEnd::TimedOut => Some(OfferFailure::NoAnswer),
+            OfferEnd::Failed(f) => Some(f),
+        };
+        self.agent_after_offer(a, q, how, now);
+        if how != OfferEnd::Withdrawn {
+            self.actions.push_back(Action::DirectFailed {
+                call,
+                agent: id,
+                state: self.agents[a as usize].state.public(),
+                reason,
+            });
         }
     }
 
@@ -1274,6 +1367,27 @@ impl Acd {
 
     fn answered(&mut self, call: CallKey, agent: &AgentId, now: Instant) -> Result<(), AcdError> {
         let a = self.offered_agent(call, agent)?;
+        if let Some((_, q, ring_at)) = self.direct.remove(&call) {
+            self.timers.remove(&(ring_at, Timer::Ring(call)));
+            self.agents[a as usize].misses = 0;
+            self.set_state(
+                a,
+                St::OnCall {
+                    call,
+                    queue: q,
+                    since: now,
+                },
+                now,
+            );
+            debug!(?call, agent = %agent, "connected (direct)");
+            self.actions.push_back(Action::Connected {
+                call,
+                agent: self.agents[a as usize].id.clone(),
+                queue: self.queues[q as usize].name.clone(),
+                waited: Duration::ZERO,
+            });
+            return Ok(());
+        }
         let caller = self.callers.get_mut(&call).expect("offered caller exists");
         caller.offers.retain(|&x| x != a);
         let (q, waited) = (
@@ -1348,6 +1462,9 @@ impl Acd {
 
     fn fire(&mut self, at: Instant, timer: Timer, now: Instant) {
         match timer {
+            Timer::Ring(call) if self.direct.get(&call).is_some_and(|d| d.2 == at) => {
+                self.end_direct(call, OfferEnd::TimedOut, now);
+            }
             Timer::Ring(call) => {
                 let Some(caller) = self.callers.get_mut(&call) else {
                     return;

@@ -1409,3 +1409,120 @@ fn callback_errors_change_nothing() {
     let line: Vec<u64> = h.line(0).iter().map(|c| c.0).collect();
     assert_eq!(line, vec![1, 2]);
 }
+
+// ---- direct offers (transfer to a named agent) --------------------------------------------
+
+fn direct_failed(actions: &[Action]) -> Vec<(u64, &str, Option<OfferFailure>)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::DirectFailed {
+                call,
+                agent,
+                reason,
+                ..
+            } => Some((call.0, agent.as_str(), *reason)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn direct(h: &mut Harness, call: u64, agent: &str) -> Vec<Action> {
+    h.input(Input::Direct {
+        call: ck(call),
+        agent: agent.into(),
+        queue: "q".into(),
+    })
+}
+
+#[test]
+fn direct_offer_reserves_a_ready_agent_and_connects_in_its_queue() {
+    let mut h = Harness::new(
+        vec![queue("q", Strategy::FirstFree)],
+        agents(&["a1", "a2"], &["q"]),
+    );
+    h.login("a1");
+    h.login("a2");
+    // a2 is not first-free, but it is the one named.
+    let acts = direct(&mut h, 9, "a2");
+    assert_eq!(offers(&acts), vec![(9, "a2")]);
+    assert_eq!(h.state("a2"), AgentState::Reserved);
+    // While reserved, a queue caller goes to the other agent.
+    assert_eq!(offers(&h.enqueue(1, "q", 0, "")), vec![(1, "a1")]);
+    let acts = h.answer(9, "a2");
+    assert!(acts.iter().any(|a| matches!(a, Action::Connected { call, queue, .. } if call.0 == 9 && queue.as_str() == "q")));
+    assert_eq!(h.state("a2"), AgentState::OnCall);
+    h.end(9, "a2");
+    assert_eq!(h.state("a2"), AgentState::Ready);
+}
+
+#[test]
+fn direct_offer_to_an_agent_not_ready_fails_at_once_with_its_state() {
+    let mut h = Harness::new(
+        vec![queue("q", Strategy::FirstFree)],
+        agents(&["a1", "a2"], &["q"]),
+    );
+    h.login("a1");
+    h.pause("a1");
+    let acts = direct(&mut h, 9, "a1");
+    assert!(offers(&acts).is_empty());
+    assert!(acts.iter().any(|a| matches!(
+        a,
+        Action::DirectFailed {
+            state: AgentState::Paused { .. },
+            reason: None,
+            ..
+        }
+    )));
+    // Logged out: the same, and the ACD keeps nothing of the call.
+    let acts = direct(&mut h, 10, "a2");
+    assert_eq!(direct_failed(&acts), vec![(10, "a2", None)]);
+    assert!(matches!(
+        h.try_input(Input::Abandon { call: ck(10) }),
+        Err(AcdError::UnknownCall(_))
+    ));
+}
+
+#[test]
+fn direct_offer_ring_timeout_counts_a_miss_and_reports_failure() {
+    let mut q = queue("q", Strategy::FirstFree);
+    q.ring_timeout = s(10.0);
+    q.max_misses_before_pause = 1;
+    let mut h = Harness::new(vec![q], agents(&["a1"], &["q"]));
+    h.login("a1");
+    direct(&mut h, 9, "a1");
+    assert!(h.at(9.9).is_empty() || direct_failed(&h.drain()).is_empty());
+    let acts = h.at(10.0);
+    assert_eq!(cancels(&acts), vec![(9, "a1")]);
+    assert_eq!(
+        direct_failed(&acts),
+        vec![(9, "a1", Some(OfferFailure::NoAnswer))]
+    );
+    assert_eq!(h.state("a1"), paused("no-answer"));
+}
+
+#[test]
+fn direct_offer_withdrawn_when_the_caller_leaves_and_declines_report_failure() {
+    let mut h = Harness::new(
+        vec![queue("q", Strategy::FirstFree)],
+        agents(&["a1"], &["q"]),
+    );
+    h.login("a1");
+    direct(&mut h, 9, "a1");
+    let acts = h.input(Input::Abandon { call: ck(9) });
+    assert_eq!(cancels(&acts), vec![(9, "a1")]);
+    assert!(
+        direct_failed(&acts).is_empty(),
+        "the caller left: nothing to report"
+    );
+    assert_eq!(h.state("a1"), AgentState::Ready);
+    // The ring timer went with it.
+    assert!(h.at(60.0).is_empty());
+    direct(&mut h, 11, "a1");
+    let acts = h.fail(11, "a1", OfferFailure::Busy);
+    assert_eq!(
+        direct_failed(&acts),
+        vec![(11, "a1", Some(OfferFailure::Busy))]
+    );
+    assert_eq!(h.state("a1"), AgentState::Ready);
+}

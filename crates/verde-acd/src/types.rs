@@ -191,6 +191,16 @@ pub enum Input {
     CallEnded { call: CallKey, agent: AgentId },
     /// The agent finished wrap-up before its timer.
     WrapUpDone { agent: AgentId },
+    /// Offers `call` to one named agent, outside any line (a transfer to an agent): when the
+    /// agent is ready it is reserved and offered the call at once ([`Action::Offer`], then the
+    /// offer inputs as for a queue, with `queue`'s ring timeout; the talk counts in `queue`);
+    /// otherwise, or when the offer fails or times out, [`Action::DirectFailed`] and the ACD
+    /// forgets the call. [`Input::Abandon`] or [`Input::RemoveCaller`] withdraw it.
+    Direct {
+        call: CallKey,
+        agent: AgentId,
+        queue: QueueName,
+    },
 }
 
 /// Everything the ACD asks the binary to do or tells it.
@@ -239,6 +249,14 @@ pub enum Action {
     AgentState { agent: AgentId, state: AgentState },
     /// The agent was paused by the ACD: "no-answer" after too many misses, or "unreachable".
     AgentAutoPaused { agent: AgentId, reason: String },
+    /// A direct offer ([`Input::Direct`]) did not connect: `reason` is `None` when the agent was
+    /// not ready (its state says why), else how the offer failed.
+    DirectFailed {
+        call: CallKey,
+        agent: AgentId,
+        state: AgentState,
+        reason: Option<OfferFailure>,
+    },
 }
 
 /// Errors for inputs that do not match the ACD's state; the input changed nothing.

@@ -200,6 +200,16 @@ pub enum Event {
         call: CallKey,
         to: TransferTarget,
     },
+    /// How this agent's consultation (attended transfer) goes: `ringing`, `talking` (the agent
+    /// talks to the target, the caller on hold), `failed` (with why), `cancelled` (the agent
+    /// took the caller back) or `ended` (the target hung up; the caller is still on hold).
+    Consult {
+        agent: AgentId,
+        call: CallKey,
+        to: TransferTarget,
+        state: String,
+        reason: Option<String>,
+    },
     /// The call is over for this agent (either side hung up, or the offer was withdrawn).
     CallEnded {
         agent: AgentId,
@@ -432,6 +442,15 @@ pub(crate) struct CallBody {
 pub(crate) struct CallTransferredBody<'a> {
     pub call: u64,
     pub to: &'a TransferTarget,
+}
+
+#[derive(Serialize)]
+pub(crate) struct ConsultBody<'a> {
+    pub call: u64,
+    pub to: &'a TransferTarget,
+    pub state: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'a str>,
 }
 
 #[derive(Serialize)]

@@ -866,6 +866,21 @@ impl Session {
                 self.track(*call, None);
                 to_text("call_transferred", CallTransferredBody { call: call.0, to })
             }
+            Event::Consult {
+                agent,
+                call,
+                to,
+                state,
+                reason,
+            } if mine(agent) => to_text(
+                "consult",
+                ConsultBody {
+                    call: call.0,
+                    to,
+                    state,
+                    reason: reason.as_deref(),
+                },
+            ),
             Event::CallEnded {
                 agent,
                 call,

@@ -158,6 +158,29 @@ pub(crate) struct VoicemailNode {
     pub next: Option<String>,
 }
 
+/// One question of a `survey` node.
+#[derive(Debug, Clone)]
+pub(crate) struct SurveyQuestion {
+    /// Names the answer: variable `survey.<id>`, and the question in the call record.
+    pub id: String,
+    pub prompts: Vec<PromptSpec>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct SurveyNode {
+    /// Played once, before the first question (in the same playback).
+    pub intro: Vec<PromptSpec>,
+    pub questions: Vec<SurveyQuestion>,
+    /// Per question: the wait for a key after its prompts, and the extra attempts.
+    pub timeout: Duration,
+    pub retries: u32,
+    pub invalid_prompts: Vec<PromptSpec>,
+    pub no_input_prompts: Vec<PromptSpec>,
+    pub thanks: Vec<PromptSpec>,
+    pub barge_in: bool,
+    pub next: String,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum NumberMode {
     Number,
@@ -204,9 +227,12 @@ pub(crate) enum Node {
     Queue {
         queue: String,
         fallback: Vec<PromptSpec>,
+        /// Where the flow continues when the agent hangs up first (e.g. a survey).
+        after_agent: Option<String>,
     },
     Voicemail(VoicemailNode),
     Callback(Box<CallbackNode>),
+    Survey(Box<SurveyNode>),
     Hangup {
         reason: String,
     },

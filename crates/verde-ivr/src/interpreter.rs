@@ -15,6 +15,10 @@
 //! - `Callback` asks the call task to store a callback request durably and answer with
 //!   `CallbackAccepted` once it is stored (before the caller hears the confirmation), or
 //!   `CallbackRefused`.
+//! - A `queue` node may name an `after_agent` node: when the agent hangs up while the caller is
+//!   still on the line, the call task asks [`Interpreter::after_agent_node`] and continues the
+//!   flow there with [`Interpreter::resume_after_agent`] (typically a post-call survey);
+//!   without one it hangs up the caller as before.
 //! - Both waits have a safety timer ([`Interpreter::poll_timeout`]) so a lost report cannot
 //!   leave the caller in silence forever.
 
@@ -25,7 +29,9 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
 
-use crate::flow::{BandSpec, CallbackNode, Flow, Node, NumberMode, NumberSource, PromptSpec};
+use crate::flow::{
+    BandSpec, CallbackNode, Flow, Node, NumberMode, NumberSource, PromptSpec, SurveyNode,
+};
 use crate::numbers;
 use crate::schedule::ScheduleState;
 
@@ -39,6 +45,10 @@ const MAX_TYPE_AHEAD: usize = 32;
 const RECORD_GRACE: Duration = Duration::from_secs(15);
 /// How long the call task may take to store a callback request.
 const CALLBACK_VERDICT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A survey answer is one key on a 1-6 scale.
+const SURVEY_KEYS: std::ops::RangeInclusive<char> = '1'..='6';
+/// Recorded in `survey.<id>` for a question left unanswered after its attempts.
+const SURVEY_NO_ANSWER: &str = "none";
 
 /// The call as the IVR sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -264,6 +274,10 @@ pub struct Interpreter {
     callback: Option<CbState>,
     /// What the caller left behind (a message, a booked callback): a later hangup reports it.
     left: Option<Outcome>,
+    /// Index of the question being asked while in a survey node.
+    survey_question: usize,
+    /// (question id, score) in question order.
+    survey_answers: Vec<(String, u8)>,
 }
 
 impl Interpreter {
@@ -299,6 +313,8 @@ impl Interpreter {
             outcome: None,
             callback: None,
             left: None,
+            survey_question: 0,
+            survey_answers: Vec::new(),
         }
     }
 
@@ -312,6 +328,32 @@ impl Interpreter {
         self.wait = Wait::NotStarted;
         self.goto(node.to_string(), now);
         true
+    }
+
+    /// The node to continue at if the agent hangs up first: the `after_agent` of the queue node
+    /// that handed the call to the ACD. None before the call reached a queue node, after it
+    /// left it (resumed elsewhere), or when the node has no `after_agent`.
+    pub fn after_agent_node(&self) -> Option<&str> {
+        if !matches!(self.outcome, Some(Outcome::Queued { .. })) {
+            return None;
+        }
+        match self.flow.nodes.get(&self.node) {
+            Some(Node::Queue { after_agent, .. }) => after_agent.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The agent hung up while the caller is still on the line: continues the flow at
+    /// [`Self::after_agent_node`]. The call was served, so however the rest of the flow ends the
+    /// outcome stays `queued:<queue>` (unlike [`Self::resume_at`], used for queue exits where
+    /// the caller was not served). False, changing nothing, when there is no such node.
+    pub fn resume_after_agent(&mut self, now: Instant) -> bool {
+        let Some(node) = self.after_agent_node().map(str::to_string) else {
+            return false;
+        };
+        tracing::debug!(call_id = %self.call.call_id, %node, "agent hung up: flow continues");
+        self.left = self.outcome.clone();
+        self.resume_at(&node, now)
     }
 
     pub fn handle(&mut self, event: IvrEvent, now: Instant) {
@@ -407,6 +449,7 @@ impl Interpreter {
                     self.collect_finish(now);
                 }
             }
+            Some(Node::Survey(s)) => self.survey_retry(s, false, now),
             _ => {}
         }
     }
@@ -438,6 +481,12 @@ impl Interpreter {
     /// Menu choices made: (menu node id, key).
     pub fn choices(&self) -> &[(String, char)] {
         &self.choices
+    }
+
+    /// Survey answers given: (question id, score 1-6), in question order. Questions skipped
+    /// (no valid key after their attempts) or never reached are absent.
+    pub fn survey_answers(&self) -> Vec<(String, u8)> {
+        self.survey_answers.clone()
     }
 
     /// How the call left the IVR; None while it is still in the flow.
@@ -700,7 +749,9 @@ impl Interpreter {
                     let outcome = Outcome::Transferred { uri: uri.clone() };
                     return self.finish(IvrAction::Transfer { uri: uri.clone() }, outcome);
                 }
-                Node::Queue { queue, fallback } => {
+                Node::Queue {
+                    queue, fallback, ..
+                } => {
                     self.ensure_answered();
                     let action = IvrAction::Queue {
                         queue: queue.clone(),
@@ -747,6 +798,15 @@ impl Interpreter {
                     });
                     return self.callback_present(c, Vec::new(), now);
                 }
+                Node::Survey(s) => {
+                    self.ensure_answered();
+                    self.attempts = 0;
+                    self.survey_question = 0;
+                    // An answer counts only once its question was heard.
+                    self.typed_ahead.clear();
+                    let intro = self.resolve(&s.intro);
+                    return self.survey_present(s, intro, now);
+                }
                 Node::Hangup { reason } => return self.hang_up(reason.clone()),
             }
         }
@@ -788,6 +848,7 @@ impl Interpreter {
                 c.inter_digit_timeout
             }
             Some(Node::Callback(c)) => c.timeout,
+            Some(Node::Survey(s)) => s.timeout,
             _ => return self.hang_up(format!("node {} cannot take input", self.node)),
         };
         self.wait = Wait::Input {
@@ -829,6 +890,15 @@ impl Interpreter {
                 }
             }
             Some(Node::Callback(c)) => self.callback_digit(c, d, now),
+            Some(Node::Survey(s)) => {
+                if SURVEY_KEYS.contains(&d) {
+                    self.survey_record(s, Some(d as u8 - b'0'));
+                    self.survey_next(s, now);
+                } else {
+                    self.typed_ahead.clear();
+                    self.survey_retry(s, true, now);
+                }
+            }
             _ => {}
         }
     }
@@ -1165,6 +1235,69 @@ impl Interpreter {
         match target {
             Some(n) => self.goto(n.clone(), now),
             None => self.hang_up(format!("callback refused: {reason}")),
+        }
+    }
+}
+
+impl Interpreter {
+    /// Plays the current question after `extra` (the intro, or a retry prompt).
+    fn survey_present(&mut self, s: &SurveyNode, extra: Vec<PromptRef>, now: Instant) {
+        let Some(q) = s.questions.get(self.survey_question) else {
+            return;
+        };
+        let mut prompts = extra;
+        prompts.extend(self.resolve(&q.prompts));
+        self.present_input(prompts, s.barge_in, now);
+    }
+
+    fn survey_retry(&mut self, s: &SurveyNode, invalid: bool, now: Instant) {
+        self.typed_ahead.clear();
+        self.attempts += 1;
+        if self.attempts > s.retries {
+            // One unanswered question must not cost the answers to the others.
+            tracing::debug!(call_id = %self.call.call_id, node = %self.node, question = self.survey_question, "survey question skipped");
+            self.survey_record(s, None);
+            return self.survey_next(s, now);
+        }
+        let extra = if invalid {
+            &s.invalid_prompts
+        } else {
+            &s.no_input_prompts
+        };
+        let extra = self.resolve(extra);
+        self.survey_present(s, extra, now);
+    }
+
+    /// Records the current question's answer; `None` when it was skipped.
+    fn survey_record(&mut self, s: &SurveyNode, score: Option<u8>) {
+        let Some(q) = s.questions.get(self.survey_question) else {
+            return;
+        };
+        let value = score.map_or(SURVEY_NO_ANSWER.to_string(), |n| n.to_string());
+        self.variables.insert(format!("survey.{}", q.id), value);
+        // A survey node visited again replaces its earlier answers in place.
+        let at = self.survey_answers.iter().position(|(id, _)| *id == q.id);
+        match (score, at) {
+            (Some(n), Some(i)) => self.survey_answers[i].1 = n,
+            (Some(n), None) => self.survey_answers.push((q.id.clone(), n)),
+            (None, Some(i)) => {
+                self.survey_answers.remove(i);
+            }
+            (None, None) => {}
+        }
+    }
+
+    fn survey_next(&mut self, s: &SurveyNode, now: Instant) {
+        self.survey_question += 1;
+        self.attempts = 0;
+        if self.survey_question < s.questions.len() {
+            return self.survey_present(s, Vec::new(), now);
+        }
+        let thanks = self.resolve(&s.thanks);
+        if thanks.is_empty() {
+            self.goto(s.next.clone(), now);
+        } else {
+            self.play(thanks, false, After::Next(s.next.clone()));
         }
     }
 }
@@ -2416,6 +2549,232 @@ mod tests {
                 reason: CallbackRefusal::Duplicate
             })),
             ["play en/callback_duplicate"]
+        );
+    }
+
+    const SURVEY: &str = r##"  a:
+    type: menu
+    prompts: [choose]
+    choices: { 1: desk, 5: survey, 7: plain }
+  desk: { type: queue, queue: q1, fallback: [hold], after_agent: survey }
+  plain: { type: queue, queue: q2 }
+  survey:
+    type: survey
+    prompts: [survey_intro]
+    questions:
+      - { id: satisfaction, prompts: [q_satisfaction, scale] }
+      - { id: resolved, prompts: [q_resolved] }
+      - { id: again, prompts: [q_again] }
+      - { id: recommend, prompts: [q_recommend] }
+    invalid_prompts: [survey_invalid]
+    no_input_prompts: [no_input]
+    thanks: [survey_thanks]
+    next: bye
+  bye: { type: hangup, reason: survey_done }
+"##;
+
+    /// A call that chose `key` in the first menu.
+    fn surveyed(key: char) -> Call {
+        let mut c = Call::new(flow(&text(SURVEY)));
+        c.send(IvrEvent::Start);
+        c.send(IvrEvent::PromptDone);
+        c.digit(key);
+        c
+    }
+
+    fn survey_vars(c: &Call) -> Vec<(String, String)> {
+        c.ivr
+            .variables()
+            .iter()
+            .filter(|(k, _)| k.starts_with("survey."))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn survey_after_the_agent_hangs_up() {
+        let mut c = surveyed('1');
+        assert_eq!(c.ivr.outcome().unwrap().to_string(), "queued:q1");
+        assert_eq!(c.ivr.after_agent_node(), Some("survey"));
+        assert!(c.ivr.resume_after_agent(c.now));
+        // Already answered: the intro and the first question in one playback.
+        assert_eq!(
+            names(&c.actions()),
+            ["play it/survey_intro,it/q_satisfaction,it/scale"]
+        );
+        assert_eq!(
+            c.ivr.after_agent_node(),
+            None,
+            "the call left the queue node"
+        );
+        // A key stops the question and answers it.
+        assert_eq!(names(&c.digit('6')), ["StopPlayback", "play it/q_resolved"]);
+        c.send(IvrEvent::PromptDone);
+        // Out of the 1-6 scale: invalid, the question is asked again.
+        assert_eq!(
+            names(&c.digit('9')),
+            ["play it/survey_invalid,it/q_resolved"]
+        );
+        c.send(IvrEvent::PromptDone);
+        assert_eq!(names(&c.digit('2')), ["play it/q_again"]);
+        let t = c.now;
+        c.send(IvrEvent::PromptDone);
+        assert_eq!(c.ivr.poll_timeout(), Some(t + Duration::from_secs(5)));
+        // Silence: one retry (the default), then the question is skipped.
+        assert_eq!(names(&c.time_out()), ["play it/no_input,it/q_again"]);
+        c.send(IvrEvent::PromptDone);
+        assert_eq!(names(&c.time_out()), ["play it/q_recommend"]);
+        c.send(IvrEvent::PromptDone);
+        assert_eq!(
+            names(&c.digit('0')),
+            ["play it/survey_invalid,it/q_recommend"]
+        );
+        c.send(IvrEvent::PromptDone);
+        let thanks = c.digit('7');
+        assert_eq!(names(&thanks), ["play it/survey_thanks"]);
+        assert!(matches!(
+            thanks[0],
+            IvrAction::Play {
+                interruptible: false,
+                ..
+            }
+        ));
+        assert_eq!(names(&c.send(IvrEvent::PromptDone)), ["hangup survey_done"]);
+        assert_eq!(
+            c.ivr.survey_answers(),
+            [("satisfaction".to_string(), 6), ("resolved".to_string(), 2)]
+        );
+        assert_eq!(
+            survey_vars(&c),
+            [
+                ("survey.again".to_string(), "none".to_string()),
+                ("survey.recommend".to_string(), "none".to_string()),
+                ("survey.resolved".to_string(), "2".to_string()),
+                ("survey.satisfaction".to_string(), "6".to_string()),
+            ]
+        );
+        assert_eq!(c.ivr.path(), ["a", "desk", "survey", "bye"]);
+        assert_eq!(
+            c.ivr.choices(),
+            [("a".to_string(), '1')],
+            "answers are not menu choices"
+        );
+        // The caller was served: the survey does not turn the call into a plain hangup.
+        assert_eq!(c.ivr.outcome().unwrap().to_string(), "queued:q1");
+    }
+
+    #[test]
+    fn after_agent_only_from_a_queue_node_that_names_it() {
+        let mut c = Call::new(flow(&text(SURVEY)));
+        assert_eq!(c.ivr.after_agent_node(), None);
+        c.send(IvrEvent::Start);
+        assert_eq!(c.ivr.after_agent_node(), None, "still in the menu");
+        assert!(!c.ivr.resume_after_agent(c.now));
+        assert!(c.actions().is_empty());
+
+        let mut c = surveyed('7');
+        assert_eq!(c.ivr.outcome().unwrap().to_string(), "queued:q2");
+        assert_eq!(c.ivr.after_agent_node(), None);
+        assert!(!c.ivr.resume_after_agent(c.now));
+        assert!(c.actions().is_empty());
+        assert!(c.ivr.is_done());
+
+        // A queue exit resumed elsewhere is no agent hangup: the outcome follows the flow.
+        let mut c = surveyed('1');
+        assert!(c.ivr.resume_at("bye", c.now));
+        assert_eq!(c.ivr.after_agent_node(), None);
+        assert_eq!(c.ivr.outcome().unwrap().to_string(), "hangup:survey_done");
+    }
+
+    #[test]
+    fn survey_straight_from_a_menu_and_caller_hangup_keeps_the_answers() {
+        let mut c = Call::new(flow(&text(SURVEY)));
+        c.send(IvrEvent::Start);
+        // "Transfer to survey" is a plain menu choice.
+        assert_eq!(
+            names(&c.digit('5')),
+            [
+                "StopPlayback",
+                "play it/survey_intro,it/q_satisfaction,it/scale"
+            ]
+        );
+        c.send(IvrEvent::PromptDone);
+        assert_eq!(names(&c.digit('4')), ["play it/q_resolved"]);
+        c.send(IvrEvent::Hangup);
+        assert_eq!(c.ivr.survey_answers(), [("satisfaction".to_string(), 4)]);
+        assert_eq!(
+            c.ivr.outcome(),
+            Some(&Outcome::CallerHangup {
+                node: "survey".into()
+            })
+        );
+        assert_eq!(c.ivr.poll_timeout(), None);
+    }
+
+    #[test]
+    fn survey_keys_typed_ahead_are_discarded_and_without_thanks_it_moves_on() {
+        let nodes = "  a: { type: play, prompts: [hi], next: s }\n  s:\n    type: survey\n    questions: [{ id: only, prompts: [q] }]\n    retries: 0\n    timeout: 2\n    next: b\n  b: { type: hangup }\n";
+        let mut c = Call::new(flow(&text(nodes)));
+        c.send(IvrEvent::Start);
+        assert!(c.digit('3').is_empty(), "typed during a non-barge-in play");
+        assert_eq!(names(&c.send(IvrEvent::PromptDone)), ["play it/q"]);
+        let t = c.now;
+        c.send(IvrEvent::PromptDone);
+        assert_eq!(c.ivr.poll_timeout(), Some(t + Duration::from_secs(2)));
+        // retries: 0 -> the first silence skips the only question; no thanks -> next.
+        assert_eq!(names(&c.time_out()), ["hangup completed"]);
+        assert!(c.ivr.survey_answers().is_empty());
+        assert_eq!(c.ivr.variables()["survey.only"], "none");
+    }
+
+    #[test]
+    fn survey_visited_again_replaces_its_answers_in_place() {
+        let nodes = "  a:\n    type: survey\n    questions:\n      - { id: one, prompts: [q1] }\n      - { id: two, prompts: [q2] }\n    next: m\n  m:\n    type: menu\n    prompts: [again]\n    choices: { 1: a, 2: b }\n  b: { type: hangup }\n";
+        let mut c = Call::new(flow(&text(nodes)));
+        c.send(IvrEvent::Start);
+        c.digits("35");
+        assert_eq!(
+            c.ivr.survey_answers(),
+            [("one".to_string(), 3), ("two".to_string(), 5)]
+        );
+        c.digit('1');
+        c.send(IvrEvent::PromptDone);
+        c.digit('6');
+        assert_eq!(
+            c.ivr.survey_answers(),
+            [("one".to_string(), 6), ("two".to_string(), 5)]
+        );
+        c.send(IvrEvent::PromptDone);
+        c.digit('8');
+        c.send(IvrEvent::PromptDone);
+        c.time_out();
+        assert_eq!(c.ivr.survey_answers(), [("one".to_string(), 6)]);
+        assert_eq!(c.ivr.variables()["survey.two"], "none");
+    }
+
+    #[test]
+    fn inps_survey_after_the_agent_in_english() {
+        let mut c = Call::new(shipped("inps.yaml"));
+        c.send(IvrEvent::Start);
+        c.send(IvrEvent::PromptDone);
+        c.digit('2'); // English
+        c.send(IvrEvent::PromptDone);
+        c.send(IvrEvent::PromptDone);
+        c.digit('0'); // the operator queue, which offers the survey
+        assert_eq!(c.ivr.after_agent_node(), Some("survey"));
+        assert!(c.ivr.resume_after_agent(c.now));
+        let out = names(&c.actions());
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert!(
+            out[0].starts_with("play en/survey_intro,en/survey_q_satisfaction"),
+            "{out:?}"
+        );
+        c.digit('5');
+        c.send(IvrEvent::PromptDone);
+        assert_eq!(names(&c.digit('6')), ["play en/survey_thanks"]);
+        assert_eq!(
+            c.ivr.survey_answers(),
+            [("satisfaction".to_string(), 5), ("resolved".to_string(), 6)]
         );
     }
 }

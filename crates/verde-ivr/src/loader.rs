@@ -15,7 +15,8 @@ use serde::Deserialize;
 
 use crate::flow::{
     BandSpec, CallbackNode, Collect, Flow, FlowError, FlowSet, Menu, Node, NumberMode,
-    NumberSource, PromptCatalog, PromptSpec, ScheduleNode, VoicemailNode,
+    NumberSource, PromptCatalog, PromptSpec, ScheduleNode, SurveyNode, SurveyQuestion,
+    VoicemailNode,
 };
 use crate::lines::LineIndex;
 use crate::numbers;
@@ -111,6 +112,9 @@ struct RawNode {
     band_prompts: Option<Vec<String>>,
     on_refused: Option<String>,
     on_duplicate: Option<String>,
+    after_agent: Option<String>,
+    questions: Option<Vec<RawQuestion>>,
+    thanks: Option<Vec<String>>,
     reason: Option<String>,
 }
 
@@ -162,6 +166,9 @@ impl RawNode {
             band_prompts,
             on_refused,
             on_duplicate,
+            after_agent,
+            questions,
+            thanks,
             reason
         );
         v
@@ -173,6 +180,14 @@ impl RawNode {
 enum RawOverride {
     Closed(String),
     Hours(Vec<String>),
+}
+
+/// A question of a `survey` node.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawQuestion {
+    id: String,
+    prompts: Vec<String>,
 }
 
 /// A band of a `schedule` node (`name`, `hours`, `next`) or of a `callback` node (`key`,
@@ -255,7 +270,7 @@ const NODE_TYPES: &[(&str, &[&str])] = &[
         &["number", "variable", "mode", "next", "barge_in"],
     ),
     ("transfer", &["uri"]),
-    ("queue", &["queue", "fallback"]),
+    ("queue", &["queue", "fallback", "after_agent"]),
     (
         "voicemail",
         &[
@@ -289,6 +304,20 @@ const NODE_TYPES: &[(&str, &[&str])] = &[
             "on_refused",
             "on_duplicate",
             "on_failure",
+        ],
+    ),
+    (
+        "survey",
+        &[
+            "prompts",
+            "questions",
+            "timeout",
+            "retries",
+            "invalid_prompts",
+            "no_input_prompts",
+            "thanks",
+            "barge_in",
+            "next",
         ],
     ),
     ("hangup", &["reason"]),
@@ -835,9 +864,15 @@ fn build_node(ctx: &mut Ctx, env: &Env, id: &str, raw: &RawNode) -> Option<Node>
                     format!("queue name `{queue}` may only use letters, digits, `_` and `-`"),
                 );
             }
+            // Any node may follow the agent's hangup (a survey, a thank-you, a menu): the call
+            // task decides whether the caller is still there to hear it.
+            if let Some(after) = &raw.after_agent {
+                target(ctx, "after_agent", after);
+            }
             Node::Queue {
                 queue,
                 fallback: prompt_list(ctx, id, "fallback", raw.fallback.as_deref(), false),
+                after_agent: raw.after_agent.clone(),
             }
         }
         "voicemail" => {
@@ -958,12 +993,85 @@ fn build_node(ctx: &mut Ctx, env: &Env, id: &str, raw: &RawNode) -> Option<Node>
                 on_failure: raw.on_failure.clone(),
             }))
         }
+        "survey" => {
+            let next = required(ctx, "next", &raw.next);
+            target(ctx, "next", &next);
+            let questions = survey_questions(ctx, id, raw.questions.as_deref());
+            Node::Survey(Box::new(SurveyNode {
+                intro: prompt_list(ctx, id, "prompts", raw.prompts.as_deref(), false),
+                questions,
+                timeout: seconds(ctx, id, "timeout", raw.timeout, 5.0),
+                retries: raw.retries.unwrap_or(1),
+                invalid_prompts: prompt_list(
+                    ctx,
+                    id,
+                    "invalid_prompts",
+                    raw.invalid_prompts.as_deref(),
+                    false,
+                ),
+                no_input_prompts: prompt_list(
+                    ctx,
+                    id,
+                    "no_input_prompts",
+                    raw.no_input_prompts.as_deref(),
+                    false,
+                ),
+                thanks: prompt_list(ctx, id, "thanks", raw.thanks.as_deref(), false),
+                barge_in: raw.barge_in.unwrap_or(true),
+                next,
+            }))
+        }
         "hangup" => Node::Hangup {
             reason: raw.reason.clone().unwrap_or_else(|| "completed".into()),
         },
         _ => unreachable!("NODE_TYPES covers every arm"),
     };
     (ctx.errors.len() == errors_before).then_some(node)
+}
+
+/// The `questions` of a survey node: at least one, ids usable in a variable name and unique,
+/// each with something to play.
+fn survey_questions(ctx: &mut Ctx, id: &str, raw: Option<&[RawQuestion]>) -> Vec<SurveyQuestion> {
+    let raw = raw.unwrap_or_default();
+    if raw.is_empty() {
+        // Falls back to the node's line when `questions` is absent.
+        ctx.error(
+            &["nodes", id, "questions"],
+            format!("survey `{id}` needs at least one question in `questions`"),
+        );
+    }
+    let mut out: Vec<SurveyQuestion> = Vec::new();
+    for (i, q) in raw.iter().enumerate() {
+        let idx = i.to_string();
+        let path = ["nodes", id, "questions", idx.as_str()];
+        if !is_variable_name(&q.id) {
+            ctx.error(
+                &path,
+                format!(
+                    "question id `{}` may only use lowercase letters, digits and `_` (it names the variable survey.<id>)",
+                    q.id
+                ),
+            );
+        } else if out.iter().any(|o| o.id == q.id) {
+            ctx.error(
+                &path,
+                format!("question id `{}` is used twice in survey `{id}`", q.id),
+            );
+        }
+        if q.prompts.is_empty() {
+            ctx.error(
+                &path,
+                format!("question `{}` needs at least one prompt in `prompts`", q.id),
+            );
+        }
+        let base: Vec<String> = path.iter().map(|s| s.to_string()).collect();
+        let prompts = prompt_list_at(ctx, &base, "prompts", Some(&q.prompts));
+        out.push(SurveyQuestion {
+            id: q.id.clone(),
+            prompts,
+        });
+    }
+    out
 }
 
 /// `min_digits`/`max_digits` of a node that collects digits.
@@ -2187,5 +2295,123 @@ nodes:
         assert!(flow.has_node("offer") && !flow.has_node("nowhere"));
         let text = text.replace("entries: [offer]", "entries:\n  - offer\n  - nowhere");
         assert_one_error(&text, "- nowhere", "entry node `nowhere` is not defined");
+    }
+
+    fn with_survey(queue_fields: &str, fields: &str) -> String {
+        BASE.replace("      1: bye\n", "      1: desk\n").replace(
+            "  bye:\n",
+            &format!(
+                "  desk:\n    type: queue\n    queue: desk\n{queue_fields}  survey:\n    type: survey\n{fields}    next: bye\n  bye:\n"
+            ),
+        )
+    }
+
+    const QUESTIONS: &str = "    questions:\n      - id: satisfaction\n        prompts: [q_satisfaction]\n      - { id: resolved, prompts: [q_resolved] }\n";
+
+    #[test]
+    fn survey_node_and_after_agent() {
+        // Reached only through `after_agent`: that counts as reachable, no `entries` needed.
+        let ok = with_survey("    after_agent: survey\n", QUESTIONS);
+        let flow = parse_flow(&ok, Path::new("demo.yaml"), &all()).unwrap();
+        let Some(Node::Survey(s)) = flow.nodes.get("survey") else {
+            panic!("no survey node")
+        };
+        let ids: Vec<&str> = s.questions.iter().map(|q| q.id.as_str()).collect();
+        assert_eq!(ids, ["satisfaction", "resolved"]);
+        assert_eq!(s.questions[0].prompts[0].name, "q_satisfaction");
+        // Defaults: 5 s and one retry per question, barge-in, nothing extra to play.
+        assert_eq!(
+            (s.timeout, s.retries, s.barge_in),
+            (Duration::from_secs(5), 1, true)
+        );
+        assert!(s.intro.is_empty() && s.thanks.is_empty() && s.invalid_prompts.is_empty());
+        let Some(Node::Queue { after_agent, .. }) = flow.nodes.get("desk") else {
+            panic!("no queue node")
+        };
+        assert_eq!(after_agent.as_deref(), Some("survey"));
+        // Without after_agent the survey is unreachable.
+        let text = with_survey("", QUESTIONS);
+        assert_one_error(&text, "  survey:", "unreachable");
+        // after_agent may lead anywhere, e.g. a thank-you before hanging up.
+        let text = with_survey("    after_agent: bye\n", QUESTIONS)
+            .replace("      \"#\": bye\n", "      \"#\": bye\n      2: survey\n");
+        parse_flow(&text, Path::new("demo.yaml"), &all()).unwrap();
+        // The survey's recordings are checked like any other.
+        let errs = errors_with(&ok, &AllBut(vec!["it/q_resolved"]));
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].line, line_of(&ok, "q_resolved"));
+    }
+
+    #[test]
+    fn survey_node_validation() {
+        let after = "    after_agent: survey\n";
+        let cases = [
+            ("    questions: []\n", "questions: []", "needs at least one question"),
+            (
+                "    questions:\n      - { id: a, prompts: [x] }\n      - { id: a, prompts: [y] }\n",
+                "prompts: [y]",
+                "question id `a` is used twice",
+            ),
+            (
+                "    questions:\n      - { id: Happy, prompts: [x] }\n",
+                "id: Happy",
+                "lowercase letters, digits and `_`",
+            ),
+            (
+                "    questions:\n      - { id: a, prompts: [] }\n",
+                "id: a",
+                "needs at least one prompt",
+            ),
+            (
+                "    questions:\n      - id: a\n        prompt: x\n",
+                "prompt: x",
+                "unknown field `prompt`",
+            ),
+            (
+                &format!("{QUESTIONS}    timeout: 0\n"),
+                "timeout: 0",
+                "between 0 and 300",
+            ),
+            (
+                &format!("{QUESTIONS}    thanks: [\"thank you\"]\n"),
+                "thank you",
+                "must be a name",
+            ),
+            (
+                &format!("{QUESTIONS}    choices: {{ 1: bye }}\n"),
+                "choices: { 1: bye }",
+                "does not apply to a survey node",
+            ),
+        ];
+        for (fields, marker, what) in cases {
+            assert_one_error(&with_survey(after, fields), marker, what);
+        }
+        // Missing `questions` and `next` are reported on the node.
+        let text = with_survey(after, "");
+        assert_one_error(&text, "  survey:", "needs at least one question");
+        let text = with_survey(after, QUESTIONS).replace("    next: bye\n  bye:", "  bye:");
+        assert_one_error(&text, "  survey:", "`next` is required");
+        let text = with_survey(after, QUESTIONS)
+            .replace("    next: bye\n  bye:", "    next: gone\n  bye:");
+        assert_one_error(&text, "next: gone", "`gone`, which is not defined");
+        // after_agent: only on a queue node, and to an existing node.
+        let text = with_survey("    after_agent: nowhere\n", QUESTIONS);
+        let errs = errors(&text);
+        assert_eq!(
+            errs[0].line,
+            line_of(&text, "after_agent: nowhere"),
+            "{errs:?}"
+        );
+        assert!(errs[0].reason.contains("`nowhere`, which is not defined"));
+        let text = with_survey(after, QUESTIONS).replace(
+            "    next: menu\n",
+            "    next: menu\n    after_agent: survey\n",
+        );
+        // The play node comes first in the file: its line is the first `after_agent`.
+        assert_one_error(
+            &text,
+            "after_agent: survey",
+            "does not apply to a play node",
+        );
     }
 }

@@ -458,6 +458,13 @@ impl MediaSession {
         self.relay_out.pop_front()
     }
 
+    /// Makes the next relayed frame start a new talkspurt on this leg (marker bit, timestamps
+    /// re-anchored to our media clock), for when what is relayed to it changes source: a
+    /// supervision [`crate::mixer::Mixer`] attached or detached.
+    pub fn restart_relay(&mut self) {
+        self.relay_offset = None;
+    }
+
     /// Sends another leg's audio on this leg at once (no pacing: the source paced it), on our
     /// own SSRC, sequence and timestamp space. Same codec: the payload is forwarded as is;
     /// PCMU<->PCMA: transcoded. Timestamps keep the source's spacing (its silence gaps

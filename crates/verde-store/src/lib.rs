@@ -24,8 +24,16 @@
 //!
 //! The database carries a `schema_version` table and is upgraded on open by an ordered list of
 //! migration steps, each in its own transaction with its version bump (1: call records; 2:
-//! callbacks and their attempts; 3: voicemails). A database written by a newer verde is refused
-//! rather than guessed at.
+//! callbacks and their attempts; 3: voicemails; 4: the queue log, call start times as unix
+//! milliseconds for period queries, and period indexes on callbacks and voicemails). A database
+//! written by a newer verde is refused rather than guessed at.
+//!
+//! # Raw events for KPIs
+//!
+//! Every figure of the contact center can be recomputed from what is stored: call records
+//! (with their ACD section, survey and recordings), the queue log (one line per ACD event, in
+//! the manner of Asterisk's `queue_log`), callbacks with their attempts and voicemails, each
+//! selectable by a half-open period of unix milliseconds.
 
 mod sqlite;
 mod tasks;
@@ -249,16 +257,57 @@ pub enum QueueEventKind {
     AgentLogout,
 }
 
-/// The engine's durable storage.
+impl QueueEventKind {
+    /// The name stored in the queue log, the same as its serde form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueEventKind::Enter => "enter",
+            QueueEventKind::Offer => "offer",
+            QueueEventKind::RingNoAnswer => "ring_no_answer",
+            QueueEventKind::Connect => "connect",
+            QueueEventKind::Abandon => "abandon",
+            QueueEventKind::Exit => "exit",
+            QueueEventKind::Complete => "complete",
+            QueueEventKind::Transfer => "transfer",
+            QueueEventKind::AgentLogin => "agent_login",
+            QueueEventKind::AgentPause => "agent_pause",
+            QueueEventKind::AgentUnpause => "agent_unpause",
+            QueueEventKind::AgentLogout => "agent_logout",
+        }
+    }
+}
+
+/// The engine's durable storage: call records and the queue log.
+///
+/// Periods are half-open ranges of unix milliseconds, `[from_ms, to_ms)`, so that consecutive
+/// periods (hours, days) count every call and event exactly once.
 pub trait Store: Send + Sync {
     fn record_call(&self, record: &CallRecord) -> Result<(), StoreError> {
         self.record_calls(std::slice::from_ref(record))
     }
-    /// Writes several records atomically: all of them or none.
-    fn record_calls(&self, records: &[CallRecord]) -> Result<(), StoreError>;
+    /// Writes several records atomically: all of them or none. A record already stored under
+    /// the same `call_id` is replaced.
+    fn record_calls(&self, records: &[CallRecord]) -> Result<(), StoreError> {
+        self.record_batch(records, &[])
+    }
+    /// Appends queue-log lines atomically, in the order given.
+    fn append_queue_events(&self, events: &[QueueEvent]) -> Result<(), StoreError> {
+        self.record_batch(&[], events)
+    }
+    /// Writes call records and queue-log lines in one transaction: all of them or none, with
+    /// one commit for the whole batch (the record writer hands over whatever has queued up).
+    fn record_batch(&self, records: &[CallRecord], events: &[QueueEvent])
+        -> Result<(), StoreError>;
     fn call(&self, call_id: &str) -> Result<Option<CallRecord>, StoreError>;
     /// Most recent first.
     fn recent_calls(&self, limit: usize) -> Result<Vec<CallRecord>, StoreError>;
+    /// Calls whose `started_at` falls in `[from_ms, to_ms)`, earliest start first (ties in the
+    /// order they were first stored). A record whose `started_at` is not RFC 3339 is never in
+    /// a period.
+    fn calls_between(&self, from_ms: i64, to_ms: i64) -> Result<Vec<CallRecord>, StoreError>;
+    /// Queue-log lines with `at_ms` in `[from_ms, to_ms)`, by `at_ms`, then in the order they
+    /// were appended.
+    fn queue_events(&self, from_ms: i64, to_ms: i64) -> Result<Vec<QueueEvent>, StoreError>;
 }
 
 /// Durable tasks: the call-me-back basket and voicemails.
@@ -347,4 +396,45 @@ pub trait TaskStore: Send + Sync {
     /// (not the one being dialed right now: it is being made) and voicemails nobody has taken
     /// in charge yet (the SLA is on taking in charge, so a taken one is no longer late).
     fn late_tasks(&self, now_ms: i64) -> Result<Vec<Task>, StoreError>;
+
+    /// Callbacks whose `requested_at_ms` falls in `[from_ms, to_ms)`, in any state, each with
+    /// its attempts, in line order (oldest request first, ties by id). `requested_at_ms` is the
+    /// caller's place in line (when they entered the queue), which a repeated request keeps.
+    fn callbacks_between(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<CallbackRequest>, StoreError>;
+    /// Voicemails recorded in `[from_ms, to_ms)`, in any state, oldest recording first (ties
+    /// by id).
+    fn voicemails_between(&self, from_ms: i64, to_ms: i64) -> Result<Vec<Voicemail>, StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_kind_names_are_their_serde_form() {
+        use QueueEventKind::*;
+        for kind in [
+            Enter,
+            Offer,
+            RingNoAnswer,
+            Connect,
+            Abandon,
+            Exit,
+            Complete,
+            Transfer,
+            AgentLogin,
+            AgentPause,
+            AgentUnpause,
+            AgentLogout,
+        ] {
+            assert_eq!(
+                serde_json::to_value(kind).unwrap(),
+                serde_json::Value::String(kind.as_str().to_string())
+            );
+        }
+    }
 }

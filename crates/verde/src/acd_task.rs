@@ -63,6 +63,7 @@ pub fn start(
     queues: Vec<verde_acd::QueueConfig>,
     agents: Vec<verde_acd::AgentConfig>,
     cti: Arc<crate::cti::Hub>,
+    records: crate::records::Records,
 ) -> anyhow::Result<AcdHandle> {
     let now = Instant::now();
     let names = queues.iter().map(|q| q.name.clone()).collect();
@@ -74,7 +75,7 @@ pub fn start(
         snapshot: Arc::new(ArcSwap::from_pointee((now, acd.snapshot(now)))),
         queues: Arc::new(names),
     };
-    tokio::spawn(run(acd, rx, handle.clone(), cti));
+    tokio::spawn(run(acd, rx, handle.clone(), cti, records));
     Ok(handle)
 }
 
@@ -83,7 +84,10 @@ async fn run(
     mut rx: mpsc::Receiver<AcdCmd>,
     handle: AcdHandle,
     cti: Arc<crate::cti::Hub>,
+    records: crate::records::Records,
 ) {
+    // Each agent's last state, to name its transitions in the queue log.
+    let mut last: std::collections::HashMap<String, AgentState> = Default::default();
     // Readers get a fresh view at most this often, and right after any change.
     const SNAPSHOT_EVERY: Duration = Duration::from_millis(500);
     let mut last_snapshot = Instant::now();
@@ -110,6 +114,12 @@ async fn run(
         }
         while let Some(action) = acd.poll_action() {
             changed = true;
+            if let Action::AgentState { agent, state } = &action {
+                let before = last.insert(agent.as_str().to_string(), state.clone());
+                if let Some(ev) = agent_log_event(agent.as_str(), before.as_ref(), state) {
+                    records.event(ev);
+                }
+            }
             route(&handle, &cti, action);
         }
         let now = Instant::now();
@@ -151,6 +161,37 @@ fn apply_one(acd: &mut Acd, cmd: AcdCmd, now: Instant) -> Result<(), AcdError> {
     acd.handle(input, now)
 }
 
+/// The queue-log line for an agent's state change (Asterisk's ADDMEMBER / PAUSE / UNPAUSE /
+/// REMOVEMEMBER), if it is one: offers, calls and wrap-up are logged by the calls.
+fn agent_log_event(
+    agent: &str,
+    before: Option<&AgentState>,
+    now: &AgentState,
+) -> Option<verde_store::QueueEvent> {
+    use verde_store::QueueEventKind as K;
+    let (kind, data) = match (before, now) {
+        (_, AgentState::LoggedOut) if before.is_some_and(|b| *b != AgentState::LoggedOut) => {
+            (K::AgentLogout, vec![])
+        }
+        (_, AgentState::Paused { reason })
+            if !matches!(before, Some(AgentState::Paused { .. })) =>
+        {
+            (K::AgentPause, vec![reason.clone()])
+        }
+        (None | Some(AgentState::LoggedOut), AgentState::Ready) => (K::AgentLogin, vec![]),
+        (Some(AgentState::Paused { .. }), AgentState::Ready) => (K::AgentUnpause, vec![]),
+        _ => return None,
+    };
+    Some(verde_store::QueueEvent {
+        at_ms: crate::clock::now_ms(),
+        call_id: String::new(),
+        queue: String::new(),
+        agent: agent.to_string(),
+        kind,
+        data,
+    })
+}
+
 fn route(handle: &AcdHandle, cti: &crate::cti::Hub, action: Action) {
     let call = match &action {
         Action::Offer { call, .. }
@@ -159,6 +200,7 @@ fn route(handle: &AcdHandle, cti: &crate::cti::Hub, action: Action) {
         | Action::Requeued { call }
         | Action::Announce { call, .. }
         | Action::Exit { call, .. }
+        | Action::DirectFailed { call, .. }
         | Action::Abandoned { call, .. } => Some(*call),
         Action::AgentState { agent, state } => {
             tracing::info!(agent = %agent.as_str(), state = ?state, "agent state");

@@ -61,6 +61,10 @@ pub struct AgentLeg {
     /// Kept to answer every retransmitted 2xx with the same ACK.
     ack: Option<Request>,
     pub answered_at: Option<Instant>,
+    /// The ACD key the offer was made under: the caller's, or a consultation's.
+    pub acd_key: u64,
+    /// An outside number (a transfer), not an agent: no ACD, no bar.
+    pub number: bool,
 }
 
 impl AgentLeg {
@@ -129,6 +133,8 @@ impl AgentLeg {
             dialog: None,
             ack: None,
             answered_at: None,
+            acd_key: 0,
+            number: false,
         }
     }
 

@@ -23,6 +23,30 @@ use verde_media::{
 use verde_sip::{ClientTxId, Dialog, Method, Peer, Request, Response, ServerTxId, Transport};
 use verde_store::CallRecord;
 
+mod transfer;
+use transfer::{Bridge, Xfer};
+
+/// Reads the next packet of one leg; never ready when there is no leg.
+async fn leg_recv(
+    leg: Option<(usize, &AgentLeg)>,
+    rtp_buf: &mut [u8],
+    rtcp_buf: &mut [u8],
+) -> std::io::Result<(usize, Socket, Bytes, std::net::SocketAddr)> {
+    let Some((i, l)) = leg else {
+        return std::future::pending().await;
+    };
+    let (socket, n, from) = tokio::select! {
+        r = l.rtp.rtp.recv_from(rtp_buf) => { let (n, f) = r?; (Socket::Rtp, n, f) }
+        r = l.rtp.rtcp.recv_from(rtcp_buf) => { let (n, f) = r?; (Socket::Rtcp, n, f) }
+    };
+    let buf = if socket == Socket::Rtp {
+        rtp_buf
+    } else {
+        rtcp_buf
+    };
+    Ok((i, socket, Bytes::copy_from_slice(&buf[..n]), from))
+}
+
 /// Methods we accept inside and outside dialogs.
 pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE, REFER, NOTIFY";
 
@@ -173,10 +197,19 @@ struct Call {
     /// Agents being rung (several with ring-all) or the one talking.
     legs: Vec<AgentLeg>,
     /// Offers waiting for an RTP pair (bound in the async part of the loop): agent, queue,
-    /// and whether the phone is asked to answer by itself (the agent clicked Answer).
-    pending_offers: Vec<(String, String, bool)>,
-    /// Offers ringing only on the agent's bar (agent, queue): its phone is called on Answer.
-    bar_offers: Vec<(String, String)>,
+    /// whether the phone is asked to answer by itself (the agent clicked Answer), ACD key.
+    pending_offers: Vec<(String, String, bool, u64)>,
+    /// Offers ringing only on the agent's bar (agent, queue, ACD key): its phone is called on
+    /// Answer.
+    bar_offers: Vec<(String, String, u64)>,
+    /// Whose media is joined: the caller with a leg, or two legs (a consultation).
+    bridge: Option<Bridge>,
+    /// A transfer under way.
+    xfer: Option<Xfer>,
+    /// Talks the ACD counts (ACD key, agent): ended with CallEnded when the agent leaves.
+    talks: Vec<(u64, String)>,
+    /// Outside numbers to dial for a transfer (async part of the loop).
+    pending_dials: Vec<String>,
     /// Agents whose bar was told of this call and not yet of its end.
     told: Vec<String>,
     /// The agent put the caller on hold from its bar.
@@ -339,6 +372,10 @@ async fn run(engine: Arc<Engine>, start: CallStart, mut inbox: mpsc::Receiver<Ca
         legs: Vec::new(),
         pending_offers: Vec::new(),
         bar_offers: Vec::new(),
+        bridge: None,
+        xfer: None,
+        talks: Vec::new(),
+        pending_dials: Vec::new(),
         told: Vec::new(),
         bar_hold: false,
         check_booked: None,
@@ -364,12 +401,17 @@ async fn run(engine: Arc<Engine>, start: CallStart, mut inbox: mpsc::Receiver<Ca
     let mut rtcp_buf = vec![0u8; 2048];
     let mut leg_buf = vec![0u8; 2048];
     let mut leg_rtcp_buf = vec![0u8; 2048];
+    let mut leg2_buf = vec![0u8; 2048];
+    let mut leg2_rtcp_buf = vec![0u8; 2048];
     while call.phase != Phase::Ended {
         let deadline = [
             call.media.poll_timeout(),
             call.ivr.poll_timeout(),
-            call.talking_leg()
-                .and_then(|l| l.media.as_ref()?.poll_timeout()),
+            call.legs
+                .iter()
+                .filter_map(|l| l.media.as_ref()?.poll_timeout())
+                .min(),
+            call.xfer.as_ref().and_then(|x| x.deadline),
             call.recording
                 .as_ref()
                 .and_then(|r| r.recorder.as_ref().map(|r| r.deadline())),
@@ -379,21 +421,23 @@ async fn run(engine: Arc<Engine>, start: CallStart, mut inbox: mpsc::Receiver<Ca
         .flatten()
         .min()
         .expect("hard deadline always set");
+        // At most two legs carry media at once: the agent's, and a transfer target's.
+        let mut live = call
+            .legs
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.state == LegState::Answered);
+        let (first, second) = (live.next(), live.next());
         let leg_rx = async {
-            match call.talking_leg() {
-                Some(l) => tokio::select! {
-                    r = l.rtp.rtp.recv_from(&mut leg_buf) => r.map(|(n, f)| (Socket::Rtp, n, f)),
-                    r = l.rtp.rtcp.recv_from(&mut leg_rtcp_buf) => r.map(|(n, f)| (Socket::Rtcp, n, f)),
-                },
-                None => std::future::pending().await,
+            tokio::select! {
+                r = leg_recv(first, &mut leg_buf, &mut leg_rtcp_buf) => r,
+                r = leg_recv(second, &mut leg2_buf, &mut leg2_rtcp_buf) => r,
             }
         };
         tokio::select! {
             r = leg_rx => {
-                if let Ok((socket, n, from)) = r {
-                    let buf = if socket == Socket::Rtp { &leg_buf } else { &leg_rtcp_buf };
-                    let pkt = Bytes::copy_from_slice(&buf[..n]);
-                    if let Some(m) = call.talking_leg_mut().and_then(|l| l.media.as_mut()) {
+                if let Ok((i, socket, pkt, from)) = r {
+                    if let Some(m) = call.legs.get_mut(i).and_then(|l| l.media.as_mut()) {
                         m.handle_packet(socket, pkt, from, Instant::now());
                     }
                 }
@@ -429,9 +473,10 @@ async fn run(engine: Arc<Engine>, start: CallStart, mut inbox: mpsc::Receiver<Ca
                     if call.recording.as_ref().and_then(|r| r.recorder.as_ref()).is_some_and(|r| now >= r.deadline()) {
                         call.stop_recording(now, true);
                     }
-                    if let Some(m) = call.talking_leg_mut().and_then(|l| l.media.as_mut()) {
+                    for m in call.legs.iter_mut().filter_map(|l| l.media.as_mut()) {
                         m.handle_timeout(now);
                     }
+                    call.transfer_deadline(now);
                 }
             }
         }
@@ -489,14 +534,7 @@ impl Call {
             tracing::info!(%node, "ivr node");
         }
         self.logged_nodes = path.len();
-        let bridged = self.queue.as_ref().map(|q| q.bridged).unwrap_or(false);
-        if bridged {
-            if let Some(leg) = self.legs.iter_mut().find(|l| l.state == LegState::Answered) {
-                if let Some(m) = leg.media.as_mut() {
-                    verde_media::bridge_step(&mut self.media, m, now);
-                }
-            }
-        }
+        self.bridge_media(now);
         send_all(&mut self.media, &self.rtp);
         for leg in self.legs.iter_mut() {
             if let Some(m) = leg.media.as_mut() {
@@ -506,8 +544,11 @@ impl Call {
     }
 
     async fn flush(&mut self) {
-        for (agent, queue, auto) in std::mem::take(&mut self.pending_offers) {
-            self.ring_agent(agent, queue, auto).await;
+        for (agent, queue, auto, key) in std::mem::take(&mut self.pending_offers) {
+            self.ring_agent(agent, queue, auto, key).await;
+        }
+        for number in std::mem::take(&mut self.pending_dials) {
+            self.dial_number(number).await;
         }
         if let Some(queue) = self.check_booked.take() {
             let tasks = self.engine.tasks.clone();
@@ -1008,6 +1049,12 @@ impl Call {
                 v
             },
             dtmf: self.dtmf.clone(),
+            survey: self
+                .ivr
+                .survey_answers()
+                .into_iter()
+                .map(|(question, score)| verde_store::SurveyAnswer { question, score })
+                .collect(),
             outcome: self
                 .outcome
                 .clone()
@@ -1157,6 +1204,15 @@ fn announcement(lang: &str, position: Option<u32>, wait: Option<Duration>) -> Ve
     names
 }
 
+fn offer_failure_text(f: OfferFailure) -> &'static str {
+    match f {
+        OfferFailure::Busy => "busy",
+        OfferFailure::Rejected => "declined",
+        OfferFailure::NoAnswer => "no-answer",
+        OfferFailure::Unreachable => "unreachable",
+    }
+}
+
 fn failure_reason(status: u16) -> OfferFailure {
     match status {
         486 | 600 => OfferFailure::Busy,
@@ -1168,12 +1224,25 @@ fn failure_reason(status: u16) -> OfferFailure {
 
 /// The queue and agent side of a call.
 impl Call {
-    fn talking_leg(&self) -> Option<&AgentLeg> {
-        self.legs.iter().find(|l| l.state == LegState::Answered)
+    /// One line of the queue log for this call.
+    fn qlog(&self, kind: verde_store::QueueEventKind, queue: &str, agent: &str, data: Vec<String>) {
+        self.engine.records.event(verde_store::QueueEvent {
+            at_ms: crate::clock::now_ms(),
+            call_id: self.start.call_id.clone(),
+            queue: queue.to_string(),
+            agent: agent.to_string(),
+            kind,
+            data,
+        });
     }
 
-    fn talking_leg_mut(&mut self) -> Option<&mut AgentLeg> {
-        self.legs.iter_mut().find(|l| l.state == LegState::Answered)
+    /// The queue the caller is in or was last in.
+    fn queue_name(&self) -> String {
+        self.queue
+            .as_ref()
+            .map(|q| q.name.clone())
+            .or_else(|| self.extra.get("queue").cloned())
+            .unwrap_or_default()
     }
 
     /// A prompt in the caller's language, else the flow's, else any.
@@ -1199,6 +1268,12 @@ impl Call {
             self.answer();
         }
         tracing::info!(%queue, "enqueued");
+        self.qlog(
+            verde_store::QueueEventKind::Enter,
+            &queue,
+            "",
+            vec![caller_number(&self.start.invite)],
+        );
         self.extra.insert("queue".into(), queue.clone());
         self.engine
             .acd
@@ -1239,35 +1314,71 @@ impl Call {
             return;
         }
         match action {
-            Action::Offer { agent, queue, .. } => {
+            Action::Offer { agent, queue, call } => {
                 let (agent, queue) = (agent.as_str().to_string(), queue.as_str().to_string());
+                self.qlog(verde_store::QueueEventKind::Offer, &queue, &agent, vec![]);
                 self.tell_offered(&agent, &queue, now);
                 if self.engine.cti.offers_to_bar(&agent) {
                     tracing::info!(%agent, "offering the call on the agent's bar");
                     self.engine.acd.input(AcdInput::OfferRinging {
-                        call: CallKey(self.key),
+                        call,
                         agent: agent.as_str().into(),
                     });
-                    self.bar_offers.push((agent, queue));
+                    self.bar_offers.push((agent, queue, call.0));
                 } else {
                     tracing::info!(%agent, "offering the call to an agent");
-                    self.pending_offers.push((agent, queue, false));
+                    self.pending_offers.push((agent, queue, false, call.0));
                 }
             }
-            Action::CancelOffer { agent, .. } => {
-                self.bar_offers.retain(|(a, _)| a != agent.as_str());
-                self.pending_offers.retain(|(a, _, _)| a != agent.as_str());
-                for leg in self.legs.iter_mut().filter(|l| l.agent == agent.as_str()) {
+            Action::CancelOffer { agent, call } => {
+                let mine = |a: &str, k: u64| a == agent.as_str() && k == call.0;
+                self.bar_offers.retain(|(a, _, k)| !mine(a, *k));
+                self.pending_offers.retain(|(a, _, _, k)| !mine(a, *k));
+                for leg in self
+                    .legs
+                    .iter_mut()
+                    .filter(|l| mine(&l.agent, l.acd_key) && !l.number)
+                {
                     tracing::info!(agent = %leg.agent, "offer withdrawn");
                     leg.cancel(&mut self.sip_out);
                 }
                 self.tell_ended(agent.as_str(), "withdrawn");
             }
-            Action::Connected { agent, waited, .. } => {
+            Action::Connected {
+                agent,
+                waited,
+                call,
+                ..
+            } => {
                 tracing::info!(agent = %agent.as_str(), waited_ms = waited.as_millis() as u64, "connected to agent");
-                self.extra
-                    .insert("queue_wait_ms".into(), waited.as_millis().to_string());
+                if call.0 == self.key {
+                    self.extra
+                        .entry("queue_wait_ms".into())
+                        .or_insert_with(|| waited.as_millis().to_string());
+                }
             }
+            Action::DirectFailed {
+                call,
+                agent,
+                state,
+                reason,
+            } => {
+                let why = match reason {
+                    Some(r) => offer_failure_text(r).to_string(),
+                    None => format!("agent {}", verde_cti::state_label(&state)),
+                };
+                tracing::info!(agent = %agent.as_str(), %why, "transfer target did not take the call");
+                if self.xfer.as_ref().is_some_and(|x| x.key == call.0) {
+                    self.transfer_failed(&why, now);
+                }
+            }
+            Action::Exit { call, reason, .. }
+                if call.0 != self.key && self.xfer.as_ref().is_some_and(|x| x.key == call.0) =>
+            {
+                self.transfer_failed(&format!("queue {reason:?}").to_lowercase(), now);
+            }
+            Action::Exit { call, .. } if call.0 != self.key => {}
+            Action::Announce { call, .. } if call.0 != self.key => {}
             Action::Requeued { .. } => {
                 tracing::info!("back at the head of the queue");
             }
@@ -1318,6 +1429,15 @@ impl Call {
             ExitReason::Key => "queue-key",
         };
         tracing::info!(queue = %q.name, reason = why, node = ?node, "left the queue");
+        self.qlog(
+            verde_store::QueueEventKind::Exit,
+            &q.name,
+            "",
+            vec![
+                why.trim_start_matches("queue-").to_string(),
+                now.duration_since(q.entered).as_millis().to_string(),
+            ],
+        );
         self.extra.insert("queue_exit".into(), why.into());
         self.media.stop_playback(now);
         if let Some(node) = node {
@@ -1333,11 +1453,11 @@ impl Call {
     }
 
     /// Rings an agent for this call: its registered phone, on a fresh RTP pair.
-    async fn ring_agent(&mut self, agent: String, queue: String, auto_answer: bool) {
+    async fn ring_agent(&mut self, agent: String, queue: String, auto_answer: bool, key: u64) {
         let binding = self.engine.bindings.get(&agent).map(|b| b.clone());
         let fail = |call: &mut Call, reason| {
             call.engine.acd.input(AcdInput::OfferFailed {
-                call: CallKey(call.key),
+                call: CallKey(key),
                 agent: agent.as_str().into(),
                 reason,
             })
@@ -1346,7 +1466,7 @@ impl Call {
             tracing::warn!(%agent, "agent has no registered phone");
             return fail(self, OfferFailure::Unreachable);
         };
-        if self.phase == Phase::Ended || self.queue.is_none() {
+        if self.phase == Phase::Ended || (self.queue.is_none() && key == self.key) {
             return fail(self, OfferFailure::Rejected);
         }
         let Some(rtp) = self.engine.rtp_ports.bind(self.engine.media_ip).await else {
@@ -1355,7 +1475,7 @@ impl Call {
         };
         let peer = crate::agent_leg::delivery_peer(&binding);
         tracing::debug!(%agent, contact = %binding.contact, to = %peer.addr, "ringing the agent's phone");
-        let leg = AgentLeg::invite(
+        let mut leg = AgentLeg::invite(
             &self.engine,
             &agent,
             &queue,
@@ -1366,26 +1486,49 @@ impl Call {
             auto_answer,
             &mut self.sip_out,
         );
+        leg.acd_key = key;
         self.engine
             .register_alias(&leg.call_id, self.start.handle.clone());
+        if self.xfer.as_ref().is_some_and(|x| x.key == key) {
+            if let Some(x) = self.xfer.as_mut() {
+                x.leg = Some(leg.call_id.clone());
+            }
+        }
         self.legs.push(leg);
     }
 
     fn agent_response(&mut self, i: usize, resp: &Response, now: Instant) {
         let event = self.legs[i].on_response(resp, now, &mut self.sip_out);
         let agent = self.legs[i].agent.clone();
+        let key = CallKey(self.legs[i].acd_key);
         match event {
             LegEvent::None => {}
+            LegEvent::Ringing if self.legs[i].number => {}
             LegEvent::Ringing => self.engine.acd.input(AcdInput::OfferRinging {
-                call: CallKey(self.key),
+                call: key,
                 agent: agent.as_str().into(),
             }),
+            LegEvent::Answered if self.xfer.is_some() => self.target_answered(i, now),
             LegEvent::Answered => {
                 tracing::info!(%agent, "agent answered; bridging");
+                let waited = self
+                    .queue
+                    .as_ref()
+                    .map(|q| now.duration_since(q.entered).as_millis())
+                    .unwrap_or_default();
+                let queue = self.queue_name();
+                self.qlog(
+                    verde_store::QueueEventKind::Connect,
+                    &queue,
+                    &agent,
+                    vec![waited.to_string()],
+                );
                 self.engine.acd.input(AcdInput::OfferAnswered {
-                    call: CallKey(self.key),
+                    call: key,
                     agent: agent.as_str().into(),
                 });
+                self.talks.push((key.0, agent.clone()));
+                self.bridge = Some(Bridge::Caller(self.legs[i].call_id.clone()));
                 // Ring-all: the others stop ringing.
                 let mut others = Vec::new();
                 for (j, leg) in self.legs.iter_mut().enumerate() {
@@ -1394,7 +1537,7 @@ impl Call {
                         others.push(leg.agent.clone());
                     }
                 }
-                for (a, _) in std::mem::take(&mut self.bar_offers) {
+                for (a, _, _) in std::mem::take(&mut self.bar_offers) {
                     others.push(a);
                 }
                 for a in others {
@@ -1410,10 +1553,9 @@ impl Call {
                 if let Some(q) = self.queue.as_mut() {
                     q.bridged = true;
                     self.extra.insert("agent".into(), agent.clone());
-                    self.extra.insert(
-                        "queue_wait_ms".into(),
-                        now.duration_since(q.entered).as_millis().to_string(),
-                    );
+                    self.extra
+                        .entry("queue_wait_ms".into())
+                        .or_insert_with(|| now.duration_since(q.entered).as_millis().to_string());
                 }
                 self.disposition = Some("answered-agent");
             }
@@ -1422,26 +1564,36 @@ impl Call {
         self.drop_ended_legs();
     }
 
-    fn leg_failed(&mut self, i: usize, status: u16, _now: Instant) {
+    fn leg_failed(&mut self, i: usize, status: u16, now: Instant) {
         let leg = &mut self.legs[i];
         let cancelled = leg.state == LegState::Cancelling;
         leg.state = LegState::Ended;
-        let agent = leg.agent.clone();
+        let (agent, key, number) = (leg.agent.clone(), leg.acd_key, leg.number);
+        let why = offer_failure_text(failure_reason(status));
+        if number {
+            if !cancelled {
+                tracing::info!(%number, status, "transfer: the number did not answer");
+                self.transfer_failed(why, now);
+            }
+            self.drop_ended_legs();
+            return;
+        }
         // A leg we cancelled ended by our (or the ACD's) decision, already accounted for.
         if !cancelled {
             tracing::info!(%agent, status, "agent did not take the call");
+            let queue = self.queue_name();
+            self.qlog(
+                verde_store::QueueEventKind::RingNoAnswer,
+                &queue,
+                &agent,
+                vec![why.to_string()],
+            );
             self.engine.acd.input(AcdInput::OfferFailed {
-                call: CallKey(self.key),
+                call: CallKey(key),
                 agent: agent.as_str().into(),
                 reason: failure_reason(status),
             });
         }
-        let why = match failure_reason(status) {
-            OfferFailure::Busy => "busy",
-            OfferFailure::Rejected => "declined",
-            OfferFailure::NoAnswer => "no-answer",
-            OfferFailure::Unreachable => "unreachable",
-        };
         self.tell_ended(&agent, why);
         self.drop_ended_legs();
     }
@@ -1470,10 +1622,7 @@ impl Call {
                 self.respond(tx, req.response(200, "OK"));
                 tracing::info!(agent = %self.legs[i].agent, "agent hung up");
                 self.legs[i].state = LegState::Ended;
-                let agent = self.legs[i].agent.clone();
-                self.tell_ended(&agent, "agent-hangup");
-                self.hangup(now, "answered-agent");
-                self.hangup_by = "agent";
+                self.leg_hung_up(i, now);
             }
             Method::Invite | Method::Update => {
                 let offer = std::str::from_utf8(&req.body)
@@ -1530,9 +1679,9 @@ impl Call {
         }
     }
 
-    /// Blind transfer by the agent (REFER): to another queue the caller keeps waiting with
-    /// music, the agent is released to wrap-up. Agents and outside numbers as targets need
-    /// direct routing and an outbound trunk, which do not exist yet: refused with 403.
+    /// Blind transfer by the agent's phone (REFER): the Refer-To's user part names a queue, an
+    /// agent or an outside number, as the bar's transfer does; the agent is released to
+    /// wrap-up. Anything else is refused with 403.
     fn agent_refer(&mut self, i: usize, tx: ServerTxId, req: Request, now: Instant) {
         let target = match verde_sip::refer_to(&req) {
             Ok(t) => t,
@@ -1549,39 +1698,55 @@ impl Call {
             .unwrap_or("")
             .to_string();
         let agent = self.legs[i].agent.clone();
-        if !self.engine.acd.has_queue(&queue) || self.queue.as_ref().is_none_or(|q| !q.bridged) {
-            tracing::warn!(%agent, target = %target.uri, "transfer refused: only transfers to a queue are supported");
+        let user = queue;
+        let is_number = {
+            let digits = user.strip_prefix('+').unwrap_or(&user);
+            !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+        };
+        let to = if self.engine.acd.has_queue(&user) {
+            Some(verde_cti::TransferTarget::Queue(user))
+        } else if self.engine.cfg.agents.iter().any(|a| a.id == user) {
+            Some(verde_cti::TransferTarget::Agent(user))
+        } else if is_number {
+            Some(verde_cti::TransferTarget::Number(user))
+        } else {
+            None
+        };
+        // Checked before the 202: once accepted, the caller is ours to place.
+        let possible = self.queue.as_ref().is_some_and(|q| q.bridged)
+            && self.xfer.is_none()
+            && match &to {
+                Some(verde_cti::TransferTarget::Agent(a)) => *a != agent,
+                Some(verde_cti::TransferTarget::Number(_)) => {
+                    self.engine.cfg.outbound.uri.is_some()
+                }
+                Some(_) => true,
+                None => false,
+            };
+        let (Some(to), true) = (to, possible) else {
+            tracing::warn!(%agent, target = %target.uri, "transfer refused: not a queue, an agent or a number we can reach");
             return self.respond(tx, req.response(403, "Forbidden"));
+        };
+        match &to {
+            verde_cti::TransferTarget::Queue(queue) => {
+                tracing::info!(%agent, %queue, "agent transfers the caller to another queue")
+            }
+            other => tracing::info!(%agent, to = ?other, "agent transfers the caller (REFER)"),
         }
-        tracing::info!(%agent, %queue, "agent transfers the caller to another queue");
         self.respond(tx, req.response(202, "Accepted"));
         let cseq = req.cseq().map(|(n, _)| n);
         self.legs[i].notify_refer(cseq, 200, "OK", &mut self.sip_out);
-        self.transfer_to_queue(i, queue, now);
+        if let Err(e) = self.start_transfer(i, false, to, now) {
+            tracing::error!(%agent, error = %e.message, "accepted transfer could not start");
+        }
     }
 
     /// The talking agent (leg `i`) sends the caller to `queue`: its leg ends, it goes to
     /// wrap-up, the caller waits in the new queue with its music.
     fn transfer_to_queue(&mut self, i: usize, queue: String, now: Instant) {
-        let agent = self.legs[i].agent.clone();
-        self.legs[i].bye(&mut self.sip_out);
-        self.media.set_relay(false);
-        self.bar_hold = false;
+        let target = verde_cti::TransferTarget::Queue(queue.clone());
+        self.agent_leaves(i, &target, false);
         let fallback = self.queue.take().map(|q| q.fallback).unwrap_or_default();
-        self.engine.acd.input(AcdInput::CallEnded {
-            call: CallKey(self.key),
-            agent: agent.as_str().into(),
-        });
-        self.drop_ended_legs();
-        self.told.retain(|a| *a != agent);
-        self.engine.cti.publish(verde_cti::Event::CallTransferred {
-            agent: agent.as_str().into(),
-            call: CallKey(self.key),
-            to: verde_cti::TransferTarget::Queue(queue.clone()),
-        });
-        self.extra.insert("transferred_by".into(), agent);
-        self.extra.insert("transferred_to".into(), queue.clone());
-        self.disposition = None;
         self.enqueue(queue, fallback, now);
     }
 
@@ -1631,7 +1796,7 @@ impl Call {
         command: verde_cti::EngineCommand,
         now: Instant,
     ) -> Result<verde_cti::Reply, verde_cti::EngineError> {
-        use verde_cti::{EngineCommand as C, EngineError, ErrorCode, Reply, TransferTarget};
+        use verde_cti::{EngineCommand as C, EngineError, ErrorCode, Reply};
         let gone = || EngineError::new(ErrorCode::Gone, "the call is no longer yours");
         if self.phase == Phase::Ended {
             return Err(EngineError::new(ErrorCode::Gone, "the call has ended"));
@@ -1645,10 +1810,10 @@ impl Call {
         match command {
             C::Answer { agent, .. } => {
                 let agent = agent.as_str();
-                if let Some(p) = self.bar_offers.iter().position(|(a, _)| a == agent) {
-                    let (agent, queue) = self.bar_offers.remove(p);
+                if let Some(p) = self.bar_offers.iter().position(|(a, _, _)| a == agent) {
+                    let (agent, queue, key) = self.bar_offers.remove(p);
                     tracing::info!(%agent, "agent answers from its bar: calling its phone to auto-answer");
-                    self.pending_offers.push((agent, queue, true));
+                    self.pending_offers.push((agent, queue, true, key));
                     return Ok(Reply::Done);
                 }
                 if self
@@ -1665,11 +1830,11 @@ impl Call {
             }
             C::Hangup { agent, .. } => {
                 let agent = agent.as_str().to_string();
-                if let Some(p) = self.bar_offers.iter().position(|(a, _)| *a == agent) {
-                    self.bar_offers.remove(p);
+                if let Some(p) = self.bar_offers.iter().position(|(a, _, _)| *a == agent) {
+                    let (_, _, key) = self.bar_offers.remove(p);
                     tracing::info!(%agent, "agent declines the offer on its bar");
                     self.engine.acd.input(AcdInput::OfferFailed {
-                        call: CallKey(self.key),
+                        call: CallKey(key),
                         agent: agent.as_str().into(),
                         reason: OfferFailure::Rejected,
                     });
@@ -1684,7 +1849,7 @@ impl Call {
                     tracing::info!(%agent, "agent declines the offer on its bar");
                     leg.cancel(&mut self.sip_out);
                     self.engine.acd.input(AcdInput::OfferFailed {
-                        call: CallKey(self.key),
+                        call: CallKey(leg.acd_key),
                         agent: agent.as_str().into(),
                         reason: OfferFailure::Rejected,
                     });
@@ -1696,16 +1861,22 @@ impl Call {
                 };
                 tracing::info!(%agent, "agent hangs up from its bar");
                 self.legs[i].bye(&mut self.sip_out);
-                self.tell_ended(&agent, "agent-hangup");
+                self.leg_hung_up(i, now);
                 self.drop_ended_legs();
-                self.hangup(now, "answered-agent");
-                self.hangup_by = "agent";
                 Ok(Reply::Done)
             }
             C::Hold { agent, .. } | C::ResumeCall { agent, .. } => {
                 let hold = hold_wanted;
-                if talking(self, agent.as_str()).is_none() {
+                let Some(i) = talking(self, agent.as_str()) else {
                     return Err(gone());
+                };
+                let consulting = self
+                    .xfer
+                    .as_ref()
+                    .is_some_and(|x| x.attended && x.by == agent.as_str());
+                if consulting && !hold {
+                    self.cancel_consult(now);
+                    return Ok(Reply::Done);
                 }
                 if self.bar_hold == hold {
                     let msg = if hold {
@@ -1717,7 +1888,7 @@ impl Call {
                 }
                 self.bar_hold = hold;
                 self.media.set_relay(!hold);
-                if let Some(m) = self.talking_leg_mut().and_then(|l| l.media.as_mut()) {
+                if let Some(m) = self.legs[i].media.as_mut() {
                     m.set_relay(!hold);
                 }
                 if hold {
@@ -1742,23 +1913,9 @@ impl Call {
                 let Some(i) = talking(self, agent.as_str()) else {
                     return Err(gone());
                 };
-                match (mode, to) {
-                    (verde_cti::TransferMode::Blind, TransferTarget::Queue(queue)) => {
-                        if !self.engine.acd.has_queue(&queue) {
-                            return Err(EngineError::new(
-                                ErrorCode::NotFound,
-                                format!("no queue {queue:?}"),
-                            ));
-                        }
-                        tracing::info!(agent = %agent.as_str(), %queue, "agent transfers the caller to a queue from its bar");
-                        self.transfer_to_queue(i, queue, now);
-                        Ok(Reply::Done)
-                    }
-                    _ => Err(EngineError::new(
-                        ErrorCode::Unavailable,
-                        "only blind transfers to a queue are available in this version",
-                    )),
-                }
+                let attended = mode == verde_cti::TransferMode::Attended;
+                self.start_transfer(i, attended, to, now)?;
+                Ok(Reply::Done)
             }
             C::MoveCaller {
                 supervisor, queue, ..
@@ -1774,7 +1931,7 @@ impl Call {
                 self.engine.acd.input(AcdInput::RemoveCaller {
                     call: CallKey(self.key),
                 });
-                for (a, _) in std::mem::take(&mut self.bar_offers) {
+                for (a, _, _) in std::mem::take(&mut self.bar_offers) {
                     self.tell_ended(&a, "moved");
                 }
                 let fallback = self.queue.take().map(|q| q.fallback).unwrap_or_default();
@@ -1800,18 +1957,42 @@ impl Call {
                     now.duration_since(q.entered).as_millis().to_string(),
                 );
             }
-            let input = match (q.bridged, self.extra.get("agent")) {
-                (true, Some(agent)) => AcdInput::CallEnded {
+            if !q.bridged {
+                self.engine.acd.input(AcdInput::Abandon {
                     call: CallKey(self.key),
-                    agent: agent.as_str().into(),
-                },
-                _ => AcdInput::Abandon {
-                    call: CallKey(self.key),
-                },
-            };
-            self.engine.acd.input(input);
+                });
+                self.qlog(
+                    verde_store::QueueEventKind::Abandon,
+                    &q.name,
+                    "",
+                    vec![now.duration_since(q.entered).as_millis().to_string()],
+                );
+            }
             self.engine.acd.calls.remove(&self.key);
         }
+        for (key, agent) in std::mem::take(&mut self.talks) {
+            self.engine.acd.input(AcdInput::CallEnded {
+                call: CallKey(key),
+                agent: agent.as_str().into(),
+            });
+            let queue = self.queue_name();
+            self.qlog(
+                verde_store::QueueEventKind::Complete,
+                &queue,
+                &agent,
+                vec![self.hangup_by.to_string()],
+            );
+        }
+        if let Some(x) = self.xfer.take() {
+            if x.key != 0 && x.key != self.key {
+                // A consultation still waiting or ringing: the ACD withdraws it.
+                self.engine.acd.input(AcdInput::RemoveCaller {
+                    call: CallKey(x.key),
+                });
+                self.engine.acd.calls.remove(&x.key);
+            }
+        }
+        self.bridge = None;
         for leg in self.legs.iter_mut() {
             leg.hang_up(&mut self.sip_out);
         }

@@ -288,6 +288,7 @@ fn event_agent(event: &Event) -> Option<&AgentId> {
         | Event::CallHeld { agent, .. }
         | Event::CallResumed { agent, .. }
         | Event::CallTransferred { agent, .. }
+        | Event::Consult { agent, .. }
         | Event::CallEnded { agent, .. } => Some(agent),
         _ => None,
     }

@@ -235,6 +235,7 @@ mod tests {
             choices: vec![],
             dtmf: String::new(),
             outcome: None,
+            ..Default::default()
         }
     }
 

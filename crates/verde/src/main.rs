@@ -198,6 +198,7 @@ async fn serve(mut cfg: Config) -> Result<()> {
         cfg.queues.clone(),
         cfg.agents.iter().map(|a| a.acd()).collect(),
         cti.clone(),
+        records.clone(),
     )?;
     let engine = Arc::new(sip_core::Engine::new(
         cfg.clone(),

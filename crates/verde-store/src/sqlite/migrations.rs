@@ -71,11 +71,39 @@ pub(super) const MIGRATIONS: &[&str] = &[
         UNIQUE (call_id, mailbox)
     );
     CREATE INDEX voicemails_open ON voicemails(state, deadline_ms);",
+    // 4: raw events for KPIs. `started_ms` lets calls be selected by period whatever offset
+    // their RFC 3339 `started_at` carries (text order is wrong across offsets, so the old
+    // text index goes); rows from before are backfilled by SQLite's own parser, and one it
+    // cannot read stays NULL, outside every period. The queue log keeps insertion order in
+    // `id` (AUTOINCREMENT never reuses one) for lines of the same millisecond; `data` is a
+    // JSON array of strings, declared TEXT so that no type affinity touches it.
+    "ALTER TABLE calls ADD COLUMN started_ms INTEGER;
+    UPDATE calls SET started_ms = CAST(round(unixepoch(started_at, 'subsec') * 1000) AS INTEGER);
+    DROP INDEX IF EXISTS calls_started;
+    CREATE INDEX calls_started_ms ON calls(started_ms);
+    CREATE TABLE queue_log (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at_ms INTEGER NOT NULL,
+        call_id TEXT NOT NULL,
+        queue TEXT NOT NULL,
+        agent TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        data TEXT NOT NULL
+    );
+    CREATE INDEX queue_log_at ON queue_log(at_ms);
+    CREATE INDEX callbacks_requested ON callbacks(requested_at_ms);
+    CREATE INDEX voicemails_recorded ON voicemails(recorded_at_ms);",
 ];
 
 /// Brings the database to the latest version; returns that version.
 pub(super) fn migrate(conn: &mut Connection, path: &str) -> Result<i64, StoreError> {
+    migrate_to(conn, path, MIGRATIONS.len())
+}
+
+/// Applies steps up to `steps` only; tests build databases as older releases left them.
+fn migrate_to(conn: &mut Connection, path: &str, steps: usize) -> Result<i64, StoreError> {
     let known = MIGRATIONS.len() as i64;
+    let target = steps as i64;
     loop {
         // IMMEDIATE takes the write lock before reading the version, so two processes opening
         // the same file cannot both apply a step.
@@ -92,7 +120,7 @@ pub(super) fn migrate(conn: &mut Connection, path: &str) -> Result<i64, StoreErr
                 known,
             });
         }
-        if version == known {
+        if version >= target {
             tx.commit()?;
             return Ok(version);
         }
@@ -103,6 +131,12 @@ pub(super) fn migrate(conn: &mut Connection, path: &str) -> Result<i64, StoreErr
         tx.commit()?;
         tracing::info!(path, version = next, "store schema migrated");
     }
+}
+
+/// A database as release `steps` left it.
+#[cfg(test)]
+pub(super) fn migrate_only(conn: &mut Connection, steps: usize) -> Result<i64, StoreError> {
+    migrate_to(conn, "test", steps)
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-use crate::{CallRecord, Store, StoreError};
+use crate::{CallRecord, QueueEvent, Store, StoreError};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
 use std::sync::Mutex;
@@ -72,16 +72,49 @@ impl SqliteStore {
     }
 }
 
+/// `started_at` as unix milliseconds, or `None` (with a warning) when it is not RFC 3339: the
+/// record is still stored, only outside every period.
+fn started_ms(record: &CallRecord) -> Option<i64> {
+    match chrono::DateTime::parse_from_rfc3339(&record.started_at) {
+        Ok(t) => Some(t.timestamp_millis()),
+        Err(e) => {
+            tracing::warn!(call_id = %record.call_id, started_at = %record.started_at, error = %e,
+                "call record start is not RFC 3339; stored outside every period");
+            None
+        }
+    }
+}
+
+fn queue_event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(QueueEvent, String, String)> {
+    Ok((
+        QueueEvent {
+            at_ms: r.get(0)?,
+            call_id: r.get(1)?,
+            queue: r.get(2)?,
+            agent: r.get(3)?,
+            ..Default::default()
+        },
+        r.get(4)?,
+        r.get(5)?,
+    ))
+}
+
 impl Store for SqliteStore {
-    fn record_calls(&self, records: &[CallRecord]) -> Result<(), StoreError> {
+    fn record_batch(
+        &self,
+        records: &[CallRecord],
+        events: &[QueueEvent],
+    ) -> Result<(), StoreError> {
         let mut conn = self.lock();
-        // One transaction per batch: one WAL commit for many calls under load.
+        // One transaction per batch: one WAL commit for many calls and events under load.
         let tx = conn.transaction()?;
         {
             let mut stmt = tx.prepare_cached(
-                "INSERT INTO calls (call_id, started_at, ended_at, did, disposition, record)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT(call_id) DO UPDATE SET ended_at = excluded.ended_at,
+                "INSERT INTO calls (call_id, started_at, started_ms, ended_at, did, disposition,
+                     record)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT(call_id) DO UPDATE SET started_at = excluded.started_at,
+                     started_ms = excluded.started_ms, ended_at = excluded.ended_at,
                      disposition = excluded.disposition, record = excluded.record",
             )?;
             for r in records {
@@ -89,10 +122,27 @@ impl Store for SqliteStore {
                 stmt.execute(params![
                     r.call_id,
                     r.started_at,
+                    started_ms(r),
                     r.ended_at,
                     r.did,
                     r.disposition,
                     json
+                ])?;
+            }
+        }
+        if !events.is_empty() {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO queue_log (at_ms, call_id, queue, agent, kind, data)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            for e in events {
+                stmt.execute(params![
+                    e.at_ms,
+                    e.call_id,
+                    e.queue,
+                    e.agent,
+                    e.kind.as_str(),
+                    serde_json::to_string(&e.data)?
                 ])?;
             }
         }
@@ -119,6 +169,39 @@ impl Store for SqliteStore {
         let mut out = Vec::new();
         for json in rows {
             out.push(serde_json::from_str(&json?)?);
+        }
+        Ok(out)
+    }
+
+    fn calls_between(&self, from_ms: i64, to_ms: i64) -> Result<Vec<CallRecord>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT record FROM calls WHERE started_ms >= ?1 AND started_ms < ?2
+             ORDER BY started_ms, seq",
+        )?;
+        let rows = stmt.query_map(params![from_ms, to_ms], |row| row.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for json in rows {
+            out.push(serde_json::from_str(&json?)?);
+        }
+        Ok(out)
+    }
+
+    fn queue_events(&self, from_ms: i64, to_ms: i64) -> Result<Vec<QueueEvent>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT at_ms, call_id, queue, agent, kind, data FROM queue_log
+             WHERE at_ms >= ?1 AND at_ms < ?2 ORDER BY at_ms, id",
+        )?;
+        let rows = stmt.query_map(params![from_ms, to_ms], queue_event_row)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (mut ev, kind, data) = row?;
+            // The serde form is the stored one, so a kind unknown to this verde is reported
+            // rather than read as another.
+            ev.kind = serde_json::from_value(serde_json::Value::String(kind))?;
+            ev.data = serde_json::from_str(&data)?;
+            out.push(ev);
         }
         Ok(out)
     }
@@ -306,5 +389,364 @@ mod tests {
                 .unwrap();
             assert_eq!((sync, journal.as_str()), (level, "wal"));
         }
+    }
+
+    /// 2026-11-27T10:00:00Z.
+    const T0: i64 = 1_795_773_600_000;
+
+    fn started(id: &str, started_at: &str) -> CallRecord {
+        CallRecord {
+            started_at: started_at.into(),
+            ..record(id)
+        }
+    }
+
+    fn ids(calls: Vec<CallRecord>) -> Vec<String> {
+        calls.into_iter().map(|r| r.call_id).collect()
+    }
+
+    fn event(at_ms: i64, call_id: &str, kind: crate::QueueEventKind) -> QueueEvent {
+        QueueEvent {
+            at_ms,
+            call_id: call_id.into(),
+            queue: "pensions".into(),
+            agent: "a1".into(),
+            kind,
+            data: vec![call_id.into(), at_ms.to_string()],
+        }
+    }
+
+    #[test]
+    fn a_record_with_its_acd_path_survey_and_recordings_round_trips() {
+        use crate::{
+            AcdRecord, LegRecord, OfferRecord, RecordingRef, SurveyAnswer, TransferRecord,
+        };
+        let full = CallRecord {
+            answered_at: Some("2026-11-27T10:00:01Z".into()),
+            sip_status: Some(200),
+            language: Some("it".into()),
+            variables: [("cf".to_string(), "RSSMRA".to_string())].into(),
+            choices: vec!["language=1".into()],
+            outcome: Some("queue:pensions".into()),
+            acd: Some(AcdRecord {
+                queue: "pensions".into(),
+                queued_at: "2026-11-27T10:00:20Z".into(),
+                offers: vec![
+                    OfferRecord {
+                        agent: "a1".into(),
+                        queue: "pensions".into(),
+                        at: "2026-11-27T10:00:25Z".into(),
+                        outcome: "no-answer".into(),
+                    },
+                    OfferRecord {
+                        agent: "a2".into(),
+                        queue: "pensions".into(),
+                        at: "2026-11-27T10:00:45Z".into(),
+                        outcome: "answered".into(),
+                    },
+                ],
+                legs: vec![
+                    LegRecord {
+                        agent: "a2".into(),
+                        queue: "pensions".into(),
+                        answered_at: "2026-11-27T10:00:50Z".into(),
+                        ended_at: "2026-11-27T10:03:00Z".into(),
+                        hold_ms: 12_000,
+                    },
+                    LegRecord {
+                        agent: "a7".into(),
+                        queue: "appeals".into(),
+                        answered_at: "2026-11-27T10:03:10Z".into(),
+                        ended_at: "2026-11-27T10:05:00Z".into(),
+                        hold_ms: 0,
+                    },
+                ],
+                transfers: vec![TransferRecord {
+                    by: "a2".into(),
+                    to: "queue:appeals".into(),
+                    kind: "blind".into(),
+                    at: "2026-11-27T10:03:00Z".into(),
+                }],
+                queue_wait_ms: Some(30_000),
+                hold_ms: 12_000,
+                exit: None,
+            }),
+            survey: vec![
+                SurveyAnswer {
+                    question: "courtesy".into(),
+                    score: 6,
+                },
+                SurveyAnswer {
+                    question: "solved".into(),
+                    score: 2,
+                },
+            ],
+            recordings: vec![RecordingRef {
+                file: "2026/11/27/c1.wav".into(),
+                started_at: "2026-11-27T10:00:50Z".into(),
+                stopped_at: "2026-11-27T10:03:00Z".into(),
+            }],
+            ..record("c1")
+        };
+        let s = SqliteStore::open_in_memory().unwrap();
+        s.record_call(&full).unwrap();
+        assert_eq!(s.call("c1").unwrap().as_ref(), Some(&full));
+        assert_eq!(s.calls_between(T0, T0 + 1).unwrap(), vec![full]);
+    }
+
+    #[test]
+    fn a_row_written_before_the_acd_fields_existed_still_reads() {
+        // The JSON exactly as a verde without ACD, survey and recordings wrote it.
+        let old_json = r#"{"call_id":"old","caller":"0612345678","did":"803164",
+            "trunk":"local","channel":"pstn","started_at":"2026-11-27T10:00:00Z",
+            "answered_at":null,"ended_at":"2026-11-27T10:01:00Z","disposition":"answered-ivr",
+            "hangup_by":"caller","sip_status":null,"language":null,
+            "path":["welcome","language"],"variables":{},"choices":[],"dtmf":"12",
+            "outcome":null}"#;
+        let s = SqliteStore::open_in_memory().unwrap();
+        s.lock()
+            .execute(
+                "INSERT INTO calls (call_id, started_at, started_ms, ended_at, did, disposition,
+                     record)
+                 VALUES ('old', '2026-11-27T10:00:00Z', ?1, '', '', '', ?2)",
+                params![T0, old_json],
+            )
+            .unwrap();
+        let read = s.call("old").unwrap().unwrap();
+        assert_eq!(read, record("old"));
+        assert_eq!(
+            (read.acd, read.survey.len(), read.recordings.len()),
+            (None, 0, 0)
+        );
+        // And a record without them is written without them, so an older reader copes too.
+        s.record_call(&record("new")).unwrap();
+        let json: String = s
+            .lock()
+            .query_row("SELECT record FROM calls WHERE call_id = 'new'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        for key in ["acd", "survey", "recordings"] {
+            assert!(!json.contains(key), "{key} written in {json}");
+        }
+    }
+
+    #[test]
+    fn calls_are_selected_by_start_in_a_half_open_period_whatever_the_offset() {
+        let s = SqliteStore::open_in_memory().unwrap();
+        s.record_calls(&[
+            started("to", "2026-11-27T11:00:00Z"),
+            started("before", "2026-11-27T09:59:59.999Z"),
+            // The same instant as `from`, written in Italian winter time.
+            started("from", "2026-11-27T11:00:00+01:00"),
+            started("last", "2026-11-27T10:59:59.999Z"),
+            started("mid", "2026-11-27T10:30:00.5+00:00"),
+            started("garbage", "yesterday"),
+        ])
+        .unwrap();
+        let hour = 3_600_000;
+        assert_eq!(
+            ids(s.calls_between(T0, T0 + hour).unwrap()),
+            vec!["from", "mid", "last"]
+        );
+        assert_eq!(ids(s.calls_between(T0 - 1, T0).unwrap()), vec!["before"]);
+        assert_eq!(
+            ids(s.calls_between(T0 + hour, T0 + 2 * hour).unwrap()),
+            vec!["to"]
+        );
+        assert!(s.calls_between(T0, T0).unwrap().is_empty());
+        // Outside every period, but stored.
+        assert_eq!(s.call("garbage").unwrap().unwrap().started_at, "yesterday");
+        assert_eq!(s.calls_between(i64::MIN, i64::MAX).unwrap().len(), 5);
+
+        // A rewrite that moves the start moves the call between periods.
+        s.record_call(&started("mid", "2026-11-27T12:00:00Z"))
+            .unwrap();
+        assert_eq!(
+            ids(s.calls_between(T0, T0 + hour).unwrap()),
+            vec!["from", "last"]
+        );
+        assert_eq!(
+            ids(s.calls_between(T0 + hour, T0 + 3 * hour).unwrap()),
+            vec!["to", "mid"]
+        );
+    }
+
+    #[test]
+    fn queue_events_come_back_by_time_then_in_the_order_appended() {
+        use crate::QueueEventKind::*;
+        let s = SqliteStore::open_in_memory().unwrap();
+        s.append_queue_events(&[
+            event(T0 + 5, "c1", Connect),
+            event(T0 + 5, "c1", Complete),
+            event(T0, "c1", Enter),
+        ])
+        .unwrap();
+        s.append_queue_events(&[
+            event(T0 + 5, "c2", Enter),
+            event(T0 + 10, "c2", Abandon),
+            event(T0 - 1, "c0", Exit),
+        ])
+        .unwrap();
+        let got: Vec<_> = s
+            .queue_events(T0, T0 + 10)
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.at_ms, e.call_id, e.kind))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (T0, "c1".to_string(), Enter),
+                (T0 + 5, "c1".to_string(), Connect),
+                (T0 + 5, "c1".to_string(), Complete),
+                (T0 + 5, "c2".to_string(), Enter),
+            ]
+        );
+        let all = s.queue_events(i64::MIN, i64::MAX).unwrap();
+        assert_eq!(all.len(), 6);
+        assert_eq!(all[0], event(T0 - 1, "c0", Exit));
+        assert_eq!(all[5], event(T0 + 10, "c2", Abandon));
+    }
+
+    #[test]
+    fn every_event_kind_and_its_data_round_trip() {
+        use crate::QueueEventKind::*;
+        let kinds = [
+            Enter,
+            Offer,
+            RingNoAnswer,
+            Connect,
+            Abandon,
+            Exit,
+            Complete,
+            Transfer,
+            AgentLogin,
+            AgentPause,
+            AgentUnpause,
+            AgentLogout,
+        ];
+        let events: Vec<_> = kinds
+            .iter()
+            .enumerate()
+            .map(|(i, &kind)| QueueEvent {
+                data: (0..i).map(|d| format!("d{d}, \"quoted\"")).collect(),
+                ..event(T0 + i as i64, "", kind)
+            })
+            .collect();
+        let s = SqliteStore::open_in_memory().unwrap();
+        s.append_queue_events(&events).unwrap();
+        assert_eq!(s.queue_events(T0, T0 + 100).unwrap(), events);
+    }
+
+    #[test]
+    fn records_and_events_of_a_batch_are_stored_together_or_not_at_all() {
+        use crate::QueueEventKind::*;
+        let s = SqliteStore::open_in_memory().unwrap();
+        s.record_batch(&[record("a")], &[event(T0, "a", Enter)])
+            .unwrap();
+        assert!(s.call("a").unwrap().is_some());
+        assert_eq!(s.queue_events(T0, T0 + 1).unwrap().len(), 1);
+
+        // Break the queue log: the record of the same batch must not be kept either.
+        s.lock().execute_batch("DROP TABLE queue_log").unwrap();
+        assert!(s
+            .record_batch(&[record("b")], &[event(T0, "b", Enter)])
+            .is_err());
+        assert_eq!(s.call("b").unwrap(), None);
+        // Records alone still go through.
+        s.record_calls(&[record("c")]).unwrap();
+        assert!(s.call("c").unwrap().is_some());
+    }
+
+    #[test]
+    fn a_version_3_database_keeps_its_rows_and_gets_start_times() {
+        use crate::{NewVoicemail, TaskStore};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("verde.db");
+        let starts = [
+            ("z", "2026-11-27T10:00:00Z"),
+            ("offset", "2026-11-27T11:30:00.250+01:00"),
+            ("nanos", "2026-11-27T10:45:00.123456789Z"),
+            ("late", "2026-11-27T10:50:00.9996Z"),
+            ("garbage", "not a time"),
+        ];
+        {
+            let mut old = Connection::open(&path).unwrap();
+            assert_eq!(migrations::migrate_only(&mut old, 3).unwrap(), 3);
+            for (id, at) in starts {
+                let r = started(id, at);
+                old.execute(
+                    "INSERT INTO calls (call_id, started_at, ended_at, did, disposition, record)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![
+                        r.call_id,
+                        r.started_at,
+                        r.ended_at,
+                        r.did,
+                        r.disposition,
+                        serde_json::to_string(&r).unwrap()
+                    ],
+                )
+                .unwrap();
+            }
+            old.execute(
+                "INSERT INTO voicemails (mailbox, caller, did, call_id, recorded_at_ms,
+                     duration_ms, wav_path, variables, deadline_ms, state)
+                 VALUES ('m', '061', '803164', 'z', ?1, 3000, '/tmp/x.wav', '{}', ?2, 'new')",
+                params![T0, T0 + 1000],
+            )
+            .unwrap();
+        }
+        let s = SqliteStore::open(&path).unwrap();
+        assert_eq!(
+            migrations::version(&s.lock()),
+            migrations::MIGRATIONS.len() as i64
+        );
+        for (id, at) in starts {
+            assert_eq!(s.call(id).unwrap(), Some(started(id, at)), "{id}");
+            // SQLite's backfill agrees with the parser new rows go through.
+            let backfilled: Option<i64> = s
+                .lock()
+                .query_row(
+                    "SELECT started_ms FROM calls WHERE call_id = ?1",
+                    [id],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(backfilled, super::started_ms(&started(id, at)), "{id}");
+        }
+        assert_eq!(
+            ids(s.calls_between(T0, T0 + 3_600_000).unwrap()),
+            // 11:30+01:00 is 10:30Z, before 10:45Z.
+            vec!["z", "offset", "nanos", "late"]
+        );
+        // Old rows and new ones share the periods; the queue log is there.
+        s.record_call(&started("new", "2026-11-27T10:10:00Z"))
+            .unwrap();
+        assert_eq!(
+            ids(s.calls_between(T0, T0 + 3_600_000).unwrap()),
+            vec!["z", "new", "offset", "nanos", "late"]
+        );
+        s.append_queue_events(&[event(T0, "new", crate::QueueEventKind::Enter)])
+            .unwrap();
+        assert_eq!(s.queue_events(T0, T0 + 1).unwrap().len(), 1);
+        let vms = s.voicemails_between(T0, T0 + 1).unwrap();
+        assert_eq!(vms.len(), 1);
+        assert_eq!(vms[0].call_id, "z");
+        let (_, created) = s
+            .insert_voicemail(&NewVoicemail {
+                mailbox: "m".into(),
+                caller: "061".into(),
+                did: "803164".into(),
+                call_id: "z".into(),
+                recorded_at_ms: T0,
+                duration_ms: 3000,
+                wav_path: "/tmp/x.wav".into(),
+                variables: Default::default(),
+                deadline_ms: T0 + 1000,
+            })
+            .unwrap();
+        assert!(!created, "the voicemail from version 3 was not found");
     }
 }

@@ -688,6 +688,27 @@ impl TaskStore for SqliteStore {
         late.sort_by_key(Task::deadline_ms);
         Ok(late)
     }
+
+    fn callbacks_between(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<CallbackRequest>, StoreError> {
+        select_callbacks(
+            &self.lock(),
+            "requested_at_ms >= ?1 AND requested_at_ms < ?2",
+            [from_ms, to_ms],
+        )
+    }
+
+    fn voicemails_between(&self, from_ms: i64, to_ms: i64) -> Result<Vec<Voicemail>, StoreError> {
+        select_voicemails(
+            &self.lock(),
+            "recorded_at_ms >= ?1 AND recorded_at_ms < ?2",
+            "ORDER BY recorded_at_ms, id",
+            [from_ms, to_ms],
+        )
+    }
 }
 
 #[cfg(test)]
@@ -1190,5 +1211,91 @@ mod tests {
         assert!(s.late_tasks(T0).unwrap().is_empty());
         // Exactly at the deadline is still in time.
         assert_eq!(s.late_tasks(T0 + 20 * MIN).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn callbacks_of_a_period_are_every_state_with_their_attempts() {
+        let s = store();
+        let from = T0;
+        let to = T0 + 60 * MIN;
+        let (before, _) = s.upsert_callback(&request("q", "060", from - 1)).unwrap();
+        // Inserted out of line order: the listing is in line order.
+        let (last, _) = s.upsert_callback(&request("q", "063", to - 1)).unwrap();
+        let (first, _) = s.upsert_callback(&request("q", "061", from)).unwrap();
+        let (at_end, _) = s.upsert_callback(&request("q", "064", to)).unwrap();
+        let (done, _) = s.upsert_callback(&request("r", "062", from + MIN)).unwrap();
+        s.start_attempt(done, from + 2 * MIN, Some("anna")).unwrap();
+        s.finish_attempt(done, from + 3 * MIN, AttemptOutcome::NoAnswer, None)
+            .unwrap();
+        let (dialing, _) = s
+            .upsert_callback(&request("q", "065", from + 5 * MIN))
+            .unwrap();
+        s.start_attempt(dialing, from + 6 * MIN, None).unwrap();
+
+        let got = s.callbacks_between(from, to).unwrap();
+        let ids: Vec<i64> = got.iter().map(|c| c.id).collect();
+        assert_eq!(ids, vec![first, done, dialing, last]);
+        let done = &got[1];
+        assert_eq!(
+            (done.state, done.outcome, done.attempt_log.len()),
+            (CallbackState::Done, Some(CallbackOutcome::NotReached), 1)
+        );
+        assert_eq!(done.attempt_log[0].agent.as_deref(), Some("anna"));
+        assert_eq!(got[2].state, CallbackState::Dialing);
+        assert_eq!(
+            s.callbacks_between(from - 1, from)
+                .unwrap()
+                .into_iter()
+                .map(|c| c.id)
+                .collect::<Vec<_>>(),
+            vec![before]
+        );
+        assert_eq!(s.callbacks_between(to, to + 1).unwrap()[0].id, at_end);
+        assert!(s.callbacks_between(to, to).unwrap().is_empty());
+    }
+
+    #[test]
+    fn voicemails_of_a_period_are_every_state_oldest_first() {
+        let s = store();
+        let from = T0;
+        let to = T0 + 60 * MIN;
+        let deadline = T0 + 600 * MIN;
+        for (call, at) in [
+            ("end", to),
+            ("last", to - 1),
+            ("before", from - 1),
+            ("first", from),
+            ("mid", from + 30 * MIN),
+        ] {
+            s.insert_voicemail(&voicemail("a", call, at, deadline))
+                .unwrap();
+        }
+        let (taken, _) = s
+            .insert_voicemail(&voicemail("b", "taken", from + 10 * MIN, deadline))
+            .unwrap();
+        s.take_voicemail(taken, "anna", from + 11 * MIN).unwrap();
+        let (closed, _) = s
+            .insert_voicemail(&voicemail("b", "closed", from + 20 * MIN, deadline))
+            .unwrap();
+        s.close_voicemail(closed, "bruno", from + 21 * MIN, "called-back")
+            .unwrap();
+
+        let calls = |from, to| -> Vec<String> {
+            s.voicemails_between(from, to)
+                .unwrap()
+                .into_iter()
+                .map(|v| v.call_id)
+                .collect()
+        };
+        assert_eq!(
+            calls(from, to),
+            vec!["first", "taken", "closed", "mid", "last"]
+        );
+        assert_eq!(calls(from - 1, from), vec!["before"]);
+        assert_eq!(calls(to, to + 1), vec!["end"]);
+        assert!(calls(to, to).is_empty());
+        let got = s.voicemails_between(from, to).unwrap();
+        assert_eq!(got[1].state.status(), VoicemailStatus::Taken);
+        assert_eq!(got[2].state.status(), VoicemailStatus::Closed);
     }
 }

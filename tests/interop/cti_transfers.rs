@@ -1,0 +1,244 @@
+//! Transfers from the agent bar with real phones: a SIPp caller walks the INPS flow into
+//! pensions; agents a1 and a2 have baresip phones that answer by themselves and their bars
+//! connected over `/cti`; an outside number is a SIPp UAS behind `outbound.uri`.
+//!
+//! 1. a1 answers. It consults a2 (attended transfer to an agent): the caller is held, a1's bar
+//!    follows the consultation (`ringing`, `talking`), a2's bar pops up and its phone answers.
+//! 2. a1 takes the caller back (`resume_call`): the consultation is cancelled, a2's phone hangs
+//!    up, a2's bar hears `withdrawn`, a1's hears `call_resumed`.
+//! 3. a1 consults a2 again and hangs up from its bar: the transfer completes, the caller talks
+//!    with a2, a1 goes to wrap-up and its phone is released.
+//! 4. a2 transfers the caller blind to an outside number: verde calls the SIPp UAS at
+//!    `outbound.uri` with the number as user, the UAS answers, plays and hangs up, and the
+//!    caller gets verde's BYE.
+//! 5. The call record names the last transfer (by a2, to the number, blind), the agent and who
+//!    hung up.
+
+use serde_json::json;
+use std::time::{Duration, Instant};
+use verde_interop::acd::{
+    inps_caller_scenario, variable, wait_agent_registered, wait_agent_state, write_config,
+};
+use verde_interop::baresip::{AgentAccount, AnswerMode, Baresip};
+use verde_interop::callbacks::{customer_tone_vars, customer_uas};
+use verde_interop::cti::{assert_log_line, Cti, WAIT};
+use verde_interop::flows::INPS;
+use verde_interop::sipp::{scenario, Sipp};
+use verde_interop::verde::{field, Verde, VerdeOptions};
+use verde_interop::wav::Audio;
+use verde_interop::{free_port, require_private_netns, TestDir};
+
+const A1: (&str, &str) = ("a1", "pw-a1");
+const A2: (&str, &str) = ("a2", "pw-a2");
+const CALLER: &str = "0633000202";
+const NUMBER: &str = "0612345678";
+const STAY_MS: u64 = 120_000;
+
+#[test]
+fn transfers_blind_and_attended_to_an_agent_and_a_number() {
+    require_private_netns();
+    let t0 = Instant::now();
+    let dir = TestDir::new("cti_transfers");
+    let number_port = free_port();
+    let config = write_config(
+        &dir,
+        &format!(
+            "agents:\n\
+             \x20 - {{ id: {}, name: Anna, password: {}, queues: [pensions] }}\n\
+             \x20 - {{ id: {}, name: Bruno, password: {}, queues: [benefits] }}\n\
+             outbound:\n\
+             \x20 uri: \"sip:{{number}}@127.0.0.1:{number_port}\"\n\
+             queues:\n\
+             \x20 - {{ name: pensions, ring_timeout: 20s, wrap_up: 0s, \
+             announce: {{ first_delay: 120s, frequency: 120s }} }}\n\
+             \x20 - {{ name: benefits, wrap_up: 0s }}\n\
+             \x20 - {{ name: pin }}\n\
+             \x20 - {{ name: operator }}\n\
+             \x20 - {{ name: facilities }}\n\
+             \x20 - {{ name: info }}\n\
+             \x20 - {{ name: teaching }}\n",
+            A1.0, A1.1, A2.0, A2.1
+        ),
+    );
+    let verde = Verde::start(
+        &dir,
+        VerdeOptions {
+            config: Some(config),
+            ..Default::default()
+        },
+    );
+    let voice = dir.join("agent-voice.wav");
+    Audio::tone(8000, 1000.0, 150.0, 0.3).save(&voice);
+    let mut a1_phone = Baresip::start_agent(
+        &dir,
+        "a1",
+        &AgentAccount::new(A1.0, A1.1, verde.sip).answer(AnswerMode::Auto),
+        &voice,
+    );
+    let mut a2_phone = Baresip::start_agent(
+        &dir,
+        "a2",
+        &AgentAccount::new(A2.0, A2.1, verde.sip).answer(AnswerMode::Auto),
+        &voice,
+    );
+    for id in [A1.0, A2.0] {
+        wait_agent_registered(&verde, id, Duration::from_secs(10));
+    }
+    let mut a1 = Cti::connect(verde.http);
+    a1.login(A1.0, A1.1);
+    a1.cmd_ok(json!({"type": "set_state", "state": "ready"}));
+    a1.wait_event("agent_state", WAIT, |m| m["state"] == "ready");
+    let mut a2 = Cti::connect(verde.http);
+    a2.login(A2.0, A2.1);
+    a2.cmd_ok(json!({"type": "set_state", "state": "ready"}));
+    a2.wait_event("agent_state", WAIT, |m| m["state"] == "ready");
+
+    // ---- 1. a1 answers, then consults a2 -------------------------------------------------------
+    let (scen, longest) = inps_caller_scenario(&dir, CALLER, '1', None, STAY_MS);
+    let caller = Sipp::new(&scen, verde.sip)
+        .service(INPS)
+        .timeout(longest + Duration::from_secs(30))
+        .spawn(&dir);
+    let offer = a1.wait_event("call_offered", longest, |_| true);
+    let call = offer["call"].as_u64().expect("numeric call id");
+    a1.wait_event("call_answered", Duration::from_secs(10), |m| {
+        m["call"] == call
+    });
+    a1_phone
+        .ctrl
+        .wait_event("CALL_ESTABLISHED", Duration::from_secs(10));
+
+    a1.cmd_ok(json!({"type": "transfer", "call": call, "mode": "attended", "to": {"agent": A2.0}}));
+    a1.wait_event("call_held", WAIT, |m| m["call"] == call);
+    let ringing = a1.wait_event("consult", WAIT, |m| m["call"] == call);
+    assert_eq!(
+        (ringing["state"].as_str(), &ringing["to"]),
+        (Some("ringing"), &json!({"agent": A2.0})),
+        "the consultation starts ringing a2: {ringing}"
+    );
+    // a2 serves benefits only, but a transfer names it: its bar pops up with the caller.
+    let to_a2 = a2.wait_event("call_offered", WAIT, |m| m["call"] == call);
+    assert!(
+        to_a2["caller"] == CALLER && to_a2["queue"] == "pensions",
+        "a2's pop-up must show the caller and the queue the talk counts in: {to_a2}"
+    );
+    a2.wait_event("call_answered", Duration::from_secs(10), |m| {
+        m["call"] == call
+    });
+    a2_phone
+        .ctrl
+        .wait_event("CALL_ESTABLISHED", Duration::from_secs(10));
+    let talking = a1.wait_event("consult", WAIT, |m| m["call"] == call);
+    assert_eq!(
+        talking["state"], "talking",
+        "a2 answered: a1 talks with a2: {talking}"
+    );
+    a2.wait_event("agent_state", WAIT, |m| m["state"] == "oncall");
+    // A second transfer while one is under way, and hold while consulting, do not fit.
+    a1.cmd_err(
+        json!({"type": "transfer", "call": call, "mode": "blind", "to": {"queue": "benefits"}}),
+        "invalid_state",
+    );
+
+    // ---- 2. a1 takes the caller back -----------------------------------------------------------
+    a1.cmd_ok(json!({"type": "resume_call", "call": call}));
+    let cancelled = a1.wait_event("consult", WAIT, |m| m["call"] == call);
+    assert_eq!(cancelled["state"], "cancelled", "{cancelled}");
+    a1.wait_event("call_resumed", WAIT, |m| m["call"] == call);
+    let gone = a2.wait_event("call_ended", WAIT, |m| m["call"] == call);
+    assert_eq!(
+        gone["reason"], "withdrawn",
+        "a2's part of the call ends when a1 takes the caller back: {gone}"
+    );
+    a2_phone
+        .ctrl
+        .wait_event("CALL_CLOSED", Duration::from_secs(10));
+    wait_agent_state(&verde, A2.0, "ready", WAIT);
+    wait_agent_state(&verde, A1.0, "oncall", WAIT);
+    a2.cmd_err(json!({"type": "hangup", "call": call}), "gone");
+
+    // ---- 3. a1 consults a2 again and completes ------------------------------------------------
+    a1.drain();
+    a2.drain();
+    a1.cmd_ok(json!({"type": "transfer", "call": call, "mode": "attended", "to": {"agent": A2.0}}));
+    a2.wait_event("call_answered", Duration::from_secs(10), |m| {
+        m["call"] == call
+    });
+    a1.wait_event("consult", WAIT, |m| {
+        m["call"] == call && m["state"] == "talking"
+    });
+    a1.cmd_ok(json!({"type": "hangup", "call": call}));
+    let moved = a1.wait_event("call_transferred", WAIT, |m| m["call"] == call);
+    assert_eq!(
+        moved["to"],
+        json!({"agent": A2.0}),
+        "a1's hang-up completes the transfer: {moved}"
+    );
+    a1_phone
+        .ctrl
+        .wait_event("CALL_CLOSED", Duration::from_secs(10));
+    assert_log_line(
+        &verde,
+        "the completed attended transfer",
+        &["caller connected to the transfer target", "target=a2"],
+    );
+    wait_agent_state(&verde, A1.0, "ready", WAIT);
+    wait_agent_state(&verde, A2.0, "oncall", WAIT);
+    a1.cmd_err(json!({"type": "hold", "call": call}), "gone");
+    // a2 now owns the call: hold and resume work for it.
+    a2.cmd_ok(json!({"type": "hold", "call": call}));
+    a2.wait_event("call_held", WAIT, |m| m["call"] == call);
+    a2.cmd_ok(json!({"type": "resume_call", "call": call}));
+    a2.wait_event("call_resumed", WAIT, |m| m["call"] == call);
+
+    // ---- 4. a2 transfers blind to an outside number -------------------------------------------
+    let uas_scen = scenario(&dir, "uas_ring_answer_tone.xml", &{
+        let mut v = customer_tone_vars(&dir, 600.0, 3_000);
+        v.push(("RING_MS", "500".into()));
+        v
+    });
+    let mut uas = customer_uas(&uas_scen, &verde, number_port)
+        .timeout(Duration::from_secs(40))
+        .spawn(&dir);
+    uas.wait_bound();
+    a2.cmd_ok(json!({"type": "transfer", "call": call, "mode": "blind", "to": {"number": NUMBER}}));
+    let out_of_a2 = a2.wait_event("call_transferred", WAIT, |m| m["call"] == call);
+    assert_eq!(out_of_a2["to"], json!({"number": NUMBER}), "{out_of_a2}");
+    a2_phone
+        .ctrl
+        .wait_event("CALL_CLOSED", Duration::from_secs(10));
+    assert_log_line(
+        &verde,
+        "the number dialed through outbound.uri",
+        &[
+            "transfer: calling the number",
+            &format!("sip:{NUMBER}@127.0.0.1:{number_port}"),
+        ],
+    );
+    uas.wait()
+        .assert_success("the outside number (answers, plays 3 s, hangs up)");
+    let out = caller.wait();
+    out.assert_success("the caller (ended by verde's BYE after the number hung up)");
+
+    // ---- 5. the record ------------------------------------------------------------------------
+    let record = verde.wait_call_record(&out.call_id, Duration::from_secs(10));
+    for (name, want) in [
+        ("agent", A2.0),
+        ("transferred_by", A2.0),
+        ("transferred_to", &format!("number:{NUMBER}") as &str),
+        ("transfer_kind", "blind"),
+    ] {
+        assert_eq!(
+            variable(&record, name),
+            Some(want),
+            "the call record's variables.{name}: {record:#}"
+        );
+    }
+    assert_eq!(field(&record, "disposition").as_str(), Some("transferred"));
+    assert_eq!(
+        field(&record, "hangup_by").as_str(),
+        Some("number"),
+        "the outside number hung up: {record:#}"
+    );
+    eprintln!("cti_transfers: {:.1} s", t0.elapsed().as_secs_f64());
+}
