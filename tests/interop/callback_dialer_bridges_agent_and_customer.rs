@@ -18,6 +18,7 @@ use verde_interop::callbacks::{
     rfc3339_ms, sip_requests, sip_requests_from, sip_responses, start_with_anna, u64_field,
     user_of, wait_callback, WEDNESDAY_MORNING,
 };
+use verde_interop::cti::{Cti, WAIT};
 use verde_interop::flows::INPS;
 use verde_interop::pcap::dtmf_pcaps;
 use verde_interop::sipp::{play_pcap_after, scenario, Sipp};
@@ -162,11 +163,23 @@ fn callback_dialer_bridges_agent_and_customer() {
         "deadline_ms {deadline} is less than 8 h after requested_at_ms {requested}"
     );
 
+    // Anna's bar is open: the callback pops up there too, with its channel.
+    let mut bar = Cti::connect(verde.http);
+    bar.login(AGENT, "secret1");
     // An agent becomes ready: the dialer rings her, then the customer.
     feature_code(&mut anna, &verde, "*11");
     let done = wait_callback(&verde, id, "done/answered", Duration::from_secs(30), |c| {
         c["state"] == "done"
     });
+    let popped = bar.wait_event("call_offered", WAIT, |m| m["channel"] == "callback");
+    assert!(
+        popped["caller"] == CALLER && popped["queue"] == "pensions" && popped["did"] == INPS,
+        "the bar's pop-up for the callback names the customer, the queue and the number they          called: {popped}"
+    );
+    let cb_call = popped["call"].clone();
+    bar.wait_event("call_answered", WAIT, |m| m["call"] == cb_call);
+    let over = bar.wait_event("call_ended", WAIT, |m| m["call"] == cb_call);
+    assert_eq!(over["reason"], "ended", "{over}");
     let outcome = customer.wait();
     outcome.assert_success("customer answering the callback");
     wait_agent_state(&verde, AGENT, "ready", Duration::from_secs(10));

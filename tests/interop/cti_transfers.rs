@@ -240,5 +240,69 @@ fn transfers_blind_and_attended_to_an_agent_and_a_number() {
         Some("number"),
         "the outside number hung up: {record:#}"
     );
+    // The ACD section: the offers, who talked with the caller, the transfers, the hold time.
+    let acd = field(&record, "acd");
+    assert_eq!(acd["queue"], "pensions", "{acd:#}");
+    let offers: Vec<(&str, &str)> = acd["offers"]
+        .as_array()
+        .expect("acd.offers")
+        .iter()
+        .map(|o| (o["agent"].as_str().unwrap_or(""), o["outcome"].as_str().unwrap_or("")))
+        .collect();
+    assert_eq!(
+        offers,
+        [(A1.0, "answered"), (A2.0, "answered"), (A2.0, "answered")],
+        "a1 answered the queue's offer; a2 answered both consultations: {acd:#}"
+    );
+    let legs: Vec<&str> = acd["legs"]
+        .as_array()
+        .expect("acd.legs")
+        .iter()
+        .map(|l| l["agent"].as_str().unwrap_or(""))
+        .collect();
+    let number_leg = format!("number:{NUMBER}");
+    assert_eq!(
+        legs,
+        [A1.0, A2.0, number_leg.as_str()],
+        "who talked with the caller, in order (a2's cancelled consultation is not a talk): {acd:#}"
+    );
+    for l in acd["legs"].as_array().into_iter().flatten() {
+        assert!(
+            l["answered_at"].as_str().is_some_and(|t| !t.is_empty())
+                && l["ended_at"].as_str().is_some_and(|t| t >= l["answered_at"].as_str().unwrap_or("")),
+            "every talk has its start and end: {l}"
+        );
+    }
+    let transfers: Vec<(&str, &str, &str)> = acd["transfers"]
+        .as_array()
+        .expect("acd.transfers")
+        .iter()
+        .map(|t| {
+            (
+                t["by"].as_str().unwrap_or(""),
+                t["to"].as_str().unwrap_or(""),
+                t["kind"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    let to_number = format!("number:{NUMBER}");
+    assert_eq!(
+        transfers,
+        [
+            (A1.0, "agent:a2", "attended"),
+            (A2.0, to_number.as_str(), "blind")
+        ],
+        "{acd:#}"
+    );
+    let hold = acd["hold_ms"].as_u64().unwrap_or(0);
+    assert!(
+        hold > 0,
+        "the caller waited on hold during both consultations and a2's hold: {acd:#}"
+    );
+    let a1_hold = acd["legs"][0]["hold_ms"].as_u64().unwrap_or(0);
+    assert!(
+        a1_hold > 0 && a1_hold <= hold,
+        "a1's consultations count as hold on a1's talk: {acd:#}"
+    );
     eprintln!("cti_transfers: {:.1} s", t0.elapsed().as_secs_f64());
 }

@@ -23,6 +23,7 @@ use verde_media::{
 use verde_sip::{ClientTxId, Dialog, Method, Peer, Request, Response, ServerTxId, Transport};
 use verde_store::CallRecord;
 
+mod cdr;
 mod transfer;
 use transfer::{Bridge, Xfer};
 
@@ -210,6 +211,10 @@ struct Call {
     talks: Vec<(u64, String)>,
     /// Outside numbers to dial for a transfer (async part of the loop).
     pending_dials: Vec<String>,
+    /// The ACD section of the call record, written as things happen.
+    acd_rec: Option<verde_store::AcdRecord>,
+    /// The caller is on hold since.
+    hold_since: Option<Instant>,
     /// Agents whose bar was told of this call and not yet of its end.
     told: Vec<String>,
     /// The agent put the caller on hold from its bar.
@@ -376,6 +381,8 @@ async fn run(engine: Arc<Engine>, start: CallStart, mut inbox: mpsc::Receiver<Ca
         xfer: None,
         talks: Vec::new(),
         pending_dials: Vec::new(),
+        acd_rec: None,
+        hold_since: None,
         told: Vec::new(),
         bar_hold: false,
         check_booked: None,
@@ -495,7 +502,7 @@ async fn run(engine: Arc<Engine>, start: CallStart, mut inbox: mpsc::Receiver<Ca
             }
         }
     }
-    let record = call.finish();
+    let record = call.finish(Instant::now());
     call.engine.cti.call_finished(&record);
     call.engine.records.write(record).await;
 }
@@ -1026,7 +1033,8 @@ impl Call {
         }
     }
 
-    fn finish(&self) -> CallRecord {
+    fn finish(&mut self, now: Instant) -> CallRecord {
+        let acd = self.cdr_finish(now);
         let ended_at = crate::clock::now();
         let vars = self.ivr.variables();
         let record = CallRecord {
@@ -1049,6 +1057,7 @@ impl Call {
                 v
             },
             dtmf: self.dtmf.clone(),
+            acd,
             survey: self
                 .ivr
                 .survey_answers()
@@ -1268,6 +1277,7 @@ impl Call {
             self.answer();
         }
         tracing::info!(%queue, "enqueued");
+        self.cdr_enqueued(&queue);
         self.qlog(
             verde_store::QueueEventKind::Enter,
             &queue,
@@ -1317,6 +1327,7 @@ impl Call {
             Action::Offer { agent, queue, call } => {
                 let (agent, queue) = (agent.as_str().to_string(), queue.as_str().to_string());
                 self.qlog(verde_store::QueueEventKind::Offer, &queue, &agent, vec![]);
+                self.cdr_offer(&agent, &queue);
                 self.tell_offered(&agent, &queue, now);
                 if self.engine.cti.offers_to_bar(&agent) {
                     tracing::info!(%agent, "offering the call on the agent's bar");
@@ -1331,6 +1342,7 @@ impl Call {
                 }
             }
             Action::CancelOffer { agent, call } => {
+                self.cdr_offer_outcome(agent.as_str(), "withdrawn");
                 let mine = |a: &str, k: u64| a == agent.as_str() && k == call.0;
                 self.bar_offers.retain(|(a, _, k)| !mine(a, *k));
                 self.pending_offers.retain(|(a, _, _, k)| !mine(a, *k));
@@ -1401,6 +1413,7 @@ impl Call {
                         names.push("callback_offer".into());
                         let q = self.queue.as_ref().map(|q| (q.name.clone(), q.entered));
                         self.callback_offered = q;
+                        self.extra.insert("callback_offered".into(), "true".into());
                     }
                 }
                 let list: Vec<_> = names.iter().filter_map(|n| self.prompt(n)).collect();
@@ -1439,6 +1452,10 @@ impl Call {
             ],
         );
         self.extra.insert("queue_exit".into(), why.into());
+        self.cdr_exit(
+            why.trim_start_matches("queue-"),
+            now.duration_since(q.entered),
+        );
         self.media.stop_playback(now);
         if let Some(node) = node {
             if self.ivr.resume_at(&node, now) {
@@ -1523,6 +1540,7 @@ impl Call {
                     &agent,
                     vec![waited.to_string()],
                 );
+                self.cdr_talk_start(&agent, &queue, Some(Duration::from_millis(waited as u64)));
                 self.engine.acd.input(AcdInput::OfferAnswered {
                     call: key,
                     agent: agent.as_str().into(),
@@ -1541,6 +1559,7 @@ impl Call {
                     others.push(a);
                 }
                 for a in others {
+                    self.cdr_offer_outcome(&a, "answered-elsewhere");
                     self.tell_ended(&a, "answered-elsewhere");
                 }
                 self.bar_hold = false;
@@ -1588,6 +1607,7 @@ impl Call {
                 &agent,
                 vec![why.to_string()],
             );
+            self.cdr_offer_outcome(&agent, why);
             self.engine.acd.input(AcdInput::OfferFailed {
                 call: CallKey(key),
                 agent: agent.as_str().into(),
@@ -1645,6 +1665,7 @@ impl Call {
                             // The agent holds the caller: music until it resumes.
                             let holding = !neg.direction.sends();
                             tracing::info!(agent = %self.legs[i].agent, holding, "agent re-offer");
+                            self.cdr_hold(holding, now);
                             if holding {
                                 if let Some(p) = self.prompt("moh") {
                                     self.media.play_loop(p, now);
@@ -1833,6 +1854,7 @@ impl Call {
                 if let Some(p) = self.bar_offers.iter().position(|(a, _, _)| *a == agent) {
                     let (_, _, key) = self.bar_offers.remove(p);
                     tracing::info!(%agent, "agent declines the offer on its bar");
+                    self.cdr_offer_outcome(&agent, "declined");
                     self.engine.acd.input(AcdInput::OfferFailed {
                         call: CallKey(key),
                         agent: agent.as_str().into(),
@@ -1848,6 +1870,13 @@ impl Call {
                 {
                     tracing::info!(%agent, "agent declines the offer on its bar");
                     leg.cancel(&mut self.sip_out);
+                    if let Some(o) = self
+                        .acd_rec
+                        .as_mut()
+                        .and_then(|r| r.offers.iter_mut().rev().find(|o| o.agent == agent))
+                    {
+                        o.outcome = "declined".into();
+                    }
                     self.engine.acd.input(AcdInput::OfferFailed {
                         call: CallKey(leg.acd_key),
                         agent: agent.as_str().into(),
@@ -1887,6 +1916,7 @@ impl Call {
                     return Err(EngineError::new(ErrorCode::InvalidState, msg));
                 }
                 self.bar_hold = hold;
+                self.cdr_hold(hold, now);
                 self.media.set_relay(!hold);
                 if let Some(m) = self.legs[i].media.as_mut() {
                     m.set_relay(!hold);
@@ -1967,6 +1997,7 @@ impl Call {
                     "",
                     vec![now.duration_since(q.entered).as_millis().to_string()],
                 );
+                self.cdr_exit("abandon", now.duration_since(q.entered));
             }
             self.engine.acd.calls.remove(&self.key);
         }
@@ -1982,6 +2013,7 @@ impl Call {
                 &agent,
                 vec![self.hangup_by.to_string()],
             );
+            self.cdr_talk_end(&agent, now);
         }
         if let Some(x) = self.xfer.take() {
             if x.key != 0 && x.key != self.key {
@@ -2194,6 +2226,14 @@ impl Call {
         let Some(q) = self.queue.take() else { return };
         let node = format!("offer_callback_{}", q.name);
         tracing::info!(queue = %q.name, %node, "caller takes the callback offer");
+        let waited = now.duration_since(q.entered);
+        self.qlog(
+            verde_store::QueueEventKind::Exit,
+            &q.name,
+            "",
+            vec!["callback".into(), waited.as_millis().to_string()],
+        );
+        self.cdr_exit("callback", waited);
         self.engine.acd.input(AcdInput::RemoveCaller {
             call: CallKey(self.key),
         });

@@ -146,6 +146,8 @@ struct Callback {
     mode: CallbackMode,
     /// Customer-first: the agent the ACD reserved, rung once the customer answers.
     reserved: Option<String>,
+    /// The agent whose bar shows this callback, until told it ended.
+    told: Option<String>,
 }
 
 async fn run(engine: Arc<Engine>, cb: CallbackRequest, done: mpsc::Sender<i64>) {
@@ -171,6 +173,7 @@ async fn run(engine: Arc<Engine>, cb: CallbackRequest, done: mpsc::Sender<i64>) 
         customer_deadline: None,
         attempt_started: false,
         talking: false,
+        told: None,
         finished: false,
         sip_out: Vec::new(),
         outcome: None,
@@ -327,6 +330,10 @@ impl Callback {
                 }
             }
             CallInput::Shutdown => self.finished = true,
+            CallInput::Cti(c) => {
+                let outcome = self.cti_command(c.command);
+                let _ = c.reply.send(outcome);
+            }
             _ => {}
         }
     }
@@ -335,6 +342,10 @@ impl Callback {
         match action {
             // Customer-first: the agent stays reserved, unrung, until the customer answers
             // (a later offer, after an agent failed, finds the customer already on the line).
+            Action::Offer { ref agent, .. } if self.told.as_deref() != Some(agent.as_str()) => {
+                self.tell_offered(agent.as_str(), now);
+                self.acd(action, now);
+            }
             Action::Offer { agent, .. } if self.mode == CallbackMode::CustomerFirst => {
                 let customer_up = self
                     .customer
@@ -352,8 +363,68 @@ impl Callback {
                 if let Some(l) = self.agent.as_mut() {
                     l.cancel(&mut self.sip_out);
                 }
+                self.tell_ended("withdrawn");
             }
             _ => {}
+        }
+    }
+
+    /// The agent's bar pops up with the callback (channel `callback`).
+    fn tell_offered(&mut self, agent: &str, now: Instant) {
+        self.tell_ended("withdrawn");
+        let waited = crate::clock::instant_of_ms(self.cb.requested_at_ms);
+        let offer = crate::cti::offer(
+            &self.cb.number,
+            &self.cb.did,
+            &self.cb.queue,
+            now.saturating_duration_since(waited),
+            None,
+            &[],
+            verde_cti::Channel::Callback,
+        );
+        self.engine.cti.publish(verde_cti::Event::CallOffered {
+            agent: agent.into(),
+            call: CallKey(self.key),
+            offer,
+        });
+        self.told = Some(agent.to_string());
+    }
+
+    fn tell_ended(&mut self, reason: &str) {
+        if let Some(agent) = self.told.take() {
+            self.engine.cti.publish(verde_cti::Event::CallEnded {
+                agent: agent.as_str().into(),
+                call: CallKey(self.key),
+                reason: reason.to_string(),
+            });
+        }
+    }
+
+    /// A command from the bar: a callback is driven from the phone, but the agent may end it.
+    fn cti_command(
+        &mut self,
+        command: verde_cti::EngineCommand,
+    ) -> Result<verde_cti::Reply, verde_cti::EngineError> {
+        use verde_cti::{EngineCommand as C, EngineError, ErrorCode, Reply};
+        let mine = |agent: &verde_acd::AgentId, told: &Option<String>| {
+            told.as_deref() == Some(agent.as_str())
+        };
+        match command {
+            C::Hangup { agent, .. } if mine(&agent, &self.told) => {
+                tracing::info!(agent = %agent.as_str(), "agent ends the callback from its bar");
+                if !self.talking && self.outcome.is_none() {
+                    self.attempt_failed(AttemptOutcome::Failed);
+                }
+                self.finished = true;
+                Ok(Reply::Done)
+            }
+            C::Answer { .. } | C::Hold { .. } | C::ResumeCall { .. } | C::Transfer { .. } => {
+                Err(EngineError::new(
+                    ErrorCode::Unavailable,
+                    "a callback is answered and handled on the phone; the bar can hang it up",
+                ))
+            }
+            _ => Err(EngineError::new(ErrorCode::Gone, "not your callback")),
         }
     }
 
@@ -393,6 +464,7 @@ impl Callback {
     }
 
     fn agent_failed(&mut self, status: u16) {
+        self.tell_ended("no-answer");
         if let Some(l) = self.agent.take() {
             tracing::info!(agent = %l.agent, status, "agent did not take the callback");
             self.engine.acd.input(AcdInput::OfferFailed {
@@ -422,6 +494,10 @@ impl Callback {
                 self.engine.acd.input(AcdInput::OfferAnswered {
                     call: CallKey(self.key),
                     agent: agent.as_str().into(),
+                });
+                self.engine.cti.publish(verde_cti::Event::CallAnswered {
+                    agent: agent.as_str().into(),
+                    call: CallKey(self.key),
                 });
                 if self.mode == CallbackMode::CustomerFirst {
                     tracing::info!(%agent, "agent answered; bridging with the waiting customer");
@@ -585,6 +661,7 @@ impl Callback {
     }
 
     fn hang_up_all(&mut self) {
+        self.tell_ended("ended");
         for leg in [self.agent.as_mut(), self.customer.as_mut()]
             .into_iter()
             .flatten()

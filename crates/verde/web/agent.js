@@ -228,7 +228,12 @@ function renderCall() {
   enable('btn-hangup', live);
   enable('btn-hold', status === 'connected');
   enable('btn-resume', status === 'held');
-  enable('btn-transfer', live);
+  enable('btn-transfer', live && !(c.consult && ['ringing', 'talking'].includes(c.consult.state)));
+  const consult = $('consult');
+  const k = c?.consult;
+  consult.hidden = !k;
+  setText(consult, k ? t(`consult.${k.state}`, { to: describeTarget(k.to), reason: k.reason ?? '' }) : '');
+  setAttr(consult, 'data-consult-state', k ? k.state : '');
   tickCall(c);
 }
 
@@ -435,6 +440,12 @@ function setCallStatus(id, status) {
 cti.on('call_answered', (m) => setCallStatus(m.call, 'connected'));
 cti.on('call_held', (m) => setCallStatus(m.call, 'held'));
 cti.on('call_resumed', (m) => setCallStatus(m.call, 'connected'));
+cti.on('consult', (m) => {
+  const c = S.calls.get(m.call);
+  if (!c) return;
+  c.consult = { state: m.state, to: m.to, reason: m.reason };
+  renderCalls();
+});
 cti.on('call_transferred', (m) => {
   S.calls.delete(m.call);
   notice(t('notice.call_transferred', { call: m.call, to: describeTarget(m.to) }));

@@ -117,6 +117,11 @@ const DICT = {
     'transfer.bad_number': 'Numero non valido: solo cifre, con un + iniziale facoltativo.',
     'notice.call_ended': 'Chiamata {call} terminata: {reason}',
     'notice.call_transferred': 'Chiamata {call} trasferita a {to}',
+    'consult.ringing': 'Consultazione con {to}: in attesa di risposta. Il chiamante è in attesa.',
+    'consult.talking': 'In consultazione con {to}. Riaggancia per completare il trasferimento, Riprendi per tornare dal chiamante.',
+    'consult.failed': 'Consultazione con {to} non riuscita ({reason}). Il chiamante è in attesa: Riprendi.',
+    'consult.ended': '{to} ha chiuso la consultazione. Il chiamante è in attesa: Riprendi.',
+    'consult.cancelled': 'Consultazione annullata: sei di nuovo con il chiamante.',
 
     'tasks.heading': 'Attività (richiamate e messaggi)',
     'tasks.kind': 'Tipo',
@@ -307,6 +312,11 @@ const DICT = {
     'transfer.bad_number': 'Invalid number: digits only, with an optional leading +.',
     'notice.call_ended': 'Call {call} ended: {reason}',
     'notice.call_transferred': 'Call {call} transferred to {to}',
+    'consult.ringing': 'Consulting {to}: waiting for an answer. The caller is on hold.',
+    'consult.talking': 'Consulting {to}. Hang up to complete the transfer, Resume to go back to the caller.',
+    'consult.failed': 'Consultation with {to} failed ({reason}). The caller is on hold: Resume.',
+    'consult.ended': '{to} ended the consultation. The caller is on hold: Resume.',
+    'consult.cancelled': 'Consultation cancelled: you are back with the caller.',
 
     'tasks.heading': 'Tasks (callbacks and voicemails)',
     'tasks.kind': 'Kind',

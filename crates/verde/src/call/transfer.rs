@@ -215,6 +215,7 @@ impl Call {
 
     /// The caller waits on music while the agent on leg `i` consults.
     fn hold_for_consult(&mut self, i: usize, now: Instant) {
+        self.cdr_hold(true, now);
         self.media.set_relay(false);
         if let Some(m) = self.legs[i].media.as_mut() {
             m.set_relay(true);
@@ -252,6 +253,8 @@ impl Call {
         self.media.set_relay(false);
         self.bar_hold = false;
         self.told.retain(|a| *a != agent);
+        self.cdr_talk_end(&agent, Instant::now());
+        self.cdr_transfer(&agent, target_text(to), attended);
         let queue = self.queue_name();
         self.qlog(
             verde_store::QueueEventKind::Transfer,
@@ -289,6 +292,7 @@ impl Call {
         };
         if !number {
             tracing::info!(%agent, "transfer target answered");
+            self.cdr_offer_outcome(&agent, "answered");
             self.engine.acd.input(AcdInput::OfferAnswered {
                 call: CallKey(key),
                 agent: agent.as_str().into(),
@@ -345,6 +349,15 @@ impl Call {
         let Some(x) = self.xfer.take() else { return };
         let leg = &self.legs[i];
         tracing::info!(target = %leg.agent, "caller connected to the transfer target");
+        let who = if leg.number {
+            format!("number:{}", leg.agent)
+        } else {
+            leg.agent.clone()
+        };
+        let queue = self.queue_name();
+        self.cdr_hold(false, now);
+        self.cdr_talk_start(&who, &queue, None);
+        let leg = &self.legs[i];
         self.bridge = Some(Bridge::Caller(leg.call_id.clone()));
         self.media.stop_playback(now);
         self.media.set_relay(true);
@@ -451,6 +464,7 @@ impl Call {
                 call: CallKey(key),
                 agent: agent.as_str().into(),
             });
+            self.cdr_talk_end(&agent, now);
         }
         if self.queue.take().is_some() {
             self.engine.acd.calls.remove(&self.key);
@@ -572,6 +586,7 @@ impl Call {
         self.media.set_relay(true);
         self.media.stop_playback(now);
         self.bar_hold = false;
+        self.cdr_hold(false, now);
         self.engine.cti.publish(verde_cti::Event::CallResumed {
             agent: x.by.as_str().into(),
             call: CallKey(self.key),
