@@ -151,17 +151,6 @@ pub fn recording_after_login(phone: &Baresip, what: &str) -> (PathBuf, Audio) {
     (recs[1].clone(), heard)
 }
 
-/// Waits for the phone's REGISTER_OK (baresip's own report of a 200 to its REGISTER).
-pub fn wait_registered(phone: &mut Baresip, who: &str) {
-    let ev = phone
-        .ctrl
-        .wait_event("REGISTER_OK", Duration::from_secs(10));
-    assert!(
-        ev.to_string().contains("200"),
-        "{who}: REGISTER_OK without a 200: {ev}"
-    );
-}
-
 /// The calling numbers of the calls offered to a phone, in order (user part of the From URI,
 /// baresip's `peeruri`). baresip reports CALL_INCOMING only when it rings (answermode=manual);
 /// when it answers by itself the first event of a call is its SDP or CALL_ESTABLISHED, so every

@@ -19,8 +19,10 @@ pub mod cti;
 pub mod flows;
 pub mod http;
 pub mod linphone;
+pub mod media_checks;
 pub mod pcap;
 pub mod sipp;
+pub mod survey;
 pub mod verde;
 pub mod wav;
 

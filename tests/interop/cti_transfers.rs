@@ -247,7 +247,12 @@ fn transfers_blind_and_attended_to_an_agent_and_a_number() {
         .as_array()
         .expect("acd.offers")
         .iter()
-        .map(|o| (o["agent"].as_str().unwrap_or(""), o["outcome"].as_str().unwrap_or("")))
+        .map(|o| {
+            (
+                o["agent"].as_str().unwrap_or(""),
+                o["outcome"].as_str().unwrap_or(""),
+            )
+        })
         .collect();
     assert_eq!(
         offers,
@@ -269,7 +274,9 @@ fn transfers_blind_and_attended_to_an_agent_and_a_number() {
     for l in acd["legs"].as_array().into_iter().flatten() {
         assert!(
             l["answered_at"].as_str().is_some_and(|t| !t.is_empty())
-                && l["ended_at"].as_str().is_some_and(|t| t >= l["answered_at"].as_str().unwrap_or("")),
+                && l["ended_at"]
+                    .as_str()
+                    .is_some_and(|t| t >= l["answered_at"].as_str().unwrap_or("")),
             "every talk has its start and end: {l}"
         );
     }

@@ -210,6 +210,12 @@ pub enum Event {
         state: String,
         reason: Option<String>,
     },
+    /// The call's conversation is being recorded (`on`) or no longer is.
+    Recording {
+        agent: AgentId,
+        call: CallKey,
+        on: bool,
+    },
     /// The call is over for this agent (either side hung up, or the offer was withdrawn).
     CallEnded {
         agent: AgentId,
@@ -274,6 +280,27 @@ pub(crate) enum WantedState {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
+pub(crate) enum SuperviseWire {
+    Listen,
+    Whisper,
+    Barge,
+    Stop,
+}
+
+/// How a supervisor joins a live call from its phone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SuperviseMode {
+    /// Hears the caller and the agent; nobody hears the supervisor.
+    Listen,
+    /// Hears both; only the agent hears the supervisor (coaching).
+    Whisper,
+    /// Everyone hears everyone.
+    Barge,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub(crate) enum ForcedWire {
     Pause,
     Logout,
@@ -328,6 +355,14 @@ pub(crate) enum Command {
         call: u64,
         queue: String,
     },
+    Record {
+        call: u64,
+        on: bool,
+    },
+    Supervise {
+        call: u64,
+        mode: SuperviseWire,
+    },
     Tasks,
     TakeTask {
         task: Option<TaskRef>,
@@ -357,6 +392,8 @@ impl Command {
             Command::SubscribeQueues { .. } => "subscribe_queues",
             Command::ForceState { .. } => "force_state",
             Command::MoveCaller { .. } => "move_caller",
+            Command::Record { .. } => "record",
+            Command::Supervise { .. } => "supervise",
             Command::Tasks => "tasks",
             Command::TakeTask { .. } => "take_task",
             Command::CloseTask { .. } => "close_task",
@@ -442,6 +479,12 @@ pub(crate) struct CallBody {
 pub(crate) struct CallTransferredBody<'a> {
     pub call: u64,
     pub to: &'a TransferTarget,
+}
+
+#[derive(Serialize)]
+pub(crate) struct RecordingBody {
+    pub call: u64,
+    pub on: bool,
 }
 
 #[derive(Serialize)]

@@ -96,6 +96,18 @@ pub enum EngineCommand {
         call: CallKey,
         queue: QueueName,
     },
+    /// Start or stop recording the agent's call (on demand, with the caller told).
+    Record {
+        agent: AgentId,
+        call: CallKey,
+        on: bool,
+    },
+    /// The supervisor's phone joins the call in `mode`, or leaves it (`None`).
+    Supervise {
+        supervisor: String,
+        call: CallKey,
+        mode: Option<SuperviseMode>,
+    },
     ListTasks {
         agent: AgentId,
     },
@@ -421,6 +433,7 @@ impl Session {
             Command::SubscribeQueues { .. }
                 | Command::ForceState { .. }
                 | Command::MoveCaller { .. }
+                | Command::Supervise { .. }
         );
         if supervisor_only != (role == Role::Supervisor) {
             let msg = if supervisor_only {
@@ -555,6 +568,27 @@ impl Session {
                     Pending::Plain,
                 )
             }
+            Command::Record { call, on } => {
+                let call = CallKey(call);
+                let phases = [Phase::Connected, Phase::Held];
+                if let Err(outs) = self.own_call(&id, call, name, &phases) {
+                    return outs;
+                }
+                (EngineCommand::Record { agent, call, on }, Pending::Plain)
+            }
+            Command::Supervise { call, mode } => (
+                EngineCommand::Supervise {
+                    supervisor: user,
+                    call: CallKey(call),
+                    mode: match mode {
+                        SuperviseWire::Listen => Some(SuperviseMode::Listen),
+                        SuperviseWire::Whisper => Some(SuperviseMode::Whisper),
+                        SuperviseWire::Barge => Some(SuperviseMode::Barge),
+                        SuperviseWire::Stop => None,
+                    },
+                },
+                Pending::Plain,
+            ),
             Command::MoveCaller { call, queue } => {
                 if queue.is_empty() {
                     return bad("queue: the name of the queue");
@@ -866,6 +900,13 @@ impl Session {
                 self.track(*call, None);
                 to_text("call_transferred", CallTransferredBody { call: call.0, to })
             }
+            Event::Recording { agent, call, on } if mine(agent) => to_text(
+                "recording",
+                RecordingBody {
+                    call: call.0,
+                    on: *on,
+                },
+            ),
             Event::Consult {
                 agent,
                 call,

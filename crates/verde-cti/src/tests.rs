@@ -224,6 +224,8 @@ fn every_command() -> Vec<Value> {
         json!({"type":"subscribe_queues"}),
         json!({"type":"force_state","agent":"a1","state":"logout"}),
         json!({"type":"move_caller","call":1,"queue":"billing"}),
+        json!({"type":"record","call":1,"on":true}),
+        json!({"type":"supervise","call":1,"mode":"listen"}),
         json!({"type":"tasks"}),
         json!({"type":"take_task"}),
         json!({"type":"close_task","task":{"kind":"voicemail","id":3},"outcome":"called back"}),
@@ -591,7 +593,12 @@ fn roles_are_enforced_both_ways() {
     let now = Instant::now();
     let (mut agent, _) = logged_in(&auth, "a1", "pw1", now);
     let (mut boss, _) = logged_in(&auth, "boss", "pwb", now);
-    let supervisor_only = ["subscribe_queues", "force_state", "move_caller"];
+    let supervisor_only = [
+        "subscribe_queues",
+        "force_state",
+        "move_caller",
+        "supervise",
+    ];
     let mut t = now;
     for (i, c) in every_command().into_iter().enumerate() {
         t += Duration::from_secs(1);
@@ -687,6 +694,92 @@ fn supervisor_commands() {
         now,
     );
     assert_error(&outs, json!("n"), "bad_request");
+    for (i, (mode, want)) in [
+        ("listen", Some(SuperviseMode::Listen)),
+        ("whisper", Some(SuperviseMode::Whisper)),
+        ("barge", Some(SuperviseMode::Barge)),
+        ("stop", None),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let outs = cmd(
+            &mut boss,
+            json!({"v":1,"type":"supervise","id":10 + i,"call":31,"mode":mode}),
+            now,
+        );
+        assert_eq!(
+            engine(&outs),
+            vec![(
+                RequestId::Num(10 + i as u64),
+                EngineCommand::Supervise {
+                    supervisor: "boss".into(),
+                    call: CallKey(31),
+                    mode: want
+                }
+            )]
+        );
+    }
+    let outs = cmd(
+        &mut boss,
+        json!({"v":1,"type":"supervise","id":20,"call":31,"mode":"shout"}),
+        now,
+    );
+    assert_error(&outs, json!(20), "bad_request");
+}
+
+#[test]
+fn record_is_for_the_agent_own_answered_call() {
+    let auth = authenticator();
+    let now = Instant::now();
+    let (mut s, _) = logged_in(&auth, "a1", "pw1", now);
+    // Not this agent's call: forged.
+    let outs = cmd(
+        &mut s,
+        json!({"v":1,"type":"record","id":1,"call":7,"on":true}),
+        now,
+    );
+    assert_error(&outs, json!(1), "forbidden");
+    s.handle_event(&offer("a1", 7));
+    // Offered, not answered yet.
+    let outs = cmd(
+        &mut s,
+        json!({"v":1,"type":"record","id":2,"call":7,"on":true}),
+        now,
+    );
+    assert_error(&outs, json!(2), "invalid_state");
+    s.handle_event(&Event::CallAnswered {
+        agent: "a1".into(),
+        call: CallKey(7),
+    });
+    let outs = cmd(
+        &mut s,
+        json!({"v":1,"type":"record","id":3,"call":7,"on":false}),
+        now,
+    );
+    assert_eq!(
+        engine(&outs),
+        vec![(
+            RequestId::Num(3),
+            EngineCommand::Record {
+                agent: "a1".into(),
+                call: CallKey(7),
+                on: false
+            }
+        )]
+    );
+    let outs = cmd(&mut s, json!({"v":1,"type":"record","id":4,"call":7}), now);
+    assert_error(&outs, json!(4), "bad_request");
+    // The recording event reaches the agent's page.
+    let outs = s.handle_event(&Event::Recording {
+        agent: "a1".into(),
+        call: CallKey(7),
+        on: true,
+    });
+    assert_eq!(
+        sends(&outs),
+        vec![json!({"v":1,"type":"recording","call":7,"on":true})]
+    );
 }
 
 #[test]

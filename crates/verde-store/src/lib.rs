@@ -110,7 +110,8 @@ pub struct CallRecord {
     pub ended_at: String,
     /// answered-ivr, rejected, cancelled, abandoned-ivr, transferred, queue-unavailable, ...
     pub disposition: String,
-    /// `caller`, `engine` or `timeout`.
+    /// `caller`, `engine`, `timeout`, `agent` or `number` (an outside number the call was
+    /// transferred to).
     pub hangup_by: String,
     /// The final SIP status when the call was refused or failed (e.g. 488), else None.
     pub sip_status: Option<u16>,

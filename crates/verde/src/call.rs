@@ -24,8 +24,13 @@ use verde_sip::{ClientTxId, Dialog, Method, Peer, Request, Response, ServerTxId,
 use verde_store::CallRecord;
 
 mod cdr;
+mod supervise;
+mod talk_record;
 mod transfer;
 use transfer::{Bridge, Xfer};
+
+/// The leg index [`leg_recv`] reports for the supervisor's leg.
+const SUPERVISOR: usize = usize::MAX;
 
 /// Reads the next packet of one leg; never ready when there is no leg.
 async fn leg_recv(
@@ -215,6 +220,14 @@ struct Call {
     acd_rec: Option<verde_store::AcdRecord>,
     /// The caller is on hold since.
     hold_since: Option<Instant>,
+    /// The conversation being recorded.
+    talk_rec: Option<talk_record::TalkRecording>,
+    /// Whether this call fell in its queue's recorded percentage (drawn once).
+    record_drawn: Option<bool>,
+    /// Recordings finished, for the call record.
+    recordings: Vec<verde_store::RecordingRef>,
+    /// A supervisor on the call.
+    sup: Option<supervise::Supervision>,
     /// Agents whose bar was told of this call and not yet of its end.
     told: Vec<String>,
     /// The agent put the caller on hold from its bar.
@@ -383,6 +396,10 @@ async fn run(engine: Arc<Engine>, start: CallStart, mut inbox: mpsc::Receiver<Ca
         pending_dials: Vec::new(),
         acd_rec: None,
         hold_since: None,
+        talk_rec: None,
+        record_drawn: None,
+        recordings: Vec::new(),
+        sup: None,
         told: Vec::new(),
         bar_hold: false,
         check_booked: None,
@@ -410,6 +427,8 @@ async fn run(engine: Arc<Engine>, start: CallStart, mut inbox: mpsc::Receiver<Ca
     let mut leg_rtcp_buf = vec![0u8; 2048];
     let mut leg2_buf = vec![0u8; 2048];
     let mut leg2_rtcp_buf = vec![0u8; 2048];
+    let mut sup_buf = vec![0u8; 2048];
+    let mut sup_rtcp_buf = vec![0u8; 2048];
     while call.phase != Phase::Ended {
         let deadline = [
             call.media.poll_timeout(),
@@ -419,6 +438,11 @@ async fn run(engine: Arc<Engine>, start: CallStart, mut inbox: mpsc::Receiver<Ca
                 .filter_map(|l| l.media.as_ref()?.poll_timeout())
                 .min(),
             call.xfer.as_ref().and_then(|x| x.deadline),
+            call.sup.as_ref().and_then(|s| {
+                let m = s.leg.media.as_ref().and_then(|m| m.poll_timeout());
+                let x = s.mixer.as_ref().and_then(|x| x.poll_timeout());
+                m.into_iter().chain(x).min()
+            }),
             call.recording
                 .as_ref()
                 .and_then(|r| r.recorder.as_ref().map(|r| r.deadline())),
@@ -435,16 +459,27 @@ async fn run(engine: Arc<Engine>, start: CallStart, mut inbox: mpsc::Receiver<Ca
             .enumerate()
             .filter(|(_, l)| l.state == LegState::Answered);
         let (first, second) = (live.next(), live.next());
+        let third = call
+            .sup
+            .as_ref()
+            .filter(|s| s.leg.state == LegState::Answered)
+            .map(|s| (SUPERVISOR, &s.leg));
         let leg_rx = async {
             tokio::select! {
                 r = leg_recv(first, &mut leg_buf, &mut leg_rtcp_buf) => r,
                 r = leg_recv(second, &mut leg2_buf, &mut leg2_rtcp_buf) => r,
+                r = leg_recv(third, &mut sup_buf, &mut sup_rtcp_buf) => r,
             }
         };
         tokio::select! {
             r = leg_rx => {
                 if let Ok((i, socket, pkt, from)) = r {
-                    if let Some(m) = call.legs.get_mut(i).and_then(|l| l.media.as_mut()) {
+                    let media = if i == SUPERVISOR {
+                        call.sup.as_mut().and_then(|s| s.leg.media.as_mut())
+                    } else {
+                        call.legs.get_mut(i).and_then(|l| l.media.as_mut())
+                    };
+                    if let Some(m) = media {
                         m.handle_packet(socket, pkt, from, Instant::now());
                     }
                 }
@@ -481,6 +516,9 @@ async fn run(engine: Arc<Engine>, start: CallStart, mut inbox: mpsc::Receiver<Ca
                         call.stop_recording(now, true);
                     }
                     for m in call.legs.iter_mut().filter_map(|l| l.media.as_mut()) {
+                        m.handle_timeout(now);
+                    }
+                    if let Some(m) = call.sup.as_mut().and_then(|s| s.leg.media.as_mut()) {
                         m.handle_timeout(now);
                     }
                     call.transfer_deadline(now);
@@ -542,7 +580,15 @@ impl Call {
         }
         self.logged_nodes = path.len();
         self.bridge_media(now);
+        self.feed_talk_recording(now);
         send_all(&mut self.media, &self.rtp);
+        if let Some(s) = self.sup.as_mut() {
+            if let Some(m) = s.leg.media.as_mut() {
+                // The supervisor's keys go nowhere.
+                while m.poll_event().is_some() {}
+                send_all(m, &s.leg.rtp);
+            }
+        }
         for leg in self.legs.iter_mut() {
             if let Some(m) = leg.media.as_mut() {
                 send_all(m, &leg.rtp);
@@ -873,6 +919,14 @@ impl Call {
             call_id.and_then(|id| call.legs.iter().position(|l| l.call_id == id))
         };
         match input {
+            CallInput::Request { tx, request } if self.is_supervisor_leg(request.call_id()) => {
+                self.supervisor_request(tx, request, now)
+            }
+            CallInput::Response { response, .. } | CallInput::StrayResponse { response }
+                if self.is_supervisor_leg(response.call_id()) =>
+            {
+                self.supervisor_response(&response, now)
+            }
             CallInput::Request { tx, request } => match leg_of(self, request.call_id()) {
                 Some(i) => self.agent_request(i, tx, request, now),
                 None if request.call_id() == Some(self.start.call_id.as_str()) => {
@@ -1058,6 +1112,7 @@ impl Call {
             },
             dtmf: self.dtmf.clone(),
             acd,
+            recordings: self.recordings.clone(),
             survey: self
                 .ivr
                 .survey_answers()
@@ -1071,6 +1126,11 @@ impl Call {
             ..base_record(&self.start, self.started_at, "", None)
         };
         let stats = self.media.stats();
+        crate::metrics::rtp_packets(stats.packets_sent.into(), stats.packets_received);
+        for m in self.legs.iter().filter_map(|l| l.media.as_ref()) {
+            let s = m.stats();
+            crate::metrics::rtp_packets(s.packets_sent.into(), s.packets_received);
+        }
         tracing::info!(
             disposition = %record.disposition,
             hangup_by = %record.hangup_by,
@@ -1569,6 +1629,7 @@ impl Call {
                 });
                 self.media.stop_playback(now);
                 self.media.set_relay(true);
+                self.record_by_policy(now);
                 if let Some(q) = self.queue.as_mut() {
                     q.bridged = true;
                     self.extra.insert("agent".into(), agent.clone());
@@ -1622,6 +1683,10 @@ impl Call {
         let sip = self.engine.sip().clone();
         self.legs.retain(|l| {
             if l.state == LegState::Ended {
+                if let Some(m) = &l.media {
+                    let s = m.stats();
+                    crate::metrics::rtp_packets(s.packets_sent.into(), s.packets_received);
+                }
                 // The alias goes when the SIP task hears of it; late retransmissions of the
                 // agent's final answer meanwhile still reach us and are ignored.
                 let _ = sip.try_send(SipCmd::CallEnded {
@@ -1947,6 +2012,16 @@ impl Call {
                 self.start_transfer(i, attended, to, now)?;
                 Ok(Reply::Done)
             }
+            C::Record { agent, on, .. } => {
+                self.record_command(agent.as_str(), on, now)?;
+                Ok(Reply::Done)
+            }
+            C::Supervise {
+                supervisor, mode, ..
+            } => {
+                self.supervise_command(supervisor, mode, now)?;
+                Ok(Reply::Done)
+            }
             C::MoveCaller {
                 supervisor, queue, ..
             } => {
@@ -1979,6 +2054,8 @@ impl Call {
     /// Leaves the ACD cleanly: the queue learns the caller left (or the talk ended), ringing
     /// agents stop ringing, a talking agent gets a BYE.
     fn release_acd(&mut self, now: Instant) {
+        self.stop_talk_recording(now);
+        self.end_supervision(now);
         if let Some(q) = self.queue.take() {
             if !q.bridged {
                 // The ACD's own Abandoned action would come after this call has gone.

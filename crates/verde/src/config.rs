@@ -50,6 +50,93 @@ pub struct Config {
     /// How long a graceful shutdown waits for calls in progress.
     #[serde(with = "humantime_secs")]
     pub shutdown_grace: Duration,
+    /// KPI reports and exports: the service's time zone and the contract's targets.
+    #[serde(default)]
+    pub kpi: KpiConfig,
+    /// Recording of conversations with agents, per queue.
+    #[serde(default)]
+    pub recording: RecordingConfig,
+}
+
+/// `recording:`: conversations between callers and agents recorded as stereo WAV (caller left,
+/// agent right) under `<data>/recordings/`, per queue.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RecordingConfig {
+    /// Prompt the caller hears when a recording of its call starts (privacy law); null: none.
+    pub announce: Option<String>,
+    /// Queue name -> policy; queues not named are not recorded.
+    pub queues: BTreeMap<String, QueueRecording>,
+}
+
+impl Default for RecordingConfig {
+    fn default() -> Self {
+        RecordingConfig {
+            announce: Some("recording_notice".into()),
+            queues: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueRecording {
+    pub mode: RecordMode,
+    /// For `mode: percent`: the share of calls recorded, 1 to 100.
+    #[serde(default)]
+    pub percent: u8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordMode {
+    #[default]
+    Off,
+    /// Every conversation.
+    All,
+    /// A random share of the conversations (`percent`).
+    Percent,
+    /// Only when the agent asks from its bar (`record`).
+    OnDemand,
+}
+
+/// `kpi:`: how `verde report`, `verde export` and `/reports` read the stored data.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KpiConfig {
+    /// IANA name of the zone whose calendar days, months and hours the reports use, and in
+    /// which exported instants are written.
+    pub time_zone: String,
+    /// Measurement windows and targets (`docs/kpi.md`); fields not named keep their default.
+    pub targets: verde_report::Targets,
+}
+
+impl Default for KpiConfig {
+    fn default() -> Self {
+        KpiConfig {
+            time_zone: "Europe/Rome".to_string(),
+            targets: verde_report::Targets::default(),
+        }
+    }
+}
+
+impl KpiConfig {
+    /// The service's zone; `validate` has refused names that do not parse.
+    pub fn tz(&self) -> chrono_tz::Tz {
+        self.time_zone.parse().unwrap_or(chrono_tz::Europe::Rome)
+    }
+
+    fn validate(&self, name: &str) -> Result<()> {
+        if self.time_zone.parse::<chrono_tz::Tz>().is_err() {
+            bail!(
+                "{name}: kpi.time_zone {:?} is not an IANA time zone (e.g. Europe/Rome)",
+                self.time_zone
+            );
+        }
+        self.targets
+            .validate()
+            .map_err(|e| anyhow::anyhow!("{name}: kpi.targets: {e}"))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -363,6 +450,15 @@ impl Config {
                 }
             }
         }
+        self.kpi.validate(name)?;
+        for (queue, policy) in &self.recording.queues {
+            if !self.queues.iter().any(|q| q.name == *queue) {
+                bail!("{name}: recording: queue {queue:?} is not defined under queues:");
+            }
+            if policy.mode == RecordMode::Percent && !(1..=100).contains(&policy.percent) {
+                bail!("{name}: recording: {queue}: mode percent needs percent: 1 to 100");
+            }
+        }
         for sup in &self.supervisors {
             if !seen.insert(&sup.id) {
                 bail!(
@@ -441,6 +537,50 @@ mod tests {
         .unwrap();
         let c = Config::load(Some(&p)).unwrap();
         assert_eq!(c.agents[0].acd().queues, vec!["pensions".to_string()]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn kpi_section_keeps_unnamed_defaults_and_refuses_bad_values_by_name() {
+        let c = Config::load(None).unwrap();
+        assert_eq!(c.kpi.tz(), chrono_tz::Europe::Rome);
+        assert_eq!(c.kpi.targets, verde_report::Targets::default());
+
+        let dir = std::env::temp_dir().join(format!("verde-cfg-kpi-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("k.yaml");
+        std::fs::write(
+            &p,
+            "kpi:\n  time_zone: Europe/London\n  targets:\n    service_level_30s: 0.85\n    abandon_rate: null\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&p)).unwrap();
+        assert_eq!(c.kpi.tz(), chrono_tz::Europe::London);
+        assert_eq!(c.kpi.targets.service_level_30s, Some(0.85));
+        assert_eq!(
+            c.kpi.targets.abandon_rate, None,
+            "null switches a target off"
+        );
+        assert_eq!(
+            c.kpi.targets.short_abandon_s, 15,
+            "unnamed fields keep their default"
+        );
+
+        std::fs::write(&p, "kpi:\n  targets:\n    service_level_30s: 80\n").unwrap();
+        let err = Config::load(Some(&p)).unwrap_err().to_string();
+        assert!(
+            err.contains("kpi.targets") && err.contains("service_level_30s"),
+            "{err}"
+        );
+        std::fs::write(&p, "kpi:\n  time_zone: Europe/Roma\n").unwrap();
+        let err = Config::load(Some(&p)).unwrap_err().to_string();
+        assert!(
+            err.contains("kpi.time_zone") && err.contains("Roma"),
+            "{err}"
+        );
+        std::fs::write(&p, "kpi:\n  targets:\n    service_level_3s: 0.9\n").unwrap();
+        let err = Config::load(Some(&p)).unwrap_err().to_string();
+        assert!(err.contains("service_level_3s"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

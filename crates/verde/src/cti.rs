@@ -682,7 +682,7 @@ async fn execute(engine: &Arc<Engine>, command: EngineCommand) -> Result<Reply, 
             agent,
             state,
         } => {
-            tracing::info!(target: "audit", %supervisor, agent = %agent.as_str(), ?state, "supervisor forces an agent state");
+            tracing::info!(target: "audit", audit = true, %supervisor, agent = %agent.as_str(), ?state, "supervisor forces an agent state");
             let input = match state {
                 ForcedState::Pause { reason } => Input::AgentPause { agent, reason },
                 ForcedState::Logout => Input::AgentLogout { agent },
@@ -694,7 +694,7 @@ async fn execute(engine: &Arc<Engine>, command: EngineCommand) -> Result<Reply, 
             call,
             queue,
         } => {
-            tracing::info!(target: "audit", %supervisor, call = call.0, queue = %queue.as_str(), "supervisor moves a caller");
+            tracing::info!(target: "audit", audit = true, %supervisor, call = call.0, queue = %queue.as_str(), "supervisor moves a caller");
             if !engine.acd.has_queue(queue.as_str()) {
                 return Err(err(
                     ErrorCode::NotFound,
@@ -719,7 +719,27 @@ async fn execute(engine: &Arc<Engine>, command: EngineCommand) -> Result<Reply, 
         | EngineCommand::Hangup { call, .. }
         | EngineCommand::Hold { call, .. }
         | EngineCommand::ResumeCall { call, .. }
-        | EngineCommand::Transfer { call, .. }) => to_call(engine, call, command).await,
+        | EngineCommand::Transfer { call, .. }
+        | EngineCommand::Record { call, .. }) => to_call(engine, call, command).await,
+        EngineCommand::Supervise {
+            ref supervisor,
+            call,
+            mode,
+        } => {
+            tracing::info!(target: "audit", audit = true, %supervisor, call = call.0, ?mode, "supervisor joins a call");
+            if mode.is_some() && engine.bindings.get(supervisor.as_str()).is_none() {
+                return Err(err(
+                    ErrorCode::Unavailable,
+                    "register your SIP phone first: it is how you join the call",
+                ));
+            }
+            to_call(engine, call, command)
+                .await
+                .map_err(|e| match e.code {
+                    ErrorCode::Gone => err(ErrorCode::NotFound, format!("no live call {}", call.0)),
+                    _ => e,
+                })
+        }
         EngineCommand::ListTasks { agent } => {
             let queues = engine.cti.agent_queues(agent.as_str());
             let tasks = engine.tasks.clone();

@@ -689,6 +689,10 @@ impl Callback {
             .into_iter()
             .flatten()
         {
+            if let Some(m) = &leg.media {
+                let s = m.stats();
+                crate::metrics::rtp_packets(s.packets_sent.into(), s.packets_received);
+            }
             self.sip_out.push(SipCmd::CallEnded {
                 call_id: leg.call_id.clone(),
                 invite_tx: None,

@@ -335,85 +335,40 @@ async fn late_tasks(State(s): State<AppState>) -> Response {
     }
 }
 
-/// Prometheus text exposition of the live gauges (counters of calls and SIP responses come
-/// with the records and KPI work).
-/// One Prometheus metric: its help and type lines, then one sample per `(labels, value)`.
-fn metric(
-    out: &mut String,
-    name: &str,
-    help: &str,
-    samples: impl IntoIterator<Item = (String, f64)>,
-) {
-    use std::fmt::Write;
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} gauge");
-    for (labels, value) in samples {
-        let _ = writeln!(out, "{name}{labels} {value}");
-    }
-}
-
-async fn metrics(State(s): State<AppState>) -> Response {
+/// Prometheus metrics (see `docs/metrics.md`): the live gauges from the ACD's last snapshot
+/// and the store, then the process counters; OpenMetrics when the scraper asks for it.
+async fn metrics(State(s): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+    let format = crate::metrics::Format::negotiate(
+        headers
+            .get(axum::http::header::ACCEPT)
+            .and_then(|v| v.to_str().ok()),
+    );
     let snap = s.engine.acd.snapshot();
     let (taken, snap) = (&snap.0, &snap.1);
-    let age = taken.elapsed();
-    let per_queue = |f: &dyn Fn(&verde_acd::QueueSnapshot) -> f64| {
-        snap.queues
-            .iter()
-            .map(|q| (format!("{{queue=\"{}\"}}", q.name.as_str()), f(q)))
-            .collect::<Vec<_>>()
-    };
-    let mut out = String::new();
-    let one = |v: usize| [(String::new(), v as f64)];
-    metric(
-        &mut out,
-        "verde_calls_active",
-        "Calls (and agent legs) in progress.",
-        one(s.engine.active_calls()),
-    );
-    metric(
-        &mut out,
-        "verde_registrations",
-        "Agents' phones currently registered.",
-        one(s.engine.bindings.len()),
-    );
-    metric(
-        &mut out,
-        "verde_queue_waiting",
-        "Callers waiting in line, callbacks included.",
-        per_queue(&|q| q.waiting as f64),
-    );
-    metric(
-        &mut out,
-        "verde_queue_callbacks_waiting",
-        "Callbacks in line.",
-        per_queue(&|q| q.callbacks_waiting as f64),
-    );
-    metric(
-        &mut out,
-        "verde_queue_longest_wait_seconds",
-        "Longest wait among the callers in line.",
-        per_queue(&|q| q.longest_wait.map(|d| secs(d + age)).unwrap_or(0.0)),
-    );
-    let mut by_state: std::collections::BTreeMap<&str, usize> = Default::default();
-    for a in &snap.agents {
-        *by_state
-            .entry(verde_cti::state_label(&a.state))
-            .or_default() += 1;
-    }
-    metric(
-        &mut out,
-        "verde_agents",
-        "Agents by state.",
-        by_state
+    let queues: Vec<String> = snap
+        .queues
+        .iter()
+        .map(|q| q.name.as_str().to_string())
+        .collect();
+    let tasks = s.engine.tasks.clone();
+    // On a store error (logged by `blocking`) the scrape still answers, without this metric.
+    let callbacks_pending = blocking(move || {
+        queues
             .into_iter()
-            .map(|(state, n)| (format!("{{state=\"{state}\"}}"), n as f64)),
-    );
+            .map(|q| tasks.count_pending(&q).map(|n| (q, n)))
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await
+    .ok();
+    let live = crate::metrics::Live {
+        calls_active: s.engine.active_calls(),
+        registrations: s.engine.bindings.len(),
+        callbacks_pending,
+    };
+    let body = crate::metrics::render(snap, taken.elapsed(), &live, format);
     (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4",
-        )],
-        out,
+        [(axum::http::header::CONTENT_TYPE, format.content_type())],
+        body,
     )
         .into_response()
 }

@@ -15,7 +15,9 @@ mod dialer;
 mod flows;
 mod http;
 mod live_stats;
+mod metrics;
 mod records;
+mod reports;
 mod rtp_ports;
 mod sip_core;
 mod web;
@@ -46,7 +48,7 @@ struct Cli {
     #[arg(long)]
     http: Option<SocketAddr>,
     /// Data folder for the embedded store (default ./data).
-    #[arg(long)]
+    #[arg(long, global = true)]
     data: Option<PathBuf>,
     /// Address written in SDP (default: the SIP address).
     #[arg(long)]
@@ -55,7 +57,7 @@ struct Cli {
     #[arg(long)]
     rtp_ports: Option<PortRange>,
     /// Folder of IVR flows (default ./ivr-flows).
-    #[arg(long)]
+    #[arg(long, global = true)]
     flows: Option<PathBuf>,
     /// Folder of prompts (default ./sounds).
     #[arg(long)]
@@ -79,6 +81,10 @@ enum Command {
         #[arg(long)]
         sounds: Option<PathBuf>,
     },
+    /// Print the KPIs and SLAs of a period (docs/kpi.md), from the store in the data folder.
+    Report(reports::ReportArgs),
+    /// Write the call records (or the queue log) of a period as CSV, for office suites.
+    Export(reports::ExportArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -121,6 +127,18 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
         let sounds = sounds.unwrap_or(cfg.sounds.clone());
         return Ok(flows::check_flows_cli(&dir, &sounds));
     }
+    if let Some(Command::Report(_) | Command::Export(_)) = &cli.command {
+        init_cli_tracing();
+        if let Some(t) = cli.wall_clock {
+            clock::set_start(t.with_timezone(&chrono::Utc));
+        }
+        match &cli.command {
+            Some(Command::Report(args)) => reports::report_cli(&cfg, args)?,
+            Some(Command::Export(args)) => reports::export_cli(&cfg, args)?,
+            _ => {}
+        }
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
 
     init_tracing(cli.log_json);
     if let Some(t) = cli.wall_clock {
@@ -148,6 +166,20 @@ fn init_tracing(json: bool) {
     } else {
         builder.init();
     }
+}
+
+/// Report and export print their result on stdout: only warnings (records left out, times
+/// exported as stored) go to stderr. The flows' own warnings (missing recordings) are the
+/// engine's business, not the report's.
+fn init_cli_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("VERDE_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("warn,verde_ivr=error"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
 }
 
 /// Each call holds up to four sockets (RTP and RTCP for the caller and for an agent leg):
@@ -213,6 +245,7 @@ async fn serve(mut cfg: Config) -> Result<()> {
     cti_runner.spawn(engine.clone(), store.clone());
     let sip = sip_core::start(engine.clone()).await?;
     dialer::start(engine.clone());
+    reports::install(&engine, store.clone());
     let http = http::start(cfg.http.listen, store, engine.clone()).await?;
     tracing::info!(
         sip = %cfg.sip.listen,

@@ -48,6 +48,9 @@ impl Records {
     }
 
     pub async fn write(&self, record: CallRecord) {
+        // Counted when handed over, so the counter agrees with the calls that ended even while
+        // the store is failing (the writer keeps retrying those records).
+        crate::metrics::call_finished(&record.disposition, &record.channel);
         if let Err(e) = self.tx.send(Msg::Record(Box::new(record))).await {
             if let Msg::Record(r) = e.0 {
                 // Only if the writer thread died; say so with the record itself.

@@ -245,6 +245,18 @@ pub async fn start(engine: Arc<Engine>) -> Result<tokio::task::JoinHandle<()>> {
             };
             (a.id.clone(), cred)
         })
+        // Supervisors register a phone too: it is how they listen to, whisper in or barge
+        // into live calls.
+        .chain(engine.cfg.supervisors.iter().map(|s| {
+            let cred = match &s.password {
+                Some(p) => Credentials::Password(p.clone()),
+                None => Credentials::Ha1 {
+                    md5: s.ha1_md5.clone(),
+                    sha256: s.ha1_sha256.clone(),
+                },
+            };
+            (s.id.clone(), cred)
+        }))
         .collect();
     Ok(tokio::spawn(
         SipTask {
@@ -301,6 +313,7 @@ impl SipTask {
                     match r {
                         Ok((n, from)) => {
                             let peer = Peer { transport: Transport::Udp, addr: from };
+                            crate::metrics::sip_received(&buf[..n]);
                             self.endpoint.handle_bytes(&buf[..n], peer, Instant::now());
                         }
                         // ICMP port unreachable from an earlier send surfaces here on Linux;
@@ -371,6 +384,7 @@ impl SipTask {
                     transport: Transport::Tcp,
                     addr: from,
                 };
+                crate::metrics::sip_received(&bytes);
                 self.endpoint.handle_bytes(&bytes, peer, now);
             }
             SipCmd::TcpOpen { peer, writer } => {
@@ -404,14 +418,18 @@ impl SipTask {
         match t.to.transport {
             Transport::Udp => {
                 if let Some(udp) = &self.udp {
-                    if let Err(e) = udp.send_to(&t.bytes, t.to.addr).await {
-                        tracing::debug!(to = %t.to.addr, error = %e, "udp send failed");
+                    match udp.send_to(&t.bytes, t.to.addr).await {
+                        Ok(_) => crate::metrics::sip_sent(&t.bytes),
+                        Err(e) => tracing::debug!(to = %t.to.addr, error = %e, "udp send failed"),
                     }
                 }
             }
             Transport::Tcp => match self.tcp.get(&t.to.addr) {
                 Some(w) => {
-                    if w.try_send(t.bytes).is_err() {
+                    // A clone of `Bytes` is a reference count, not a copy.
+                    if w.try_send(t.bytes.clone()).is_ok() {
+                        crate::metrics::sip_sent(&t.bytes);
+                    } else {
                         tracing::warn!(to = %t.to.addr, "tcp connection backlogged or closed; message dropped");
                     }
                 }
@@ -492,6 +510,7 @@ impl SipTask {
                 }
             }
             Event::Malformed { from, reason } => {
+                crate::metrics::sip_malformed();
                 tracing::warn!(from = %from.addr, transport = ?from.transport, %reason, "malformed SIP message refused");
             }
             #[allow(unreachable_patterns)]

@@ -1,7 +1,9 @@
-//! The agent bar (`/agent`) and the supervisor's wallboard (`/wallboard`): static pages built
-//! into the binary, so an installation is one file and nothing is read from disk at runtime.
-//! The pages speak the CTI websocket (`docs/cti-protocol.md`) and read `/api/agents` and
-//! `/api/queues`; this module only serves their bytes and knows nothing of calls or agents.
+//! The agent bar (`/agent`), the supervisor's wallboard (`/wallboard`) and KPI reports
+//! (`/reports`): static pages built into the binary, so an installation is one file and nothing
+//! is read from disk at runtime. The pages speak the CTI websocket (`docs/cti-protocol.md`) and
+//! read `/api/agents`, `/api/queues`, `/api/reports` and `/api/export.csv`; this module serves
+//! their bytes and mounts the report endpoints of [`crate::reports`], and knows nothing of calls
+//! or agents.
 
 use axum::extract::Path;
 use axum::http::{header, HeaderValue, StatusCode};
@@ -25,6 +27,7 @@ struct Asset {
 
 const AGENT_PAGE: &str = include_str!("../web/agent.html");
 const WALLBOARD_PAGE: &str = include_str!("../web/wallboard.html");
+const REPORTS_PAGE: &str = include_str!("../web/reports.html");
 
 /// Everything under `/static/`, by file name.
 const STATIC: &[Asset] = &[
@@ -58,14 +61,21 @@ const STATIC: &[Asset] = &[
         content_type: JS,
         body: include_str!("../web/wallboard.js"),
     },
+    Asset {
+        name: "reports.js",
+        content_type: JS,
+        body: include_str!("../web/reports.js"),
+    },
 ];
 
-/// Routes for the two pages and their files; merge it into the HTTP router.
+/// Routes for the pages, their files and the report endpoints; merge it into the HTTP router.
 pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route("/agent", get(|| async { page(AGENT_PAGE) }))
         .route("/wallboard", get(|| async { page(WALLBOARD_PAGE) }))
+        .route("/reports", get(|| async { page(REPORTS_PAGE) }))
         .route("/static/{file}", get(static_file))
+        .merge(crate::reports::router(crate::reports::installed()))
 }
 
 fn static_asset(name: &str) -> Option<&'static Asset> {
@@ -140,7 +150,7 @@ mod tests {
 
     fn referenced() -> Vec<String> {
         let mut refs = Vec::new();
-        for html in [AGENT_PAGE, WALLBOARD_PAGE] {
+        for html in [AGENT_PAGE, WALLBOARD_PAGE, REPORTS_PAGE] {
             refs.extend(attr_values(html, "script", "src"));
             refs.extend(attr_values(html, "link", "href"));
         }
@@ -152,6 +162,7 @@ mod tests {
         let refs = referenced();
         assert!(refs.iter().any(|r| r == "/static/agent.js"), "{refs:?}");
         assert!(refs.iter().any(|r| r == "/static/wallboard.js"), "{refs:?}");
+        assert!(refs.iter().any(|r| r == "/static/reports.js"), "{refs:?}");
         for r in refs.iter().filter(|r| !r.starts_with("data:")) {
             let name = r
                 .strip_prefix("/static/")
@@ -213,6 +224,21 @@ mod tests {
         let board = get_raw(addr, "/wallboard").await;
         assert!(board.starts_with("HTTP/1.1 200"), "{board}");
         assert!(board.contains("id=\"wait-chart\""));
+
+        let reports = get_raw(addr, "/reports").await;
+        assert!(reports.starts_with("HTTP/1.1 200"), "{reports}");
+        for id in [
+            "wait-dist-chart",
+            "hourly-chart",
+            "sl-chart",
+            "btn-csv",
+            "btn-queue-log",
+        ] {
+            assert!(
+                reports.contains(&format!("id=\"{id}\"")),
+                "/reports lacks #{id}"
+            );
+        }
 
         for r in referenced().iter().filter(|r| !r.starts_with("data:")) {
             let resp = get_raw(addr, r).await;

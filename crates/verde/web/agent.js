@@ -227,6 +227,11 @@ function renderCall() {
   const live = status === 'connected' || status === 'held';
   enable('btn-hangup', live);
   enable('btn-hold', status === 'connected');
+  enable('btn-record', live);
+  const rec = Boolean(c?.recording);
+  setText($('btn-record'), t(rec ? 'btn.record_stop' : 'btn.record'));
+  setAttr($('btn-record'), 'aria-pressed', String(rec));
+  $('rec-indicator').hidden = !rec;
   enable('btn-resume', status === 'held');
   enable('btn-transfer', live && !(c.consult && ['ringing', 'talking'].includes(c.consult.state)));
   const consult = $('consult');
@@ -440,6 +445,19 @@ function setCallStatus(id, status) {
 cti.on('call_answered', (m) => setCallStatus(m.call, 'connected'));
 cti.on('call_held', (m) => setCallStatus(m.call, 'held'));
 cti.on('call_resumed', (m) => setCallStatus(m.call, 'connected'));
+cti.on('recording', (m) => {
+  const c = S.calls.get(m.call);
+  if (!c) return;
+  c.recording = Boolean(m.on);
+  renderCalls();
+});
+$('btn-record').addEventListener('click', () => {
+  const c = currentCall();
+  if (!c) return;
+  act('btn-record', async () => {
+    await cti.command('record', { call: c.id, on: !c.recording });
+  });
+});
 cti.on('consult', (m) => {
   const c = S.calls.get(m.call);
   if (!c) return;

@@ -102,6 +102,9 @@ function renderQueues() {
 
 // ---- agents -------------------------------------------------------------------------------
 
+// How a supervisor's phone joins an agent's call (`supervise`), and leaving it.
+const SUPERVISE = ['listen', 'whisper', 'barge', 'stop'];
+
 function buildAgentRow(a) {
   const tr = h('tr');
   tr.append(
@@ -113,7 +116,8 @@ function buildAgentRow(a) {
     h('td', { dataset: { field: 'registered' } }),
     h('td', { class: 'actions controls-only', dataset: { field: 'actions' } },
       h('button', { type: 'button', 'data-action': 'force-pause', 'data-agent': a.id }),
-      h('button', { type: 'button', class: 'danger', 'data-action': 'force-logout', 'data-agent': a.id })),
+      h('button', { type: 'button', class: 'danger', 'data-action': 'force-logout', 'data-agent': a.id }),
+      ...SUPERVISE.map((mode) => h('button', { type: 'button', 'data-action': 'supervise', 'data-mode': mode, 'data-agent': a.id }))),
   );
   return tr;
 }
@@ -143,6 +147,13 @@ function updateAgentRow(tr, a) {
   setAttr(logout, 'aria-label', `${t('btn.force_logout')}: ${a.id}`);
   if (!pause.hasAttribute('aria-busy')) pause.disabled = a.state === 'loggedout' || a.state === 'paused';
   if (!logout.hasAttribute('aria-busy')) logout.disabled = a.state === 'loggedout';
+  for (const b of tr.querySelectorAll('[data-action=supervise]')) {
+    const label = t(`btn.supervise.${b.dataset.mode}`);
+    setText(b, label);
+    setAttr(b, 'aria-label', `${label}: ${a.id}`);
+    b.dataset.call = a.call ?? '';
+    if (!b.hasAttribute('aria-busy')) b.disabled = a.state !== 'oncall' || a.call == null;
+  }
 }
 
 function renderAgents() {
@@ -457,6 +468,13 @@ $('agents').tBodies[0].addEventListener('click', (ev) => {
   const button = ev.target.closest('button[data-action]');
   if (!button) return;
   const agent = button.dataset.agent;
+  if (button.dataset.action === 'supervise') {
+    run(button, async () => {
+      await cti.command('supervise', { call: Number(button.dataset.call), mode: button.dataset.mode });
+      notice(t(button.dataset.mode === 'stop' ? 'wb.supervise_left' : 'wb.supervise_ringing'));
+    }, renderAgents);
+    return;
+  }
   const fields = button.dataset.action === 'force-pause'
     ? { agent, state: 'pause', reason: 'supervisor' }
     : button.dataset.action === 'force-logout' ? { agent, state: 'logout' } : null;

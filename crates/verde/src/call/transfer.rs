@@ -57,6 +57,9 @@ impl Call {
             legs.iter()
                 .position(|l| l.call_id == id && l.state == LegState::Answered)
         };
+        if self.mix_supervised(now) {
+            return;
+        }
         match &self.bridge {
             Some(Bridge::Caller(id)) => {
                 if let Some(i) = live(&self.legs, id) {
@@ -253,6 +256,8 @@ impl Call {
         self.media.set_relay(false);
         self.bar_hold = false;
         self.told.retain(|a| *a != agent);
+        self.stop_talk_recording(Instant::now());
+        self.end_supervision(Instant::now());
         self.cdr_talk_end(&agent, Instant::now());
         self.cdr_transfer(&agent, target_text(to), attended);
         let queue = self.queue_name();
@@ -374,6 +379,9 @@ impl Call {
         if x.key != 0 && x.key != self.key {
             self.engine.acd.calls.remove(&x.key);
         }
+        if !self.legs[i].number {
+            self.record_by_policy(now);
+        }
     }
 
     /// The target could not be reached. After a blind transfer the caller goes back into its
@@ -459,6 +467,8 @@ impl Call {
     /// the ACD and its bridge, and hears the flow again.
     fn after_agent(&mut self, now: Instant) {
         tracing::info!("agent hung up; the caller goes on in the flow");
+        self.stop_talk_recording(now);
+        self.end_supervision(now);
         for (key, agent) in std::mem::take(&mut self.talks) {
             self.engine.acd.input(AcdInput::CallEnded {
                 call: CallKey(key),
