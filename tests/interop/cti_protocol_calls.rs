@@ -338,12 +338,29 @@ fn cti_call_commands_and_events_with_a_real_call() {
         incoming["direction"], "incoming",
         "answer_from phone: a2's phone rings at the offer: {incoming}"
     );
-    let r = a2.cmd_err(json!({"type": "answer", "call": call}), "invalid_state");
+    // a2 answers from its bar while its phone rings: verde rings the phone again asking it to
+    // pick up by itself (a2's baresip honours neither header and rings; it is accepted by hand).
+    a2.cmd_ok(json!({"type": "answer", "call": call}));
+    assert_log_line(
+        &verde,
+        "the bar's answer for a ringing phone",
+        &[
+            "agent answers from its bar: calling its phone again to auto-answer",
+            "agent=a2",
+        ],
+    );
+    a2_phone
+        .ctrl
+        .wait_event("CALL_CLOSED", Duration::from_secs(10));
+    a2_phone
+        .ctrl
+        .wait_event("CALL_INCOMING", Duration::from_secs(10));
+    let heard = a2.pending();
     assert!(
-        r["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("phone is ringing")),
-        "answer for a ringing phone must say to answer on the phone: {r}"
+        !heard
+            .iter()
+            .any(|m| m["type"] == "call_ended" && m["call"] == call),
+        "ringing a2's phone again is not the end of the offer: a2's bar got {heard:?}"
     );
     a2_phone.ctrl.command("accept", "");
     a2.wait_event("call_answered", Duration::from_secs(10), |m| {
@@ -375,14 +392,23 @@ fn cti_call_commands_and_events_with_a_real_call() {
     let a2_port = a2_phone.sip_port;
     let in_file = try_wait_for(WAIT, || {
         let d = read_pcap(sip_cap.path()).ok()?;
-        d.iter()
-            .any(|x| x.dst.port() == a2_port && x.payload.starts_with(b"INVITE "))
-            .then_some(())
+        // Two INVITEs to a2: the offer, and the one after its bar's Answer.
+        let mut ids: Vec<String> = d
+            .iter()
+            .filter(|x| x.dst.port() == a2_port && x.payload.starts_with(b"INVITE "))
+            .filter_map(|x| {
+                String::from_utf8_lossy(&x.payload)
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Call-ID:").map(|v| v.trim().to_string()))
+            })
+            .collect();
+        ids.dedup();
+        (ids.len() >= 2).then_some(())
     });
     let datagrams = sip_cap.stop();
     assert!(
         in_file.is_some(),
-        "the capture of SIP to the phones never showed an INVITE to a2's phone (port {a2_port}); \
+        "the capture of SIP to the phones never showed two INVITEs to a2's phone (port {a2_port}); \
          it has {} datagrams",
         datagrams.len()
     );
@@ -433,6 +459,19 @@ fn cti_call_commands_and_events_with_a_real_call() {
     assert!(
         header(a2_first, "Call-Info").is_none() && header(a2_first, "Alert-Info").is_none(),
         "an offer to a2 (answer_from phone) must ring, without auto-answer headers:\n{a2_first}"
+    );
+    let call_id = |m: &str| header(m, "Call-ID");
+    let mut again: Vec<&String> = a2_invites
+        .iter()
+        .filter(|m| call_id(m) != call_id(a2_first))
+        .collect();
+    // UDP retransmissions of the same INVITE count once.
+    again.dedup_by(|x, y| call_id(x) == call_id(y));
+    assert!(
+        again.len() == 1
+            && header(again[0], "Call-Info").is_some_and(|v| v.contains("answer-after=0"))
+            && header(again[0], "Alert-Info").is_some_and(|v| v.contains("alert-autoanswer")),
+        "after a2's Answer on the bar, one new INVITE to its phone must ask for auto-answer: {again:?}"
     );
 
     let record = verde.wait_call_record(&out.call_id, Duration::from_secs(10));

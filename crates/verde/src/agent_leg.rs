@@ -65,6 +65,9 @@ pub struct AgentLeg {
     pub acd_key: u64,
     /// An outside number (a transfer), not an agent: no ACD, no bar.
     pub number: bool,
+    /// Cancelled to be rung again with auto-answer (the agent answered from its bar): its end
+    /// is not the offer's.
+    pub replaced: bool,
 }
 
 impl AgentLeg {
@@ -135,6 +138,7 @@ impl AgentLeg {
             answered_at: None,
             acd_key: 0,
             number: false,
+            replaced: false,
         }
     }
 

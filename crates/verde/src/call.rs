@@ -1612,9 +1612,15 @@ impl Call {
                 for (j, leg) in self.legs.iter_mut().enumerate() {
                     if j != i {
                         leg.cancel(&mut self.sip_out);
-                        others.push(leg.agent.clone());
+                        if leg.agent == agent {
+                            // This agent's phone answered the first ring after all.
+                            leg.replaced = true;
+                        } else {
+                            others.push(leg.agent.clone());
+                        }
                     }
                 }
+                self.pending_offers.retain(|(a, ..)| *a != agent);
                 for (a, _, _) in std::mem::take(&mut self.bar_offers) {
                     others.push(a);
                 }
@@ -1648,7 +1654,8 @@ impl Call {
         let leg = &mut self.legs[i];
         let cancelled = leg.state == LegState::Cancelling;
         leg.state = LegState::Ended;
-        let (agent, key, number) = (leg.agent.clone(), leg.acd_key, leg.number);
+        let (agent, key, number, replaced) =
+            (leg.agent.clone(), leg.acd_key, leg.number, leg.replaced);
         let why = offer_failure_text(failure_reason(status));
         if number {
             if !cancelled {
@@ -1675,7 +1682,10 @@ impl Call {
                 reason: failure_reason(status),
             });
         }
-        self.tell_ended(&agent, why);
+        // A leg rung again with auto-answer: the offer goes on.
+        if !replaced {
+            self.tell_ended(&agent, why);
+        }
         self.drop_ended_legs();
     }
 
@@ -1902,15 +1912,21 @@ impl Call {
                     self.pending_offers.push((agent, queue, true, key));
                     return Ok(Reply::Done);
                 }
-                if self
+                let queue = self.queue_name();
+                if let Some(leg) = self
                     .legs
-                    .iter()
-                    .any(|l| l.agent == agent && l.state == LegState::Ringing)
+                    .iter_mut()
+                    .find(|l| l.agent == agent && l.state == LegState::Ringing && !l.number)
                 {
-                    return Err(EngineError::new(
-                        ErrorCode::InvalidState,
-                        "your phone is ringing: answer it there",
-                    ));
+                    // The phone rings without picking up by itself: ring it again, this time
+                    // asking it to answer (phones that honour neither header keep ringing).
+                    tracing::info!(%agent, "agent answers from its bar: calling its phone again to auto-answer");
+                    leg.cancel(&mut self.sip_out);
+                    leg.replaced = true;
+                    let key = leg.acd_key;
+                    self.pending_offers
+                        .push((agent.to_string(), queue, true, key));
+                    return Ok(Reply::Done);
                 }
                 Err(gone())
             }

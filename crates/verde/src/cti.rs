@@ -307,7 +307,8 @@ impl HubRunner {
     }
 
     async fn run(mut self, engine: Arc<Engine>, store: Arc<dyn verde_store::Store>) {
-        let tz = chrono_tz::Europe::Rome;
+        // The same calendar as the reports, so the wallboard's "today" is the report's day.
+        let tz = engine.cfg.kpi.tz();
         let mut stats = crate::live_stats::LiveStats::new(tz);
         // Today's finished calls, so a restart does not reset the wallboard's figures.
         let loaded = tokio::task::spawn_blocking(move || store.recent_calls(50_000)).await;

@@ -3,7 +3,7 @@
 //! Figures are counted, not estimated: each finished call that waited in a queue is one sample
 //! (its queue, whether an agent answered, how long it waited). The formulas are in
 //! `docs/cti-protocol.md` (`queue_stats`); the full KPI set and its reports belong to the
-//! records side. A call counts on the day (Europe/Rome) and hour it arrived, and in "the last
+//! records side. A call counts on the day (in `kpi.time_zone`) and hour it arrived, and in "the last
 //! 15 minutes" when it left the queue within them.
 
 use chrono::{DateTime, Datelike, Timelike, Utc};
