@@ -34,24 +34,32 @@ const CALLER: &str = "0633000202";
 const NUMBER: &str = "0612345678";
 const STAY_MS: u64 = 120_000;
 
-#[test]
-fn transfers_blind_and_attended_to_an_agent_and_a_number() {
+/// verde with a1 (pensions) and a2 (`a2_queue`), both phones answering by themselves and both
+/// bars ready, and `outbound.uri` pointing at `number_port`.
+struct Desk {
+    dir: TestDir,
+    verde: Verde,
+    a1_phone: Baresip,
+    a2_phone: Baresip,
+    a1: Cti,
+    a2: Cti,
+}
+
+fn desk(name: &str, a2_queue: &str, number_port: u16) -> Desk {
     require_private_netns();
-    let t0 = Instant::now();
-    let dir = TestDir::new("cti_transfers");
-    let number_port = free_port();
+    let dir = TestDir::new(name);
     let config = write_config(
         &dir,
         &format!(
             "agents:\n\
              \x20 - {{ id: {}, name: Anna, password: {}, queues: [pensions] }}\n\
-             \x20 - {{ id: {}, name: Bruno, password: {}, queues: [benefits] }}\n\
+             \x20 - {{ id: {}, name: Bruno, password: {}, queues: [{a2_queue}] }}\n\
              outbound:\n\
              \x20 uri: \"sip:{{number}}@127.0.0.1:{number_port}\"\n\
              queues:\n\
              \x20 - {{ name: pensions, ring_timeout: 20s, wrap_up: 0s, \
              announce: {{ first_delay: 120s, frequency: 120s }} }}\n\
-             \x20 - {{ name: benefits, wrap_up: 0s }}\n\
+             \x20 - {{ name: benefits, wrap_up: 0s, announce: {{ first_delay: 120s, frequency: 120s }} }}\n\
              \x20 - {{ name: pin }}\n\
              \x20 - {{ name: operator }}\n\
              \x20 - {{ name: facilities }}\n\
@@ -69,13 +77,13 @@ fn transfers_blind_and_attended_to_an_agent_and_a_number() {
     );
     let voice = dir.join("agent-voice.wav");
     Audio::tone(8000, 1000.0, 150.0, 0.3).save(&voice);
-    let mut a1_phone = Baresip::start_agent(
+    let a1_phone = Baresip::start_agent(
         &dir,
         "a1",
         &AgentAccount::new(A1.0, A1.1, verde.sip).answer(AnswerMode::Auto),
         &voice,
     );
-    let mut a2_phone = Baresip::start_agent(
+    let a2_phone = Baresip::start_agent(
         &dir,
         "a2",
         &AgentAccount::new(A2.0, A2.1, verde.sip).answer(AnswerMode::Auto),
@@ -92,6 +100,28 @@ fn transfers_blind_and_attended_to_an_agent_and_a_number() {
     a2.login(A2.0, A2.1);
     a2.cmd_ok(json!({"type": "set_state", "state": "ready"}));
     a2.wait_event("agent_state", WAIT, |m| m["state"] == "ready");
+    Desk {
+        dir,
+        verde,
+        a1_phone,
+        a2_phone,
+        a1,
+        a2,
+    }
+}
+
+#[test]
+fn transfers_blind_and_attended_to_an_agent_and_a_number() {
+    let t0 = Instant::now();
+    let number_port = free_port();
+    let Desk {
+        dir,
+        verde,
+        mut a1_phone,
+        mut a2_phone,
+        mut a1,
+        mut a2,
+    } = desk("cti_transfers", "benefits", number_port);
 
     // ---- 1. a1 answers, then consults a2 -------------------------------------------------------
     let (scen, longest) = inps_caller_scenario(&dir, CALLER, '1', None, STAY_MS);
@@ -312,4 +342,144 @@ fn transfers_blind_and_attended_to_an_agent_and_a_number() {
         "a1's consultations count as hold on a1's talk: {acd:#}"
     );
     eprintln!("cti_transfers: {:.1} s", t0.elapsed().as_secs_f64());
+}
+
+/// The other combinations: an attended transfer to a queue (the consultation waits in benefits
+/// until a2, who serves it, answers), a blind transfer to an agent, and a blind transfer to a
+/// busy number, after which the caller is back in its queue rather than lost.
+#[test]
+fn transfers_to_a_queue_attended_to_an_agent_blind_and_a_busy_number() {
+    let number_port = free_port();
+    let Desk {
+        dir,
+        verde,
+        mut a1_phone,
+        a2_phone: _a2_phone,
+        mut a1,
+        mut a2,
+    } = desk("cti_transfers_more", "benefits", number_port);
+    let (scen, longest) = inps_caller_scenario(&dir, "0633000303", '1', None, STAY_MS);
+    let caller = Sipp::new(&scen, verde.sip)
+        .service(INPS)
+        .timeout(longest + Duration::from_secs(30))
+        .spawn(&dir);
+    let offer = a1.wait_event("call_offered", longest, |_| true);
+    let call = offer["call"].as_u64().expect("numeric call id");
+    a1.wait_event("call_answered", Duration::from_secs(10), |m| {
+        m["call"] == call
+    });
+
+    // ---- attended to the benefits queue, completed by a1's hang-up ----------------------------
+    a1.cmd_ok(
+        json!({"type": "transfer", "call": call, "mode": "attended", "to": {"queue": "benefits"}}),
+    );
+    let ringing = a1.wait_event("consult", WAIT, |m| m["call"] == call);
+    assert_eq!(
+        (ringing["state"].as_str(), &ringing["to"]),
+        (Some("ringing"), &json!({"queue": "benefits"})),
+        "{ringing}"
+    );
+    let to_a2 = a2.wait_event("call_offered", WAIT, |m| m["call"] == call);
+    assert_eq!(
+        to_a2["queue"], "benefits",
+        "the consultation is offered in the queue it waits in: {to_a2}"
+    );
+    a2.wait_event("call_answered", Duration::from_secs(10), |m| {
+        m["call"] == call
+    });
+    a1.wait_event("consult", WAIT, |m| {
+        m["call"] == call && m["state"] == "talking"
+    });
+    a1.cmd_ok(json!({"type": "hangup", "call": call}));
+    let moved = a1.wait_event("call_transferred", WAIT, |m| m["call"] == call);
+    assert_eq!(moved["to"], json!({"queue": "benefits"}), "{moved}");
+    wait_agent_state(&verde, A1.0, "ready", WAIT);
+    wait_agent_state(&verde, A2.0, "oncall", WAIT);
+
+    // ---- a2 blind to agent a1 ------------------------------------------------------------------
+    a1.drain();
+    a2.cmd_ok(json!({"type": "transfer", "call": call, "mode": "blind", "to": {"agent": A1.0}}));
+    let left = a2.wait_event("call_transferred", WAIT, |m| m["call"] == call);
+    assert_eq!(left["to"], json!({"agent": A1.0}), "{left}");
+    let back = a1.wait_event("call_offered", WAIT, |m| m["call"] == call);
+    assert_eq!(
+        back["queue"], "pensions",
+        "a direct offer counts in the caller's queue: {back}"
+    );
+    a1.wait_event("call_answered", Duration::from_secs(10), |m| {
+        m["call"] == call
+    });
+    wait_agent_state(&verde, A2.0, "ready", WAIT);
+
+    // ---- a1 blind to a busy number: the caller goes back to pensions and to a1 -----------------
+    let busy = scenario(&dir, "uas_busy.xml", &[]);
+    let mut uas = customer_uas(&busy, &verde, number_port)
+        .timeout(Duration::from_secs(30))
+        .spawn(&dir);
+    uas.wait_bound();
+    a1.cmd_ok(json!({"type": "transfer", "call": call, "mode": "blind", "to": {"number": NUMBER}}));
+    a1.wait_event("call_transferred", WAIT, |m| m["call"] == call);
+    uas.wait().assert_success("the busy number");
+    assert_log_line(
+        &verde,
+        "the failed blind transfer",
+        &["transfer failed", "why=busy"],
+    );
+    // a1 (wrap-up 0 s) is ready again and the caller is first in pensions: offered to a1 again.
+    a1.wait_event("call_offered", WAIT, |m| m["call"] == call);
+    a1.wait_event("call_answered", Duration::from_secs(10), |m| {
+        m["call"] == call
+    });
+    a1_phone
+        .ctrl
+        .wait_event("CALL_ESTABLISHED", Duration::from_secs(10));
+    a1.cmd_ok(json!({"type": "hangup", "call": call}));
+    let out = caller.wait();
+    out.assert_success("the caller (ended by verde's BYE after a1's hang-up)");
+
+    let record = verde.wait_call_record(&out.call_id, Duration::from_secs(10));
+    assert_eq!(
+        variable(&record, "transfer_failed"),
+        Some("busy"),
+        "{record:#}"
+    );
+    let acd = field(&record, "acd");
+    let transfers: Vec<(&str, &str, &str)> = acd["transfers"]
+        .as_array()
+        .expect("acd.transfers")
+        .iter()
+        .map(|t| {
+            (
+                t["by"].as_str().unwrap_or(""),
+                t["to"].as_str().unwrap_or(""),
+                t["kind"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    let to_number = format!("number:{NUMBER}");
+    assert_eq!(
+        transfers,
+        [
+            (A1.0, "queue:benefits", "attended"),
+            (A2.0, "agent:a1", "blind"),
+            (A1.0, to_number.as_str(), "blind"),
+        ],
+        "{acd:#}"
+    );
+    let legs: Vec<&str> = acd["legs"]
+        .as_array()
+        .expect("acd.legs")
+        .iter()
+        .map(|l| l["agent"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        legs,
+        [A1.0, A2.0, A1.0, A1.0],
+        "the busy number never talked with the caller: {acd:#}"
+    );
+    assert_eq!(
+        field(&record, "disposition").as_str(),
+        Some("answered-agent")
+    );
+    assert_eq!(field(&record, "hangup_by").as_str(), Some("agent"));
 }
