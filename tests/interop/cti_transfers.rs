@@ -14,7 +14,7 @@
 //! 5. The call record names the last transfer (by a2, to the number, blind), the agent and who
 //!    hung up.
 
-use serde_json::json;
+use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 use verde_interop::acd::{
     inps_caller_scenario, variable, wait_agent_registered, wait_agent_state, write_config,
@@ -33,6 +33,29 @@ const A2: (&str, &str) = ("a2", "pw-a2");
 const CALLER: &str = "0633000202";
 const NUMBER: &str = "0612345678";
 const STAY_MS: u64 = 120_000;
+
+/// The record's transfers as (by, to, kind).
+fn transfers_of(acd: &Value) -> Vec<(&str, &str, &str)> {
+    fn text<'a>(t: &'a Value, k: &str) -> &'a str {
+        t[k].as_str().unwrap_or("")
+    }
+    acd["transfers"]
+        .as_array()
+        .expect("acd.transfers")
+        .iter()
+        .map(|t| (text(t, "by"), text(t, "to"), text(t, "kind")))
+        .collect()
+}
+
+/// Who talked with the caller, in order.
+fn talkers_of(acd: &Value) -> Vec<&str> {
+    acd["legs"]
+        .as_array()
+        .expect("acd.legs")
+        .iter()
+        .map(|l| l["agent"].as_str().unwrap_or(""))
+        .collect()
+}
 
 /// verde with a1 (pensions) and a2 (`a2_queue`), both phones answering by themselves and both
 /// bars ready, and `outbound.uri` pointing at `number_port`.
@@ -289,12 +312,7 @@ fn transfers_blind_and_attended_to_an_agent_and_a_number() {
         [(A1.0, "answered"), (A2.0, "answered"), (A2.0, "answered")],
         "a1 answered the queue's offer; a2 answered both consultations: {acd:#}"
     );
-    let legs: Vec<&str> = acd["legs"]
-        .as_array()
-        .expect("acd.legs")
-        .iter()
-        .map(|l| l["agent"].as_str().unwrap_or(""))
-        .collect();
+    let legs = talkers_of(acd);
     let number_leg = format!("number:{NUMBER}");
     assert_eq!(
         legs,
@@ -310,18 +328,7 @@ fn transfers_blind_and_attended_to_an_agent_and_a_number() {
             "every talk has its start and end: {l}"
         );
     }
-    let transfers: Vec<(&str, &str, &str)> = acd["transfers"]
-        .as_array()
-        .expect("acd.transfers")
-        .iter()
-        .map(|t| {
-            (
-                t["by"].as_str().unwrap_or(""),
-                t["to"].as_str().unwrap_or(""),
-                t["kind"].as_str().unwrap_or(""),
-            )
-        })
-        .collect();
+    let transfers = transfers_of(acd);
     let to_number = format!("number:{NUMBER}");
     assert_eq!(
         transfers,
@@ -444,18 +451,7 @@ fn transfers_to_a_queue_attended_to_an_agent_blind_and_a_busy_number() {
         "{record:#}"
     );
     let acd = field(&record, "acd");
-    let transfers: Vec<(&str, &str, &str)> = acd["transfers"]
-        .as_array()
-        .expect("acd.transfers")
-        .iter()
-        .map(|t| {
-            (
-                t["by"].as_str().unwrap_or(""),
-                t["to"].as_str().unwrap_or(""),
-                t["kind"].as_str().unwrap_or(""),
-            )
-        })
-        .collect();
+    let transfers = transfers_of(acd);
     let to_number = format!("number:{NUMBER}");
     assert_eq!(
         transfers,
@@ -466,12 +462,7 @@ fn transfers_to_a_queue_attended_to_an_agent_blind_and_a_busy_number() {
         ],
         "{acd:#}"
     );
-    let legs: Vec<&str> = acd["legs"]
-        .as_array()
-        .expect("acd.legs")
-        .iter()
-        .map(|l| l["agent"].as_str().unwrap_or(""))
-        .collect();
+    let legs = talkers_of(acd);
     assert_eq!(
         legs,
         [A1.0, A2.0, A1.0, A1.0],

@@ -26,6 +26,8 @@ pub mod rtp;
 pub mod sdp;
 pub mod session;
 pub mod stereo;
+#[cfg(test)]
+mod testaudio;
 
 pub use bridge::bridge_step;
 pub use mixer::{Mixer, Party, SupervisorMode};

@@ -424,10 +424,10 @@ mod tests {
 
     use super::*;
     use crate::dtmf::rfc4733_packets;
-    use crate::prompt::SAMPLE_RATE;
     use crate::rtp::{RtpPacket, RtpSender};
     use crate::sdp::{Direction, Negotiated};
     use crate::session::{DtmfSource, MediaConfig, MediaEvent, Socket};
+    use crate::testaudio::{level, tone_at as tone};
 
     const ADDRS: [&str; 3] = [
         "198.51.100.7:30000",
@@ -438,32 +438,6 @@ mod tests {
     const FREQS: [f64; 3] = [440.0, 1000.0, 1700.0];
     const AMP: f64 = 8000.0;
     const DTMF_PT: u8 = 101;
-
-    fn tone(freq: f64, amp: f64, start: usize, n: usize) -> Vec<i16> {
-        (start..start + n)
-            .map(|i| {
-                let t = i as f64 / f64::from(SAMPLE_RATE);
-                (amp * (2.0 * std::f64::consts::PI * freq * t).sin()) as i16
-            })
-            .collect()
-    }
-
-    /// Amplitude of the `freq` component of `x` (Goertzel).
-    fn level(x: &[i16], freq: f64) -> f64 {
-        if x.is_empty() {
-            return 0.0;
-        }
-        let w = 2.0 * std::f64::consts::PI * freq / f64::from(SAMPLE_RATE);
-        let coeff = 2.0 * w.cos();
-        let (mut s1, mut s2) = (0.0f64, 0.0f64);
-        for &v in x {
-            let s0 = f64::from(v) + coeff * s1 - s2;
-            s2 = s1;
-            s1 = s0;
-        }
-        let power = s1 * s1 + s2 * s2 - coeff * s1 * s2;
-        2.0 * power.max(0.0).sqrt() / x.len() as f64
-    }
 
     fn encode(codec: Codec, pcm: &[i16]) -> Vec<u8> {
         let mut out = Vec::new();

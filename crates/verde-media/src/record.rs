@@ -203,37 +203,20 @@ impl Recorder {
     }
 }
 
-fn samples_in(d: Duration) -> u64 {
+pub(crate) fn samples_in(d: Duration) -> u64 {
     (d.as_micros() * u128::from(SAMPLE_RATE) / 1_000_000) as u64
 }
 
-fn duration_of(samples: u64) -> Duration {
+pub(crate) fn duration_of(samples: u64) -> Duration {
     Duration::from_micros(samples * 1_000_000 / u64::from(SAMPLE_RATE))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testaudio::*;
 
     const FRAME: usize = 160;
-
-    fn received(timestamp: u32, pcm: Vec<i16>) -> TapFrame {
-        TapFrame {
-            direction: TapDirection::Received,
-            timestamp,
-            pcm,
-        }
-    }
-
-    /// `n` samples of a `freq` Hz sine starting at sample `start` (phase continuous).
-    fn tone(freq: f64, start: usize, n: usize) -> Vec<i16> {
-        (start..start + n)
-            .map(|i| {
-                let t = i as f64 / f64::from(SAMPLE_RATE);
-                (8000.0 * (2.0 * std::f64::consts::PI * freq * t).sin()) as i16
-            })
-            .collect()
-    }
 
     fn read(path: &Path) -> (hound::WavSpec, Vec<i16>) {
         let mut r = hound::WavReader::open(path).unwrap();

@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::prompt::SAMPLE_RATE;
-use crate::record::RecordError;
+use crate::record::{duration_of, samples_in, RecordError};
 use crate::session::{TapDirection, TapFrame};
 
 /// How far behind wall time the file may lag while waiting for the slower channel; older
@@ -255,50 +255,12 @@ impl StereoRecorder {
     }
 }
 
-fn samples_in(d: Duration) -> u64 {
-    (d.as_micros() * u128::from(SAMPLE_RATE) / 1_000_000) as u64
-}
-
-fn duration_of(samples: u64) -> Duration {
-    Duration::from_micros(samples * 1_000_000 / u64::from(SAMPLE_RATE))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testaudio::*;
 
     const FRAME: usize = 160;
-
-    fn received(timestamp: u32, pcm: Vec<i16>) -> TapFrame {
-        TapFrame {
-            direction: TapDirection::Received,
-            timestamp,
-            pcm,
-        }
-    }
-
-    fn tone(freq: f64, start: usize, n: usize) -> Vec<i16> {
-        (start..start + n)
-            .map(|i| {
-                let t = i as f64 / f64::from(SAMPLE_RATE);
-                (8000.0 * (2.0 * std::f64::consts::PI * freq * t).sin()) as i16
-            })
-            .collect()
-    }
-
-    /// Amplitude of the `freq` component of `x` (Goertzel over the whole slice).
-    fn level(x: &[i16], freq: f64) -> f64 {
-        let w = 2.0 * std::f64::consts::PI * freq / f64::from(SAMPLE_RATE);
-        let coeff = 2.0 * w.cos();
-        let (mut s1, mut s2) = (0.0f64, 0.0f64);
-        for &v in x {
-            let s0 = f64::from(v) + coeff * s1 - s2;
-            s2 = s1;
-            s1 = s0;
-        }
-        let power = s1 * s1 + s2 * s2 - coeff * s1 * s2;
-        2.0 * power.max(0.0).sqrt() / x.len() as f64
-    }
 
     /// (spec, left, right)
     fn read(path: &Path) -> (hound::WavSpec, Vec<i16>, Vec<i16>) {

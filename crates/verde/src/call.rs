@@ -1186,6 +1186,20 @@ fn base_record(
     }
 }
 
+/// A Call-ID made safe as part of a file name (it may hold `@`, `/`, `.`).
+fn safe_file_stem(call_id: &str) -> String {
+    call_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 /// The caller's number: the user part of P-Asserted-Identity if the trunk sends it, else From.
 fn caller_number(invite: &Request) -> String {
     let h = invite
@@ -2149,18 +2163,7 @@ impl Call {
         now: Instant,
     ) {
         let day = crate::clock::now().format("%Y-%m-%d").to_string();
-        let safe: String = self
-            .start
-            .call_id
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
+        let safe = safe_file_stem(&self.start.call_id);
         let path = self
             .engine
             .cfg

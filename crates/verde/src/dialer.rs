@@ -521,16 +521,7 @@ impl Callback {
     }
 
     fn dial_customer(&mut self, agent: &str, now: Instant) {
-        let uri = self
-            .engine
-            .cfg
-            .outbound
-            .uri
-            .clone()
-            .unwrap_or_default()
-            .replace("{number}", &self.cb.number);
-        let Some(addr) = verde_sip::uri_socket_addr(&uri) else {
-            tracing::error!(%uri, "outbound.uri does not resolve to an address");
+        let Some((uri, addr)) = self.engine.outbound_target(&self.cb.number) else {
             return self.attempt_failed(AttemptOutcome::Failed);
         };
         let Some(rtp) = bind_pair(&self.engine) else {

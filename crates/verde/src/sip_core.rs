@@ -91,6 +91,19 @@ pub struct Engine {
 }
 
 impl Engine {
+    /// Where an outside number is called (callbacks, transfers): `outbound.uri` with the
+    /// number in it, and the address it resolves to; None when unset or unresolvable (logged).
+    pub fn outbound_target(&self, number: &str) -> Option<(String, std::net::SocketAddr)> {
+        let uri = self.cfg.outbound.uri.as_ref()?.replace("{number}", number);
+        match verde_sip::uri_socket_addr(&uri) {
+            Some(addr) => Some((uri, addr)),
+            None => {
+                tracing::error!(%uri, "outbound.uri does not resolve to an address");
+                None
+            }
+        }
+    }
+
     // One argument per shared service the engine wires together; a builder would only rename them.
     #[allow(clippy::too_many_arguments)]
     pub fn new(

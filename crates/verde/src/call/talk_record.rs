@@ -103,18 +103,7 @@ impl Call {
             return Err(EngineError::new(ErrorCode::InvalidState, "no conversation"));
         };
         let started_at = crate::clock::now();
-        let safe: String = self
-            .start
-            .call_id
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
+        let safe = safe_file_stem(&self.start.call_id);
         let n = self.recordings.len() + 1;
         let file = format!("{}/{safe}-{n}.wav", started_at.format("%Y-%m-%d"));
         let path = self.engine.cfg.data.join("recordings").join(&file);

@@ -607,16 +607,7 @@ impl Call {
     /// Calls an outside number for a transfer, through `outbound.uri`.
     pub(super) async fn dial_number(&mut self, number: String) {
         let now = Instant::now();
-        let uri = self
-            .engine
-            .cfg
-            .outbound
-            .uri
-            .clone()
-            .unwrap_or_default()
-            .replace("{number}", &number);
-        let Some(addr) = verde_sip::uri_socket_addr(&uri) else {
-            tracing::error!(%uri, "outbound.uri does not resolve to an address");
+        let Some((uri, addr)) = self.engine.outbound_target(&number) else {
             return self.transfer_failed("unreachable", now);
         };
         let Some(rtp) = self.engine.rtp_ports.bind(self.engine.media_ip).await else {
