@@ -234,22 +234,23 @@ pub struct QueueEvent {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum QueueEventKind {
-    /// Caller entered the queue. data: [caller number, position]
+    /// Caller entered the queue. data: [caller number]
     #[default]
     Enter,
     /// Offered to an agent. data: []
     Offer,
-    /// The agent did not take it. data: [reason, ring ms]
+    /// The agent did not take it. data: [reason: no-answer, busy, declined, unreachable]
     RingNoAnswer,
-    /// The agent answered. data: [wait ms, ring ms]
+    /// The agent answered. data: [wait ms since entering the queue]
     Connect,
-    /// The caller hung up while waiting. data: [wait ms, position]
+    /// The caller hung up while waiting. data: [wait ms]
     Abandon,
     /// The caller left without an agent. data: [reason (timeout/full/empty/key/callback), wait ms]
     Exit,
-    /// The talk ended. data: [wait ms, talk ms, who hung up (caller/agent)]
+    /// The talk ended. data: [who hung up: caller, agent, engine, number, timeout]
     Complete,
-    /// The agent transferred the caller. data: [target, blind/attended, talk ms]
+    /// The agent transferred the caller. data: [target (queue:Q, agent:A, number:N), blind or
+    /// attended]
     Transfer,
     AgentLogin,
     /// data: [reason]
