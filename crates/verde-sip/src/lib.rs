@@ -25,6 +25,8 @@ pub mod dialog;
 pub mod message;
 pub mod refer;
 pub mod registrar;
+#[cfg(test)]
+mod torture;
 pub mod transaction;
 
 #[cfg(test)]

@@ -763,7 +763,11 @@ impl Call {
             }
             IvrAction::StopPlayback => self.media.stop_playback(now),
             IvrAction::Transfer { uri } => self.transfer(&uri, now),
-            IvrAction::Queue { queue, fallback } => self.enqueue(queue, fallback, now),
+            IvrAction::Queue { queue, fallback } => {
+                // The IVR's last word: a later transfer or move does not rewrite it.
+                self.outcome = Some(format!("queue:{queue}"));
+                self.enqueue(queue, fallback, now)
+            }
             IvrAction::Voicemail { mailbox, greeting } => {
                 tracing::info!(%mailbox, "voicemail greeting");
                 self.outcome = Some(format!("voicemail:{mailbox}"));
@@ -1336,7 +1340,6 @@ impl Call {
     }
 
     fn enqueue(&mut self, queue: String, fallback: Vec<PromptRef>, now: Instant) {
-        self.outcome = Some(format!("queue:{queue}"));
         if !self.engine.acd.has_queue(&queue) {
             tracing::warn!(%queue, "flow names a queue that is not configured; playing its fallback");
             self.after_playback = Some(AfterPlayback::Hangup {

@@ -1,127 +1,227 @@
-//! The only module that knows rsip. rsip 0.4 tokenizes (start line, header lines, body) and
-//! checks the request line grammar; we turn its borrowed tokens straight into our types,
-//! skipping rsip's typed headers (they would allocate a second copy of every header).
-//! Swapping the parser means rewriting this file only.
+//! The SIP tokenizer: start line, header lines (unfolded), body. It is ours rather than a
+//! library's because the RFC 4475 torture messages showed the library one (rsip 0.4) refusing
+//! valid messages (whitespace before a header's colon, unusual but legal Request-URIs). This is
+//! still the one place that knows the wire grammar of a whole message; header *values* are
+//! interpreted lazily by `headers.rs`, `via.rs` and the validation in the transaction layer.
+//!
+//! Liberal where RFC 4475 allows it (extra SP between request-line elements, trailing SP,
+//! CRLFs before the start line), strict where it requires rejection (whitespace inside the
+//! Request-URI, `<>` around it, status codes that are not three digits, conflicting
+//! Content-Length values).
 
 use std::borrow::Cow;
 
 use bytes::Bytes;
-use rsip::message::request::Tokenizer as RequestTokens;
-use rsip::message::response::Tokenizer as ResponseTokens;
-use rsip::message::sip_message::Tokenizer;
 
 use super::framing::find;
 use super::headers::canonical;
 use super::{Headers, Message, Method, ParseError, Request, Response};
 
 pub(super) fn parse(bytes: &[u8]) -> Result<Message, ParseError> {
-    // rsip does not understand header folding (RFC 3261 7.3.1); unfold into a copy only when
-    // a continuation line is present, which is rare.
-    let unfolded = unfold(bytes);
-    let bytes = unfolded.as_deref().unwrap_or(bytes);
-    let (_, tokens) =
-        Tokenizer::tokenize(bytes).map_err(|e| ParseError::Syntax(short(&e.to_string())))?;
-    match tokens {
-        Tokenizer::Request(t) => request(bytes, t).map(Message::Request),
-        Tokenizer::Response(t) => response(t).map(Message::Response),
-    }
-}
-
-fn request(bytes: &[u8], t: RequestTokens<'_>) -> Result<Request, ParseError> {
-    check_version(t.version.major, t.version.minor)?;
-    let method = Method::from_token(utf8(t.method.value)?);
-    // rsip splits the URI into parts; verde wants it verbatim, so cut it from the request
-    // line rsip has just validated: METHOD SP URI SP VERSION.
-    let line_end = find(bytes, b"\r\n").unwrap_or(bytes.len());
-    let line = utf8(&bytes[..line_end])?;
-    let uri = line
-        .get(t.method.value.len() + 1..)
-        .and_then(|rest| rest.rsplit_once(' '))
-        .map(|(uri, _)| uri.trim().to_owned())
-        .ok_or_else(|| ParseError::Syntax("request line".into()))?;
-    let headers = headers(t.headers)?;
-    let body = body(&headers, t.body)?;
-    Ok(Request {
-        method,
-        uri,
-        headers,
-        body,
-    })
-}
-
-fn response(t: ResponseTokens<'_>) -> Result<Response, ParseError> {
-    check_version(t.version.major, t.version.minor)?;
-    let status: u16 = utf8(t.status_code.code)?
-        .parse()
-        .ok()
-        .filter(|s| (100..700).contains(s))
-        .ok_or_else(|| ParseError::Syntax("status code".into()))?;
-    let reason = utf8(t.status_code.reason)?.trim().to_owned();
-    let headers = headers(t.headers)?;
-    let body = body(&headers, t.body)?;
-    Ok(Response {
-        status,
-        reason,
-        headers,
-        body,
-    })
-}
-
-fn check_version(major: &[u8], minor: &[u8]) -> Result<(), ParseError> {
-    if major == b"2" && minor == b"0" {
-        Ok(())
+    // RFC 3261 7.5: CRLFs before the start line are ignored (keep-alives, sloppy senders).
+    let skip = bytes
+        .iter()
+        .take_while(|&&b| b == b'\r' || b == b'\n')
+        .count();
+    let bytes = &bytes[skip..];
+    let head_end =
+        find(bytes, b"\r\n\r\n").ok_or_else(|| syntax("no empty line after the headers"))?;
+    let raw_body = &bytes[head_end + 4..];
+    let head = unfold(&bytes[..head_end]);
+    let mut lines = head.split(|&b| b == b'\n').map(strip_cr);
+    let start = lines.next().unwrap_or_default();
+    let headers = headers(lines)?;
+    let body = body(&headers, raw_body)?;
+    if start.starts_with(b"SIP/") || start.starts_with(b"sip/") {
+        let (status, reason) = status_line(start)?;
+        Ok(Message::Response(Response {
+            status,
+            reason,
+            headers,
+            body,
+        }))
     } else {
-        Err(ParseError::UnsupportedVersion(format!(
-            "SIP/{}.{}",
-            String::from_utf8_lossy(major),
-            String::from_utf8_lossy(minor)
-        )))
+        let (method, uri) = request_line(start)?;
+        Ok(Message::Request(Request {
+            method,
+            uri,
+            headers,
+            body,
+        }))
     }
 }
 
-fn headers(tokens: Vec<rsip::headers::header::Tokenizer<'_>>) -> Result<Headers, ParseError> {
-    let mut headers = Headers::with_capacity(tokens.len());
-    for h in tokens {
-        let name = utf8(h.name)?;
+/// `Method SP Request-URI SP SIP-Version`. Runs of whitespace between the elements and after
+/// the version are tolerated (RFC 4475 3.1.2.9/3.1.2.10 allow it); a fourth element means
+/// whitespace inside the Request-URI, which must be refused (3.1.2.8).
+fn request_line(line: &[u8]) -> Result<(Method, String), ParseError> {
+    let line = utf8(line)?;
+    let parts: Vec<&str> = line.split([' ', '\t']).filter(|p| !p.is_empty()).collect();
+    let [method, uri, version] = parts[..] else {
+        return Err(syntax("request line is not METHOD URI SIP/2.0"));
+    };
+    check_version(version)?;
+    if !method.bytes().all(is_token) {
+        return Err(syntax("method is not a token"));
+    }
+    if !is_request_uri(uri) {
+        return Err(syntax("invalid Request-URI"));
+    }
+    Ok((Method::from_token(method), uri.to_owned()))
+}
+
+/// `SIP-Version SP Status-Code SP Reason-Phrase`; the code is exactly three digits.
+fn status_line(line: &[u8]) -> Result<(u16, String), ParseError> {
+    let line = utf8(line)?;
+    let (version, rest) = line.split_once(' ').unwrap_or((line, ""));
+    check_version(version)?;
+    let (code, reason) = rest.split_once(' ').unwrap_or((rest, ""));
+    let status = (code.len() == 3 && code.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| code.parse::<u16>().ok())
+        .flatten()
+        .filter(|s| (100..700).contains(s))
+        .ok_or_else(|| syntax("status code"))?;
+    Ok((status, reason.trim().to_owned()))
+}
+
+fn check_version(version: &str) -> Result<(), ParseError> {
+    let Some(number) = version
+        .get(..4)
+        .filter(|p| p.eq_ignore_ascii_case("SIP/"))
+        .map(|_| &version[4..])
+    else {
+        return Err(syntax("SIP version"));
+    };
+    match number.split_once('.') {
+        Some(("2", "0")) => Ok(()),
+        Some((major, minor))
+            if !major.is_empty()
+                && !minor.is_empty()
+                && major
+                    .bytes()
+                    .chain(minor.bytes())
+                    .all(|b| b.is_ascii_digit()) =>
+        {
+            Err(ParseError::UnsupportedVersion(format!("SIP/{number}")))
+        }
+        _ => Err(syntax("SIP version")),
+    }
+}
+
+/// An absolute URI (RFC 3986 scheme, then characters a URI may hold). Angle brackets,
+/// quotes and whitespace mean the sender wrote a name-addr or broke the line.
+fn is_request_uri(uri: &str) -> bool {
+    let Some((scheme, rest)) = uri.split_once(':') else {
+        return false;
+    };
+    let mut chars = scheme.chars();
+    let scheme_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    scheme_ok
+        && !rest.is_empty()
+        && rest.chars().all(|c| {
+            c.is_ascii_graphic()
+                && !matches!(c, '<' | '>' | '"' | '\\' | '^' | '`' | '{' | '}' | '|')
+        })
+}
+
+fn headers<'a>(lines: impl Iterator<Item = &'a [u8]>) -> Result<Headers, ParseError> {
+    let mut headers = Headers::with_capacity(16);
+    for line in lines {
+        let colon = line
+            .iter()
+            .position(|&b| b == b':')
+            .ok_or_else(|| syntax("header line without a colon"))?;
+        // RFC 3261 7.3.1: whitespace may precede the colon (`Via  : ...`).
+        let name = trim(&line[..colon]);
+        if name.is_empty() || !name.iter().copied().all(is_token) {
+            return Err(syntax("invalid header name"));
+        }
+        let name = utf8(name)?;
         let name = match canonical(name) {
             Some(full) => Cow::Borrowed(full),
             None => Cow::Owned(name.to_owned()),
         };
-        headers.push_raw(name, utf8(h.value)?.trim().to_owned());
+        let value = utf8(trim(&line[colon + 1..]))?;
+        headers.push_raw(name, value.to_owned());
     }
     Ok(headers)
 }
 
 fn body(headers: &Headers, raw: &[u8]) -> Result<Bytes, ParseError> {
-    match headers.content_length() {
+    // Several Content-Length lines that disagree leave no way to frame the body (RFC 4475
+    // 3.3.9); repeated equal values are harmless.
+    let mut declared = None;
+    for value in headers.get_all("Content-Length") {
+        let n = value
+            .trim()
+            .parse::<usize>()
+            .map_err(|_| ParseError::BadContentLength)?;
+        if declared.is_some_and(|d| d != n) {
+            return Err(ParseError::BadContentLength);
+        }
+        declared = Some(n);
+    }
+    match declared {
+        // Datagrams without Content-Length: the body is the rest (RFC 3261 18.3).
         None => Ok(Bytes::copy_from_slice(raw)),
-        Some(Err(())) => Err(ParseError::BadContentLength),
-        Some(Ok(declared)) if declared > raw.len() => Err(ParseError::TruncatedBody {
+        Some(declared) if declared > raw.len() => Err(ParseError::TruncatedBody {
             declared,
             actual: raw.len(),
         }),
-        Some(Ok(declared)) => Ok(Bytes::copy_from_slice(&raw[..declared])),
+        Some(declared) => Ok(Bytes::copy_from_slice(&raw[..declared])),
     }
+}
+
+/// RFC 3261 25.1 `token` characters.
+fn is_token(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
+        )
+}
+
+fn syntax(what: &str) -> ParseError {
+    ParseError::Syntax(what.to_owned())
 }
 
 fn utf8(b: &[u8]) -> Result<&str, ParseError> {
     std::str::from_utf8(b).map_err(|_| ParseError::NotUtf8)
 }
 
-fn unfold(bytes: &[u8]) -> Option<Vec<u8>> {
-    let head_end = find(bytes, b"\r\n\r\n")?;
-    let head = &bytes[..head_end];
+fn strip_cr(line: &[u8]) -> &[u8] {
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+fn trim(b: &[u8]) -> &[u8] {
+    let start = b.iter().take_while(|c| matches!(c, b' ' | b'\t')).count();
+    let end = b.len()
+        - b[start..]
+            .iter()
+            .rev()
+            .take_while(|c| matches!(c, b' ' | b'\t'))
+            .count();
+    &b[start..end]
+}
+
+/// Joins continuation lines (CRLF followed by SP/HT) into their header with one SP
+/// (RFC 3261 7.3.1). Borrowed when nothing is folded, which is the common case.
+fn unfold(head: &[u8]) -> Cow<'_, [u8]> {
     let folded = head
-        .iter()
-        .enumerate()
-        .any(|(i, &b)| b == b'\n' && matches!(head.get(i + 1), Some(b' ' | b'\t')));
+        .windows(3)
+        .any(|w| w[0] == b'\r' && w[1] == b'\n' && matches!(w[2], b' ' | b'\t'));
     if !folded {
-        return None;
+        return Cow::Borrowed(head);
     }
-    let mut out = Vec::with_capacity(bytes.len());
+    let mut out = Vec::with_capacity(head.len());
     let mut i = 0;
     while i < head.len() {
         if head[i..].starts_with(b"\r\n") && matches!(head.get(i + 2), Some(b' ' | b'\t')) {
+            // Whitespace already before the fold counts once, like the fold itself.
+            while matches!(out.last(), Some(b' ' | b'\t')) {
+                out.pop();
+            }
             out.push(b' ');
             i += 2;
             while matches!(head.get(i), Some(b' ' | b'\t')) {
@@ -132,12 +232,56 @@ fn unfold(bytes: &[u8]) -> Option<Vec<u8>> {
             i += 1;
         }
     }
-    out.extend_from_slice(&bytes[head_end..]);
-    Some(out)
+    Cow::Owned(out)
 }
 
-/// rsip errors quote the remaining input; keep reasons to one short line.
-fn short(s: &str) -> String {
-    let line = s.lines().next().unwrap_or("").trim();
-    line.chars().take(80).collect()
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_line_tolerates_extra_spaces_but_not_spaces_in_the_uri() {
+        assert!(request_line(b"INVITE  sip:a@b  SIP/2.0").is_ok());
+        assert!(request_line(b"OPTIONS sip:a@b SIP/2.0  ").is_ok());
+        assert_eq!(
+            request_line(b"INVITE sip:a@b; lr SIP/2.0"),
+            Err(syntax("request line is not METHOD URI SIP/2.0"))
+        );
+        assert_eq!(
+            request_line(b"INVITE <sip:a@b> SIP/2.0"),
+            Err(syntax("invalid Request-URI"))
+        );
+        assert_eq!(
+            request_line(b"INVITE sip:a@b SIP/7.0"),
+            Err(ParseError::UnsupportedVersion("SIP/7.0".into()))
+        );
+        assert_eq!(
+            request_line(b"INV(ITE sip:a@b SIP/2.0"),
+            Err(syntax("method is not a token"))
+        );
+    }
+
+    #[test]
+    fn status_codes_are_three_digits() {
+        assert_eq!(status_line(b"SIP/2.0 100 ").unwrap(), (100, String::new()));
+        assert_eq!(status_line(b"SIP/2.0 180").unwrap(), (180, String::new()));
+        assert!(status_line(b"SIP/2.0 4294967301 big").is_err());
+        assert!(status_line(b"SIP/2.0 099 low").is_err());
+        assert!(status_line(b"SIP/2.0 20 short").is_err());
+    }
+
+    #[test]
+    fn folding_collapses_to_one_space() {
+        let head = b"A: x  \r\n   y\r\nB: z";
+        assert_eq!(&unfold(head)[..], b"A: x y\r\nB: z");
+        assert!(matches!(unfold(b"A: x\r\nB: y"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn conflicting_content_lengths_are_refused() {
+        let msg = b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: 3\r\nl: 3\r\n\r\nabc";
+        assert!(parse(msg).is_ok());
+        let msg = b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: 3\r\nl: 2\r\n\r\nabc";
+        assert_eq!(parse(msg), Err(ParseError::BadContentLength));
+    }
 }

@@ -44,20 +44,26 @@ pub fn frame(buf: &[u8], max_size: usize) -> Result<Frame, FrameError> {
     if head_len > max_size {
         return Err(FrameError::TooLarge { max: max_size });
     }
-    let mut body_len = 0;
+    // Every Content-Length line is read: two that disagree (RFC 4475 3.3.9) leave the stream
+    // unframeable, exactly like a value that is not a number.
+    let mut declared: Option<usize> = None;
     for line in buf[..head_len].split(|&b| b == b'\n').skip(1) {
         let Some(colon) = line.iter().position(|&b| b == b':') else {
             continue;
         };
         let name = std::str::from_utf8(&line[..colon]).unwrap_or("");
         if canonical(name.trim()) == Some("Content-Length") {
-            body_len = std::str::from_utf8(&line[colon + 1..])
+            let n = std::str::from_utf8(&line[colon + 1..])
                 .ok()
                 .and_then(|v| v.trim().parse::<usize>().ok())
                 .ok_or(FrameError::BadContentLength)?;
-            break;
+            if declared.is_some_and(|d| d != n) {
+                return Err(FrameError::BadContentLength);
+            }
+            declared = Some(n);
         }
     }
+    let body_len = declared.unwrap_or(0);
     let total = head_len
         .checked_add(body_len)
         .ok_or(FrameError::TooLarge { max: max_size })?;

@@ -208,12 +208,6 @@ impl Headers {
         self.get("Content-Type").map(str::trim)
     }
 
-    /// The Content-Length value, `Some(Err(()))` when it is not a number.
-    pub(crate) fn content_length(&self) -> Option<Result<usize, ()>> {
-        self.get("Content-Length")
-            .map(|v| v.trim().parse::<usize>().map_err(|_| ()))
-    }
-
     /// Max-Forwards, if present and numeric.
     pub fn max_forwards(&self) -> Option<u32> {
         self.get("Max-Forwards")?.trim().parse().ok()

@@ -7,6 +7,7 @@ mod codec;
 mod framing;
 mod headers;
 pub(crate) mod scrape;
+pub(crate) mod syntax;
 mod via;
 
 use std::fmt;

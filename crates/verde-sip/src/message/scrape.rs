@@ -23,11 +23,12 @@ pub(crate) fn scrape(bytes: &[u8]) -> Option<Scraped> {
     let text = String::from_utf8_lossy(bytes);
     let mut lines = text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
     let first = lines.next()?;
-    // A request line that lost its Request-URI ("INVITE SIP/2.0") still names a method and
-    // SIP: worth a 400 so the sender learns what is wrong.
+    // A request line that lost its Request-URI ("INVITE SIP/2.0") or has spaces inside it
+    // ("INVITE sip:a@b; lr SIP/2.0") still names a method and SIP: worth a 400 so the sender
+    // learns what is wrong.
     let parts: Vec<&str> = first.split_whitespace().collect();
     let (method, version) = match parts.as_slice() {
-        [m, _, v] | [m, v] => (*m, *v),
+        [m, .., v] => (*m, *v),
         _ => return None,
     };
     if method.starts_with("SIP/") || !version.starts_with("SIP/") {
@@ -120,6 +121,8 @@ mod missing_uri_tests {
         assert_eq!(s.method, "INVITE");
         assert_eq!(s.call_id.as_deref(), Some("a@b"));
         assert!(scrape(b"garbage\r\n\r\n").is_none());
+        let spaced = scrape(b"INVITE sip:a@b; lr SIP/2.0\r\nCall-ID: x\r\n\r\n").expect("scraped");
+        assert_eq!(spaced.call_id.as_deref(), Some("x"));
         assert!(scrape(b"SIP/2.0 200 OK\r\n\r\n").is_none());
     }
 }

@@ -12,7 +12,14 @@
 //!   ACK, which RFC 3261 13.3.1.4 leaves to the TU core; only over UDP, like A/E/G.
 //! * Requests and responses never start a transaction when they are malformed: requests get a
 //!   stateless 400 (505 for another SIP version, 483 for Max-Forwards 0) and the TU sees only
-//!   [`Event::Malformed`].
+//!   [`Event::Malformed`]. "Malformed" covers what a UAS must refuse before acting (RFC 4475):
+//!   From/To/Contact that are not a valid name-addr or addr-spec, Via lists with empty
+//!   elements, single-valued headers given twice, a CSeq that does not fit or names another
+//!   method, a REGISTER whose To is not a SIP URI.
+//! * Requests it cannot serve whatever the TU would say are refused statelessly too: 416 for a
+//!   Request-URI scheme other than sip, sips and tel, 420 for a `Require` naming an option tag
+//!   outside [`Config::extensions`]. The TU never sees them.
+//! * Responses carrying more than one Via are dropped (RFC 3261 18.1.2): ours carry one.
 //! * No timer C: an INVITE client transaction in Proceeding waits for the TU to CANCEL.
 //! * Every 1xx (until the final) and every 2xx to our INVITE (retransmissions and forks, until
 //!   timer M) reaches the TU, which ACKs each 2xx itself; a 2xx to INVITE that matches no
@@ -29,6 +36,7 @@ use bytes::Bytes;
 use tracing::{debug, trace};
 
 use crate::message::scrape::scrape;
+use crate::message::syntax;
 use crate::message::{Message, Method, ParseError, Peer, Request, Response, Transport, Via};
 
 /// Transaction timer base values (RFC 3261 17.1.1.1 and table 4).
@@ -42,6 +50,9 @@ pub struct Config {
     pub t4: Duration,
     /// Timer D (INVITE client waits for final-response retransmissions). Default 32 s.
     pub timer_d: Duration,
+    /// Option tags the TU implements: a request whose `Require` names any other tag is
+    /// refused with 420 and an `Unsupported` header (RFC 3261 8.2.2.3). Default: none.
+    pub extensions: &'static [&'static str],
 }
 
 impl Default for Config {
@@ -51,6 +62,7 @@ impl Default for Config {
             t2: Duration::from_secs(4),
             t4: Duration::from_secs(5),
             timer_d: Duration::from_secs(32),
+            extensions: &[],
         }
     }
 }
@@ -520,6 +532,11 @@ impl Endpoint {
     // ---- incoming requests ----
 
     fn handle_request(&mut self, mut req: Request, from: Peer, now: Instant) {
+        // Checked before the top Via is rewritten, so the 400 echoes what the sender wrote.
+        if !req.headers.get_all("Via").all(syntax::via_is_valid) {
+            self.reject(&req, from, from, 400, "Malformed Via header", true);
+            return;
+        }
         let Some(mut via) = req.top_via() else {
             let reason = if req.headers.get("Via").is_some() {
                 "Malformed Via header"
@@ -542,6 +559,27 @@ impl Endpoint {
         if req.method != Method::Options && req.headers.max_forwards() == Some(0) {
             self.reject(&req, from, peer, 483, "Too Many Hops", false);
             return;
+        }
+        if !matches!(req.method, Method::Ack | Method::Cancel) {
+            let scheme = syntax::scheme(&req.uri).unwrap_or_default();
+            if !["sip", "sips", "tel"]
+                .iter()
+                .any(|s| s.eq_ignore_ascii_case(scheme))
+            {
+                self.reject(&req, from, peer, 416, "Unsupported URI Scheme", false);
+                return;
+            }
+            let unsupported = unsupported_extensions(&req, self.config.extensions);
+            if !unsupported.is_empty() {
+                let resp = stateless(&req, 420, "Bad Extension")
+                    .with_header("Unsupported", unsupported.join(", "));
+                debug!(peer = %from.addr, unsupported = ?unsupported, "request rejected: 420");
+                self.transmits.push_back(Transmit {
+                    to: peer,
+                    bytes: resp.to_bytes(),
+                });
+                return;
+            }
         }
         let key = server_key(&req, &via);
         match req.method {
@@ -711,9 +749,7 @@ impl Endpoint {
         if req.method == Method::Ack {
             return;
         }
-        let resp = req
-            .response(status, reason)
-            .with_to_tag(&stateless_tag(req.call_id(), req.headers.get("CSeq")));
+        let resp = stateless(req, status, reason);
         self.transmits.push_back(Transmit {
             to,
             bytes: resp.to_bytes(),
@@ -756,6 +792,11 @@ impl Endpoint {
     // ---- incoming responses ----
 
     fn handle_response(&mut self, resp: Response, from: Peer, now: Instant) {
+        if resp.headers.vias().nth(1).is_some() {
+            // Not an answer to anything we sent; a proxy would forward it (to 255.255.255.255
+            // in RFC 4475 3.3.10).
+            return self.malformed_response(from, "response with more than one Via");
+        }
         let key = match (resp.top_via(), resp.cseq()) {
             (Some(via), Some((_, method))) => match via.branch() {
                 Some(branch) => ClientKey {
@@ -952,13 +993,56 @@ fn validate(req: &Request) -> Option<String> {
             return Some(format!("Missing {name} header"));
         }
     }
+    // Which of two Call-IDs or CSeqs would the answer echo? (RFC 4475 3.3.8)
+    for name in ["From", "To", "Call-ID", "CSeq", "Max-Forwards"] {
+        if req.headers.get_all(name).nth(1).is_some() {
+            return Some(format!("Duplicate {name} header"));
+        }
+    }
     let Some((_, method)) = req.cseq() else {
         return Some("Malformed CSeq header".to_owned());
     };
     if method != req.method {
         return Some("CSeq method does not match request method".to_owned());
     }
+    for name in ["From", "To"] {
+        if !req
+            .headers
+            .get(name)
+            .is_some_and(syntax::name_addr_is_valid)
+        {
+            return Some(format!("Malformed {name} header"));
+        }
+    }
+    if !req.headers.get_all("Contact").all(syntax::contact_is_valid) {
+        return Some("Malformed Contact header".to_owned());
+    }
+    if req.method == Method::Register {
+        // RFC 3261 10.2: the address-of-record in To is a SIP or SIPS URI.
+        let to = req.headers.get("To").unwrap_or_default();
+        let scheme = syntax::scheme(crate::message::split_name_addr(to).0).unwrap_or_default();
+        if !scheme.eq_ignore_ascii_case("sip") && !scheme.eq_ignore_ascii_case("sips") {
+            return Some("REGISTER To is not a SIP URI".to_owned());
+        }
+    }
     None
+}
+
+/// A stateless error answer, with a To tag stable across retransmissions of the request.
+fn stateless(req: &Request, status: u16, reason: &str) -> Response {
+    req.response(status, reason)
+        .with_to_tag(&stateless_tag(req.call_id(), req.headers.get("CSeq")))
+}
+
+/// The option tags of `Require` outside `supported`, in the order the request names them.
+fn unsupported_extensions(req: &Request, supported: &[&str]) -> Vec<String> {
+    req.headers
+        .get_all("Require")
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty() && !supported.iter().any(|s| s.eq_ignore_ascii_case(t)))
+        .map(str::to_owned)
+        .collect()
 }
 
 fn server_key(req: &Request, via: &Via) -> ServerKey {
@@ -967,7 +1051,9 @@ fn server_key(req: &Request, via: &Via) -> ServerKey {
         ref m => m.clone(),
     };
     let branch = match via.branch() {
-        Some(b) if b.starts_with("z9hG4bK") => b.to_owned(),
+        // The magic cookie alone identifies nothing (RFC 4475 3.2.1): every such request from
+        // one host would look like a retransmission of the first.
+        Some(b) if b.starts_with("z9hG4bK") && b.len() > "z9hG4bK".len() => b.to_owned(),
         // RFC 2543 peers: no usable branch, fall back to the dialog-ish identifiers.
         _ => format!(
             "2543:{}:{}:{}",
