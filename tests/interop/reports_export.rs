@@ -436,6 +436,7 @@ fn reports_and_exports_from_real_calls() {
     let disposition = |i: usize| field(&records[i], "disposition").as_str().unwrap_or("");
     assert_eq!(disposition(0), "abandoned-queue", "{:#}", records[0]);
     assert_eq!(disposition(1), "abandoned-queue", "{:#}", records[1]);
+    assert_eq!(disposition(2), "out-of-hours", "{:#}", records[2]);
     assert_eq!(disposition(3), "abandoned-ivr", "{:#}", records[3]);
     assert_eq!(
         records[2]["variables"]["schedule"], "closed",

@@ -1121,7 +1121,7 @@ fn a_scripted_day_gives_the_hand_computed_kpis() {
             "F",
             CALLER_F,
             DESK_DID,
-            "completed-ivr",
+            "out-of-hours",
             "engine",
             Some("hangup:closed"),
             &["hours", "closed_message", "end_closed"],

@@ -92,6 +92,12 @@ fn voicemail_out_of_hours_recorded() {
         Some("voicemail:facilities"),
         "{record:#}"
     );
+    // A message was left: that is how the call ended, out of hours or not.
+    assert_eq!(
+        field(&record, "disposition").as_str(),
+        Some("voicemail"),
+        "{record:#}"
+    );
 
     let list = try_wait_for(Duration::from_secs(5), || {
         let l = voicemails(&verde);

@@ -108,7 +108,8 @@ pub struct CallRecord {
     pub started_at: String,
     pub answered_at: Option<String>,
     pub ended_at: String,
-    /// answered-ivr, rejected, cancelled, abandoned-ivr, transferred, queue-unavailable, ...
+    /// answered-agent, abandoned-ivr, abandoned-queue, callback-requested, voicemail,
+    /// out-of-hours, completed-ivr, transferred, rejected, cancelled, queue-unavailable, ...
     pub disposition: String,
     /// `caller`, `engine`, `timeout`, `agent` or `number` (an outside number the call was
     /// transferred to).

@@ -1098,7 +1098,21 @@ impl Call {
         let record = CallRecord {
             answered_at: self.answered_at.map(|t| t.to_rfc3339()),
             ended_at: ended_at.to_rfc3339(),
-            disposition: self.disposition.unwrap_or("completed-ivr").to_string(),
+            // A flow that ended by itself says how: a message left, or closed hours.
+            disposition: match self.disposition {
+                None | Some("completed-ivr") if self.extra.contains_key("voicemail") => "voicemail",
+                None | Some("completed-ivr")
+                    if matches!(
+                        vars.get("schedule").map(String::as_str),
+                        Some("closed" | "holiday")
+                    ) =>
+                {
+                    "out-of-hours"
+                }
+                Some(d) => d,
+                None => "completed-ivr",
+            }
+            .to_string(),
             hangup_by: self.hangup_by.to_string(),
             sip_status: self.sip_status,
             language: vars.get("language").cloned(),
@@ -2267,6 +2281,7 @@ impl Call {
         let deadline = self.working_deadline(wall, self.engine.cfg.tasks.voicemail_sla);
         self.extra
             .insert("voicemail_ms".into(), duration.as_millis().to_string());
+        self.extra.insert("voicemail".into(), "stored".into());
         self.pending_voicemails.push(verde_store::NewVoicemail {
             mailbox: rec.mailbox,
             caller: caller_number(&self.start.invite),
