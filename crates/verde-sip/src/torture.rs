@@ -426,3 +426,12 @@ fn a_bare_magic_cookie_does_not_merge_transactions() {
         .count();
     assert_eq!(requests, 2);
 }
+
+#[test]
+fn crlf_keepalive_datagrams_are_not_malformed_messages() {
+    let mut ep = Endpoint::new(Config::default());
+    ep.handle_bytes(b"\r\n\r\n", udp(), Instant::now());
+    ep.handle_bytes(b"\r\n", udp(), Instant::now());
+    assert!(ep.poll_event().is_none());
+    assert!(ep.poll_transmit().is_none());
+}

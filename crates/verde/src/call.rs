@@ -303,6 +303,24 @@ async fn run(engine: Arc<Engine>, start: CallStart, mut inbox: mpsc::Receiver<Ca
         )),
         _ => None,
     };
+    // An Accept that excludes SDP leaves no way to answer (RFC 3261 21.4.7).
+    let refusal = refusal.or_else(|| {
+        let accept = start.invite.headers.get("accept")?;
+        let takes_sdp = accept.split(',').any(|t| {
+            let t = t
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
+            matches!(t.as_str(), "application/sdp" | "application/*" | "*/*")
+        });
+        (!takes_sdp).then_some((
+            406,
+            "Not Acceptable",
+            "399 verde \"answers carry application/sdp\"",
+        ))
+    });
     if let Some((status, reason, warning)) = refusal {
         let mut resp = refuse(status, reason, Some(warning));
         if status == 415 {

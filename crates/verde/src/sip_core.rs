@@ -564,7 +564,6 @@ impl SipTask {
                 let mut resp = req.response(200, "OK");
                 resp.headers.push("Allow", call::ALLOW);
                 resp.headers.push("Accept", "application/sdp");
-                resp.headers.push("Supported", "replaces, timer");
                 self.send(tx, resp, now);
             }
             Method::Ack => {}
@@ -575,7 +574,14 @@ impl SipTask {
             | Method::Notify
             | Method::Refer
             | Method::Prack => self.reply(tx, &req, 481, "Call/Transaction Does Not Exist", now),
-            Method::Other(_) => self.reply(tx, &req, 501, "Not Implemented", now),
+            Method::Other(_) => {
+                // RFC 3261 21.5.2 asks for the methods we do implement.
+                let mut resp = req
+                    .response(501, "Not Implemented")
+                    .with_to_tag(&verde_sip::new_tag());
+                resp.headers.push("Allow", call::ALLOW);
+                self.send(tx, resp, now);
+            }
             _ => {
                 let mut resp = req.response(405, "Method Not Allowed");
                 resp.headers.push("Allow", call::ALLOW);
@@ -882,7 +888,7 @@ async fn tcp_connection(stream: TcpStream, peer: SocketAddr, sip: mpsc::Sender<S
     {
         return;
     }
-    let writer = tokio::spawn(async move {
+    let mut writer = tokio::spawn(async move {
         while let Some(b) = wrx.recv().await {
             if wr.write_all(&b).await.is_err() {
                 break;
@@ -922,12 +928,28 @@ async fn tcp_connection(stream: TcpStream, peer: SocketAddr, sip: mpsc::Sender<S
                 Ok(Frame::NeedMore) => break,
                 Err(e) => {
                     tracing::warn!(%peer, error = %e, "tcp stream refused");
+                    // The head alone still names the request: the endpoint answers it 400
+                    // before the stream, which cannot be framed any more, is closed.
+                    if e == verde_sip::FrameError::BadContentLength {
+                        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head = buf.split_to(end + 4).freeze();
+                            let _ = sip
+                                .send(SipCmd::TcpIn {
+                                    from: peer,
+                                    bytes: head,
+                                })
+                                .await;
+                        }
+                    }
                     break 'conn;
                 }
             }
         }
     }
     let _ = sip.send(SipCmd::TcpClosed { peer }).await;
+    // Let what is queued (a last 400) reach the peer before the socket goes.
+    drop(pong);
+    let _ = tokio::time::timeout(Duration::from_secs(2), &mut writer).await;
     writer.abort();
 }
 

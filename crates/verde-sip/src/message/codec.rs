@@ -1,13 +1,12 @@
-//! The SIP tokenizer: start line, header lines (unfolded), body. It is ours rather than a
-//! library's because the RFC 4475 torture messages showed the library one (rsip 0.4) refusing
-//! valid messages (whitespace before a header's colon, unusual but legal Request-URIs). This is
-//! still the one place that knows the wire grammar of a whole message; header *values* are
-//! interpreted lazily by `headers.rs`, `via.rs` and the validation in the transaction layer.
-//!
-//! Liberal where RFC 4475 allows it (extra SP between request-line elements, trailing SP,
-//! CRLFs before the start line), strict where it requires rejection (whitespace inside the
-//! Request-URI, `<>` around it, status codes that are not three digits, conflicting
-//! Content-Length values).
+//! The only module that knows the wire grammar of a whole message, and the only one that knows
+//! rsip. rsip 0.4 tokenizes the common message (start line, header lines, body) and we turn its
+//! borrowed tokens straight into our types; but the RFC 4475 torture messages showed it refusing
+//! valid messages (whitespace before a header's colon, unusual but legal Request-URIs), so when
+//! rsip refuses, or its tokens fail our checks, our own line reader below decides. Our rules
+//! apply either way: liberal where RFC 4475 allows it (extra SP between request-line elements,
+//! trailing SP, CRLFs before the start line), strict where it requires rejection (whitespace
+//! inside the Request-URI, `<>` around it, status codes that are not three digits, conflicting
+//! Content-Length values). Swapping rsip out means deleting `via_rsip`.
 
 use std::borrow::Cow;
 
@@ -18,6 +17,57 @@ use super::headers::canonical;
 use super::{Headers, Message, Method, ParseError, Request, Response};
 
 pub(super) fn parse(bytes: &[u8]) -> Result<Message, ParseError> {
+    via_rsip(bytes).map_or_else(|| own(bytes), Ok)
+}
+
+/// rsip's tokens for a message both it and our rules accept; None leaves the verdict (and the
+/// error) to [`own`].
+fn via_rsip(bytes: &[u8]) -> Option<Message> {
+    use rsip::message::sip_message::Tokenizer;
+    let (_, tokens) = Tokenizer::tokenize(bytes).ok()?;
+    let start = strip_cr(&bytes[..find(bytes, b"\r\n")?]);
+    let (header_tokens, raw_body) = match &tokens {
+        Tokenizer::Request(t) => (&t.headers, t.body),
+        Tokenizer::Response(t) => (&t.headers, t.body),
+    };
+    let mut headers = Headers::with_capacity(header_tokens.len());
+    for h in header_tokens {
+        // A continuation line (folding) or an odd name: our reader handles those.
+        if h.name.is_empty() || !h.name.iter().copied().all(is_token) {
+            return None;
+        }
+        let name = utf8(h.name).ok()?;
+        let name = match canonical(name) {
+            Some(full) => Cow::Borrowed(full),
+            None => Cow::Owned(name.to_owned()),
+        };
+        headers.push_raw(name, utf8(trim(h.value)).ok()?.to_owned());
+    }
+    let body = body(&headers, raw_body).ok()?;
+    Some(match tokens {
+        Tokenizer::Request(_) => {
+            let (method, uri) = request_line(start).ok()?;
+            Message::Request(Request {
+                method,
+                uri,
+                headers,
+                body,
+            })
+        }
+        Tokenizer::Response(_) => {
+            let (status, reason) = status_line(start).ok()?;
+            Message::Response(Response {
+                status,
+                reason,
+                headers,
+                body,
+            })
+        }
+    })
+}
+
+/// Our own line reader: the verdict on everything rsip does not take.
+fn own(bytes: &[u8]) -> Result<Message, ParseError> {
     // RFC 3261 7.5: CRLFs before the start line are ignored (keep-alives, sloppy senders).
     let skip = bytes
         .iter()
@@ -238,6 +288,17 @@ fn unfold(head: &[u8]) -> Cow<'_, [u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rsip_takes_the_common_message_and_both_readers_agree() {
+        let invite = crate::testdata::invite("z9hG4bK-common", "common@host");
+        let fast = via_rsip(invite.as_bytes()).expect("rsip tokenizes an ordinary INVITE");
+        assert_eq!(fast, own(invite.as_bytes()).unwrap());
+        // Whitespace before a colon is legal (RFC 3261 7.3.1) and rsip refuses it: ours reads it.
+        let spaced = invite.replacen("Max-Forwards:", "Max-Forwards  :", 1);
+        assert!(via_rsip(spaced.as_bytes()).is_none());
+        assert!(matches!(parse(spaced.as_bytes()), Ok(Message::Request(_))));
+    }
 
     #[test]
     fn request_line_tolerates_extra_spaces_but_not_spaces_in_the_uri() {

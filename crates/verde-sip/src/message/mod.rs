@@ -1,7 +1,8 @@
 //! verde's own SIP message type.
 //!
-//! Parsing goes through `codec.rs` (the only place that knows rsip); everything else, including
-//! serialization, header lookup and response building, is ours so the parser can be swapped.
+//! Parsing the wire grammar of a whole message is `codec.rs`'s job (our own tokenizer since
+//! rsip's refused valid RFC 4475 messages); header values are read lazily by the accessors and
+//! checked strictly by `syntax.rs` where a server must refuse them.
 
 mod codec;
 mod framing;

@@ -272,6 +272,10 @@ impl Endpoint {
 
     /// Feeds one datagram, or one framed message from a stream (see [`crate::frame`]).
     pub fn handle_bytes(&mut self, bytes: &[u8], from: Peer, now: Instant) {
+        // CRLF keep-alives (RFC 5626 4.4.1) also arrive as datagrams: nothing to answer or log.
+        if bytes.iter().all(|b| matches!(b, b'\r' | b'\n')) {
+            return;
+        }
         match Message::parse(bytes) {
             Ok(Message::Request(req)) => self.handle_request(req, from, now),
             Ok(Message::Response(resp)) => self.handle_response(resp, from, now),
