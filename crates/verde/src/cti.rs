@@ -665,17 +665,8 @@ async fn execute(engine: &Arc<Engine>, command: EngineCommand) -> Result<Reply, 
         EngineCommand::Logout { agent } => {
             acd(engine, AcdCmd::Input(Input::AgentLogout { agent })).await
         }
+        // The ACD refuses it outside wrap-up (NotInWrapUp): its own state, not a snapshot.
         EngineCommand::WrapUpDone { agent } => {
-            let snap = engine.acd.snapshot();
-            let state = snap
-                .1
-                .agents
-                .iter()
-                .find(|a| a.id == agent)
-                .map(|a| a.state.clone());
-            if state != Some(AgentState::WrapUp) {
-                return Err(err(ErrorCode::InvalidState, "not in wrap-up"));
-            }
             acd(engine, AcdCmd::Input(Input::WrapUpDone { agent })).await
         }
         EngineCommand::ForceState {
