@@ -2141,8 +2141,10 @@ impl Call {
                 );
                 self.cdr_exit("abandon", now.duration_since(q.entered));
             }
-            self.engine.acd.calls.remove(&self.key);
         }
+        // Also after a blind transfer to a number, which left the queue but kept the handle for
+        // commands on the call.
+        self.engine.acd.calls.remove(&self.key);
         for (key, agent) in std::mem::take(&mut self.talks) {
             self.engine.acd.input(AcdInput::CallEnded {
                 call: CallKey(key),
