@@ -8,7 +8,7 @@
 use crate::pcap::{parse_rtp, Datagram};
 use crate::wav::{alaw_to_linear, ulaw_to_linear, Audio};
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// A tone at this level or above is heard. The tests' tones are sent at 0.3 of full scale
 /// (about -10.5 dBFS), so this leaves 20 dB for mixing and G.711.
@@ -263,6 +263,25 @@ pub fn epoch_now() -> f64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0)
+}
+
+/// verde on the test flows that queue at once (`tests/fixtures/flows-direct-queue`) with
+/// `config`, and a capture of every RTP port it may use.
+pub fn verde_direct_queue(
+    dir: &crate::TestDir,
+    config: PathBuf,
+) -> (crate::verde::Verde, crate::pcap::Capture) {
+    let verde = crate::verde::Verde::start(
+        dir,
+        crate::verde::VerdeOptions {
+            config: Some(config),
+            flows: crate::fixtures_dir().join("flows-direct-queue"),
+            ..Default::default()
+        },
+    );
+    let (lo, hi) = verde.rtp_ports;
+    let cap = crate::pcap::Capture::start(dir, "rtp", &format!("udp and portrange {lo}-{hi}"));
+    (verde, cap)
 }
 
 #[cfg(test)]

@@ -24,12 +24,11 @@ use verde_interop::callbacks::rfc3339_ms;
 use verde_interop::cti::{Cti, WAIT};
 use verde_interop::flows;
 use verde_interop::media_checks::{
-    epoch_now, tone_dbfs, RtpByPeer, StereoWav, ABSENT_DBFS, PRESENT_DBFS,
+    epoch_now, tone_dbfs, verde_direct_queue, RtpByPeer, StereoWav, ABSENT_DBFS, PRESENT_DBFS,
 };
-use verde_interop::pcap::Capture;
-use verde_interop::verde::{field, Verde, VerdeOptions};
+use verde_interop::verde::{field, Verde};
 use verde_interop::wav::{envelope_correlation, Audio};
-use verde_interop::{fixtures_dir, require_private_netns, TestDir};
+use verde_interop::{require_private_netns, TestDir};
 
 const AGENT: &str = "1001";
 const AGENT_PASSWORD: &str = "secret1";
@@ -208,16 +207,7 @@ fn recording_stereo_caller_left_agent_right() {
              \x20   operator: {{ mode: on_demand }}\n"
         ),
     );
-    let verde = Verde::start(
-        &dir,
-        VerdeOptions {
-            config: Some(config),
-            flows: fixtures_dir().join("flows-direct-queue"),
-            ..Default::default()
-        },
-    );
-    let (lo, hi) = verde.rtp_ports;
-    let cap = Capture::start(&dir, "rtp", &format!("udp and portrange {lo}-{hi}"));
+    let (verde, cap) = verde_direct_queue(&dir, config);
 
     let mut anna = Baresip::start_agent(
         &dir,

@@ -27,11 +27,9 @@ use std::time::Duration;
 use verde_interop::acd::{wait_agent_registered, wait_agent_state, write_config};
 use verde_interop::baresip::{AgentAccount, AnswerMode, Baresip};
 use verde_interop::cti::{Cti, Wallboard, WAIT};
-use verde_interop::media_checks::{check_hearing, epoch_now, RtpByPeer, Voice};
-use verde_interop::pcap::Capture;
-use verde_interop::verde::{Verde, VerdeOptions};
+use verde_interop::media_checks::{check_hearing, epoch_now, verde_direct_queue, RtpByPeer, Voice};
 use verde_interop::wav::Audio;
-use verde_interop::{fixtures_dir, require_private_netns, TestDir};
+use verde_interop::{require_private_netns, TestDir};
 
 const AGENT: &str = "1001";
 const AGENT_PASSWORD: &str = "secret1";
@@ -87,16 +85,7 @@ fn supervise_listen_whisper_barge() {
              \x20 - {{ name: operator }}\n"
         ),
     );
-    let verde = Verde::start(
-        &dir,
-        VerdeOptions {
-            config: Some(config),
-            flows: fixtures_dir().join("flows-direct-queue"),
-            ..Default::default()
-        },
-    );
-    let (lo, hi) = verde.rtp_ports;
-    let cap = Capture::start(&dir, "rtp", &format!("udp and portrange {lo}-{hi}"));
+    let (verde, cap) = verde_direct_queue(&dir, config);
 
     let mut anna = Baresip::start_agent(
         &dir,
