@@ -7,8 +7,9 @@
 //!
 //! It must not know about media (SDP bodies are opaque bytes here), IVR flows or storage.
 //!
-//! * [`message`]: [`Message`], [`Request`], [`Response`], [`Headers`], [`Via`]; our own
-//!   tokenizer (`message/codec.rs`, checked against the RFC 4475 torture messages) and
+//! * [`message`]: [`Message`], [`Request`], [`Response`], [`Headers`], [`Via`]; the parser
+//!   (`message/codec.rs`: rsip's tokenizer for the common message, our own reader for what rsip
+//!   refuses; checked against the RFC 4475 torture messages) and
 //!   serializer, TCP framing ([`frame`]).
 //! * [`transaction`]: [`Endpoint`], RFC 3261 section 17 client and server transactions with
 //!   timers A–K, RFC 6026 "Accepted" handling of 2xx to INVITE, CANCEL, RFC 3581 `rport`, and

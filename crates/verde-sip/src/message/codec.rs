@@ -14,6 +14,7 @@ use bytes::Bytes;
 
 use super::framing::find;
 use super::headers::canonical;
+use super::syntax::is_token;
 use super::{Headers, Message, Method, ParseError, Request, Response};
 
 pub(super) fn parse(bytes: &[u8]) -> Result<Message, ParseError> {
@@ -161,13 +162,10 @@ fn check_version(version: &str) -> Result<(), ParseError> {
 /// An absolute URI (RFC 3986 scheme, then characters a URI may hold). Angle brackets,
 /// quotes and whitespace mean the sender wrote a name-addr or broke the line.
 fn is_request_uri(uri: &str) -> bool {
-    let Some((scheme, rest)) = uri.split_once(':') else {
+    let Some((_, rest)) = uri.split_once(':') else {
         return false;
     };
-    let mut chars = scheme.chars();
-    let scheme_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
-    scheme_ok
+    super::syntax::scheme(uri).is_some()
         && !rest.is_empty()
         && rest.chars().all(|c| {
             c.is_ascii_graphic()
@@ -221,15 +219,6 @@ fn body(headers: &Headers, raw: &[u8]) -> Result<Bytes, ParseError> {
         }),
         Some(declared) => Ok(Bytes::copy_from_slice(&raw[..declared])),
     }
-}
-
-/// RFC 3261 25.1 `token` characters.
-fn is_token(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-        || matches!(
-            b,
-            b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
-        )
 }
 
 fn syntax(what: &str) -> ParseError {

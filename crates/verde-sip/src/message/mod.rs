@@ -1,7 +1,7 @@
 //! verde's own SIP message type.
 //!
-//! Parsing the wire grammar of a whole message is `codec.rs`'s job (our own tokenizer since
-//! rsip's refused valid RFC 4475 messages); header values are read lazily by the accessors and
+//! Parsing the wire grammar of a whole message is `codec.rs`'s job (rsip's tokenizer, and our
+//! own reader for the valid RFC 4475 messages rsip refuses); header values are read lazily by the accessors and
 //! checked strictly by `syntax.rs` where a server must refuse them.
 
 mod codec;

@@ -66,9 +66,9 @@ pub(crate) fn via_is_valid(value: &str) -> bool {
             let Some(via) = super::Via::parse(entry) else {
                 return false;
             };
-            let params = entry.split_once(';').map_or("", |(_, p)| p);
-            !via.transport.is_empty()
-                && (params.is_empty() || params_are_valid(&format!(";{params}")))
+            // The parameters as written, leading `;` included.
+            let params = entry.find(';').map_or("", |i| &entry[i..]);
+            !via.transport.is_empty() && params_are_valid(params)
         })
 }
 
@@ -174,7 +174,8 @@ fn no_empty_elements(value: &str) -> bool {
     seen_content
 }
 
-fn is_token(b: u8) -> bool {
+/// RFC 3261 25.1 `token` characters.
+pub(super) fn is_token(b: u8) -> bool {
     b.is_ascii_alphanumeric()
         || matches!(
             b,
