@@ -2000,15 +2000,10 @@ impl Call {
                 {
                     tracing::info!(%agent, "agent declines the offer on its bar");
                     leg.cancel(&mut self.sip_out);
-                    if let Some(o) = self
-                        .acd_rec
-                        .as_mut()
-                        .and_then(|r| r.offers.iter_mut().rev().find(|o| o.agent == agent))
-                    {
-                        o.outcome = "declined".into();
-                    }
+                    let key = leg.acd_key;
+                    self.cdr_offer_outcome(&agent, "declined");
                     self.engine.acd.input(AcdInput::OfferFailed {
-                        call: CallKey(leg.acd_key),
+                        call: CallKey(key),
                         agent: agent.as_str().into(),
                         reason: OfferFailure::Rejected,
                     });

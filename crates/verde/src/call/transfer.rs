@@ -311,13 +311,13 @@ impl Call {
                     others.push(leg.agent.clone());
                 }
             }
-            for (a, _, k) in std::mem::take(&mut self.bar_offers) {
-                if k == key {
-                    others.push(a);
-                } else {
-                    self.bar_offers.push((a, String::new(), k));
+            self.bar_offers.retain(|(a, _, k)| {
+                let mine = *k == key;
+                if mine {
+                    others.push(a.clone());
                 }
-            }
+                !mine
+            });
             for a in others {
                 self.tell_ended(&a, "answered-elsewhere");
             }
