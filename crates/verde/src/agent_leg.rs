@@ -297,6 +297,19 @@ impl AgentLeg {
         }
     }
 
+    /// The next RTP or RTCP packet on the leg's pair; `buf` is split between the two sockets.
+    pub async fn recv(
+        &self,
+        buf: &mut [u8],
+    ) -> std::io::Result<(verde_media::Socket, bytes::Bytes, std::net::SocketAddr)> {
+        use verde_media::Socket;
+        let (rtp_buf, rtcp_buf) = buf.split_at_mut(buf.len() / 2);
+        tokio::select! {
+            r = self.rtp.rtp.recv_from(rtp_buf) => r.map(|(n, f)| (Socket::Rtp, bytes::Bytes::copy_from_slice(&rtp_buf[..n]), f)),
+            r = self.rtp.rtcp.recv_from(rtcp_buf) => r.map(|(n, f)| (Socket::Rtcp, bytes::Bytes::copy_from_slice(&rtcp_buf[..n]), f)),
+        }
+    }
+
     pub fn local_tag(&self) -> String {
         self.dialog
             .as_ref()

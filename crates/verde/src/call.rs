@@ -35,22 +35,13 @@ const SUPERVISOR: usize = usize::MAX;
 /// Reads the next packet of one leg; never ready when there is no leg.
 async fn leg_recv(
     leg: Option<(usize, &AgentLeg)>,
-    rtp_buf: &mut [u8],
-    rtcp_buf: &mut [u8],
+    buf: &mut [u8],
 ) -> std::io::Result<(usize, Socket, Bytes, std::net::SocketAddr)> {
     let Some((i, l)) = leg else {
         return std::future::pending().await;
     };
-    let (socket, n, from) = tokio::select! {
-        r = l.rtp.rtp.recv_from(rtp_buf) => { let (n, f) = r?; (Socket::Rtp, n, f) }
-        r = l.rtp.rtcp.recv_from(rtcp_buf) => { let (n, f) = r?; (Socket::Rtcp, n, f) }
-    };
-    let buf = if socket == Socket::Rtp {
-        rtp_buf
-    } else {
-        rtcp_buf
-    };
-    Ok((i, socket, Bytes::copy_from_slice(&buf[..n]), from))
+    let (socket, pkt, from) = l.recv(buf).await?;
+    Ok((i, socket, pkt, from))
 }
 
 /// Methods we accept inside and outside dialogs.
@@ -441,12 +432,9 @@ async fn run(engine: Arc<Engine>, start: CallStart, mut inbox: mpsc::Receiver<Ca
 
     let mut rtp_buf = vec![0u8; 2048];
     let mut rtcp_buf = vec![0u8; 2048];
-    let mut leg_buf = vec![0u8; 2048];
-    let mut leg_rtcp_buf = vec![0u8; 2048];
-    let mut leg2_buf = vec![0u8; 2048];
-    let mut leg2_rtcp_buf = vec![0u8; 2048];
-    let mut sup_buf = vec![0u8; 2048];
-    let mut sup_rtcp_buf = vec![0u8; 2048];
+    let mut leg_buf = vec![0u8; 4096];
+    let mut leg2_buf = vec![0u8; 4096];
+    let mut sup_buf = vec![0u8; 4096];
     while call.phase != Phase::Ended {
         let deadline = [
             call.media.poll_timeout(),
@@ -484,9 +472,9 @@ async fn run(engine: Arc<Engine>, start: CallStart, mut inbox: mpsc::Receiver<Ca
             .map(|s| (SUPERVISOR, &s.leg));
         let leg_rx = async {
             tokio::select! {
-                r = leg_recv(first, &mut leg_buf, &mut leg_rtcp_buf) => r,
-                r = leg_recv(second, &mut leg2_buf, &mut leg2_rtcp_buf) => r,
-                r = leg_recv(third, &mut sup_buf, &mut sup_rtcp_buf) => r,
+                r = leg_recv(first, &mut leg_buf) => r,
+                r = leg_recv(second, &mut leg2_buf) => r,
+                r = leg_recv(third, &mut sup_buf) => r,
             }
         };
         tokio::select! {
@@ -1162,10 +1150,9 @@ impl Call {
             ..base_record(&self.start, self.started_at, "", None)
         };
         let stats = self.media.stats();
-        crate::metrics::rtp_packets(stats.packets_sent.into(), stats.packets_received);
+        crate::metrics::media_finished(&self.media);
         for m in self.legs.iter().filter_map(|l| l.media.as_ref()) {
-            let s = m.stats();
-            crate::metrics::rtp_packets(s.packets_sent.into(), s.packets_received);
+            crate::metrics::media_finished(m);
         }
         tracing::info!(
             disposition = %record.disposition,
@@ -1743,8 +1730,7 @@ impl Call {
         self.legs.retain(|l| {
             if l.state == LegState::Ended {
                 if let Some(m) = &l.media {
-                    let s = m.stats();
-                    crate::metrics::rtp_packets(s.packets_sent.into(), s.packets_received);
+                    crate::metrics::media_finished(m);
                 }
                 // The alias goes when the SIP task hears of it; late retransmissions of the
                 // agent's final answer meanwhile still reach us and are ignored.
@@ -2155,12 +2141,12 @@ impl Call {
             self.cdr_talk_end(&agent, now);
         }
         if let Some(x) = self.xfer.take() {
-            if x.key != 0 && x.key != self.key {
+            if let Some(key) = x.consult_key(self.key) {
                 // A consultation still waiting or ringing: the ACD withdraws it.
-                self.engine.acd.input(AcdInput::RemoveCaller {
-                    call: CallKey(x.key),
-                });
-                self.engine.acd.calls.remove(&x.key);
+                self.engine
+                    .acd
+                    .input(AcdInput::RemoveCaller { call: CallKey(key) });
+                self.engine.acd.calls.remove(&key);
             }
         }
         self.bridge = None;

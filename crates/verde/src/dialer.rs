@@ -269,12 +269,7 @@ async fn leg_recv(
     buf: &mut [u8],
 ) -> Option<(Socket, Bytes, std::net::SocketAddr)> {
     let leg = leg.filter(|l| l.media.is_some())?;
-    let (rtp_buf, rtcp_buf) = buf.split_at_mut(buf.len() / 2);
-    let r = tokio::select! {
-        r = leg.rtp.rtp.recv_from(rtp_buf) => r.map(|(n, f)| (Socket::Rtp, Bytes::copy_from_slice(&rtp_buf[..n]), f)),
-        r = leg.rtp.rtcp.recv_from(rtcp_buf) => r.map(|(n, f)| (Socket::Rtcp, Bytes::copy_from_slice(&rtcp_buf[..n]), f)),
-    };
-    r.ok()
+    leg.recv(buf).await.ok()
 }
 
 impl Callback {
@@ -681,8 +676,7 @@ impl Callback {
             .flatten()
         {
             if let Some(m) = &leg.media {
-                let s = m.stats();
-                crate::metrics::rtp_packets(s.packets_sent.into(), s.packets_received);
+                crate::metrics::media_finished(m);
             }
             self.sip_out.push(SipCmd::CallEnded {
                 call_id: leg.call_id.clone(),

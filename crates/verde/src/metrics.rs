@@ -186,9 +186,14 @@ pub fn call_finished(disposition: &str, channel: &str) {
 
 /// RTP packets a call leg sent and received (deltas: call once per leg when it ends, or
 /// periodically with what was added since the last call).
-// TODO(lead): drop this allow once the call task calls it.
 pub fn rtp_packets(sent: u64, received: u64) {
     COUNTERS.rtp_packets(sent, received);
+}
+
+/// Counts a leg's RTP once, when the leg is done with its media.
+pub fn media_finished(media: &verde_media::MediaSession) {
+    let s = media.stats();
+    rtp_packets(s.packets_sent.into(), s.packets_received);
 }
 
 /// A SIP message verde put on the wire (a response or a request of its own).

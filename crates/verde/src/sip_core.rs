@@ -244,32 +244,28 @@ pub async fn start(engine: Arc<Engine>) -> Result<tokio::task::JoinHandle<()>> {
     let auth = verde_sip::DigestAuth::new(sip.realm.clone(), secret, sip.nonce_ttl);
     let registrar =
         verde_sip::Registrar::new(sip.min_expires, sip.max_expires, sip.default_expires);
+    // Supervisors register a phone too: it is how they listen to, whisper in or barge into
+    // live calls.
+    let creds =
+        |password: &Option<String>, md5: &Option<String>, sha256: &Option<String>| match password {
+            Some(p) => Credentials::Password(p.clone()),
+            None => Credentials::Ha1 {
+                md5: md5.clone(),
+                sha256: sha256.clone(),
+            },
+        };
     let accounts = engine
         .cfg
         .agents
         .iter()
-        .map(|a| {
-            let cred = match &a.password {
-                Some(p) => Credentials::Password(p.clone()),
-                None => Credentials::Ha1 {
-                    md5: a.ha1_md5.clone(),
-                    sha256: a.ha1_sha256.clone(),
-                },
-            };
-            (a.id.clone(), cred)
-        })
-        // Supervisors register a phone too: it is how they listen to, whisper in or barge
-        // into live calls.
-        .chain(engine.cfg.supervisors.iter().map(|s| {
-            let cred = match &s.password {
-                Some(p) => Credentials::Password(p.clone()),
-                None => Credentials::Ha1 {
-                    md5: s.ha1_md5.clone(),
-                    sha256: s.ha1_sha256.clone(),
-                },
-            };
-            (s.id.clone(), cred)
-        }))
+        .map(|a| (a.id.clone(), creds(&a.password, &a.ha1_md5, &a.ha1_sha256)))
+        .chain(
+            engine
+                .cfg
+                .supervisors
+                .iter()
+                .map(|s| (s.id.clone(), creds(&s.password, &s.ha1_md5, &s.ha1_sha256))),
+        )
         .collect();
     Ok(tokio::spawn(
         SipTask {

@@ -153,8 +153,7 @@ impl Call {
         }
         s.leg.hang_up(&mut self.sip_out);
         if let Some(m) = &s.leg.media {
-            let st = m.stats();
-            crate::metrics::rtp_packets(st.packets_sent.into(), st.packets_received);
+            crate::metrics::media_finished(m);
         }
         self.sip_out.push(SipCmd::CallEnded {
             invite_tx: None,

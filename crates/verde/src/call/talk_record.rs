@@ -163,7 +163,7 @@ impl Call {
             }
         }
         let joined = match &self.bridge {
-            Some(Bridge::Caller(id)) => Some(id.clone()),
+            Some(Bridge::Caller(id)) => Some(id.as_str()),
             _ => None,
         };
         for leg in self.legs.iter_mut() {
@@ -172,7 +172,7 @@ impl Call {
             };
             while let Some(f) = m.poll_audio() {
                 // Only the agent joined with the caller: a consultation is not recorded.
-                if joined.as_deref() == Some(leg.call_id.as_str()) {
+                if joined == Some(leg.call_id.as_str()) {
                     if let Err(e) = tr.rec.push_right(&f, now) {
                         failed = Some(e.to_string());
                     }

@@ -50,6 +50,13 @@ fn target_text(to: &TransferTarget) -> String {
     }
 }
 
+impl Xfer {
+    /// The consultation's own ACD key, when it has one (not a number, not the caller's key).
+    pub(super) fn consult_key(&self, caller: u64) -> Option<u64> {
+        (self.key != 0 && self.key != caller).then_some(self.key)
+    }
+}
+
 impl Call {
     /// Runs the media of whoever is joined.
     pub(super) fn bridge_media(&mut self, now: Instant) {
@@ -190,10 +197,10 @@ impl Call {
                 });
             }
         }
-        self.xfer = Some(xfer);
         if attended {
-            self.consult_event("ringing", None);
+            self.consult_event(&xfer, "ringing", None);
         }
+        self.xfer = Some(xfer);
         Ok(())
     }
 
@@ -204,14 +211,24 @@ impl Call {
         key
     }
 
-    fn consult_event(&self, state: &str, reason: Option<&str>) {
-        if let Some(x) = &self.xfer {
-            self.engine.cti.publish(verde_cti::Event::Consult {
-                agent: x.by.as_str().into(),
-                call: CallKey(self.key),
-                to: x.to.clone(),
-                state: state.into(),
-                reason: reason.map(str::to_string),
+    /// Tells the consulting agent's bar how the consultation `x` goes.
+    fn consult_event(&self, x: &Xfer, state: &str, reason: Option<&str>) {
+        self.engine.cti.publish(verde_cti::Event::Consult {
+            agent: x.by.as_str().into(),
+            call: CallKey(self.key),
+            to: x.to.clone(),
+            state: state.into(),
+            reason: reason.map(str::to_string),
+        });
+    }
+
+    /// The ACD's `CallEnded` for `agent`'s talk with the caller, if it had one.
+    pub(super) fn end_talk(&mut self, agent: &str) {
+        if let Some(p) = self.talks.iter().position(|(_, a)| a == agent) {
+            let (key, agent) = self.talks.remove(p);
+            self.engine.acd.input(AcdInput::CallEnded {
+                call: CallKey(key),
+                agent: agent.as_str().into(),
             });
         }
     }
@@ -243,13 +260,7 @@ impl Call {
         if self.legs[i].state == LegState::Answered {
             self.legs[i].bye(&mut self.sip_out);
         }
-        if let Some(p) = self.talks.iter().position(|(_, a)| *a == agent) {
-            let (key, agent) = self.talks.remove(p);
-            self.engine.acd.input(AcdInput::CallEnded {
-                call: CallKey(key),
-                agent: agent.as_str().into(),
-            });
-        }
+        self.end_talk(&agent);
         if matches!(&self.bridge, Some(Bridge::Caller(id)) if *id == self.legs[i].call_id) {
             self.bridge = None;
         }
@@ -343,7 +354,9 @@ impl Call {
         match by_leg {
             Some(by) => {
                 self.bridge = Some(Bridge::Legs(by, call_id));
-                self.consult_event("talking", None);
+                if let Some(x) = &self.xfer {
+                    self.consult_event(x, "talking", None);
+                }
             }
             None => self.connect_caller(i, now),
         }
@@ -376,8 +389,8 @@ impl Call {
                 q.bridged = true;
             }
         }
-        if x.key != 0 && x.key != self.key {
-            self.engine.acd.calls.remove(&x.key);
+        if let Some(key) = x.consult_key(self.key) {
+            self.engine.acd.calls.remove(&key);
         }
         if !self.legs[i].number {
             self.record_by_policy(now);
@@ -388,8 +401,8 @@ impl Call {
     /// queue; during a consultation it stays on hold for the agent to take back.
     pub(super) fn transfer_failed(&mut self, why: &str, now: Instant) {
         let Some(x) = self.xfer.take() else { return };
-        if x.key != 0 && x.key != self.key {
-            self.engine.acd.calls.remove(&x.key);
+        if let Some(key) = x.consult_key(self.key) {
+            self.engine.acd.calls.remove(&key);
         }
         if let Some(id) = &x.leg {
             for leg in self.legs.iter_mut().filter(|l| l.call_id == *id) {
@@ -403,13 +416,7 @@ impl Call {
                 .any(|l| l.agent == x.by && l.state == LegState::Answered && !l.number);
         tracing::info!(to = %target_text(&x.to), %why, consulting, "transfer failed");
         if consulting {
-            self.engine.cti.publish(verde_cti::Event::Consult {
-                agent: x.by.as_str().into(),
-                call: CallKey(self.key),
-                to: x.to.clone(),
-                state: "failed".into(),
-                reason: Some(why.to_string()),
-            });
+            self.consult_event(&x, "failed", Some(why));
             if let Some(by) = self.legs.iter().find(|l| l.agent == x.by) {
                 self.bridge = Some(Bridge::Caller(by.call_id.clone()));
             }
@@ -516,29 +523,17 @@ impl Call {
         let Some(x) = self.xfer.take() else { return };
         let agent = self.legs[i].agent.clone();
         if !self.legs[i].number {
-            if let Some(p) = self.talks.iter().position(|(_, a)| *a == agent) {
-                let (key, agent) = self.talks.remove(p);
-                self.engine.acd.input(AcdInput::CallEnded {
-                    call: CallKey(key),
-                    agent: agent.as_str().into(),
-                });
-            }
+            self.end_talk(&agent);
             self.tell_ended(&agent, "agent-hangup");
         }
-        if x.key != 0 && x.key != self.key {
-            self.engine.acd.calls.remove(&x.key);
+        if let Some(key) = x.consult_key(self.key) {
+            self.engine.acd.calls.remove(&key);
         }
         tracing::info!(target = %agent, "transfer target hung up during the consultation");
         if let Some(by) = self.legs.iter().find(|l| l.agent == x.by && !l.number) {
             self.bridge = Some(Bridge::Caller(by.call_id.clone()));
         }
-        self.engine.cti.publish(verde_cti::Event::Consult {
-            agent: x.by.as_str().into(),
-            call: CallKey(self.key),
-            to: x.to,
-            state: "ended".into(),
-            reason: None,
-        });
+        self.consult_event(&x, "ended", None);
         self.drop_ended_legs();
     }
 
@@ -551,38 +546,26 @@ impl Call {
                 leg.hang_up(&mut self.sip_out);
                 let agent = leg.agent.clone();
                 if !leg.number {
-                    if let Some(p) = self.talks.iter().position(|(_, a)| *a == agent) {
-                        let (key, agent) = self.talks.remove(p);
-                        self.engine.acd.input(AcdInput::CallEnded {
-                            call: CallKey(key),
-                            agent: agent.as_str().into(),
-                        });
-                    }
+                    self.end_talk(&agent);
                     self.tell_ended(&agent, "withdrawn");
                 }
             }
         }
-        if x.key != 0 && x.key != self.key {
+        if let Some(key) = x.consult_key(self.key) {
             if !x.answered {
                 // Still waiting or ringing: the ACD withdraws it (and says CancelOffer).
-                self.engine.acd.input(AcdInput::RemoveCaller {
-                    call: CallKey(x.key),
-                });
+                self.engine
+                    .acd
+                    .input(AcdInput::RemoveCaller { call: CallKey(key) });
             }
-            for (a, _, _) in self.bar_offers.clone().iter().filter(|o| o.2 == x.key) {
+            for (a, _, _) in self.bar_offers.clone().iter().filter(|o| o.2 == key) {
                 self.tell_ended(a, "withdrawn");
             }
-            self.bar_offers.retain(|o| o.2 != x.key);
-            self.pending_offers.retain(|o| o.3 != x.key);
-            self.engine.acd.calls.remove(&x.key);
+            self.bar_offers.retain(|o| o.2 != key);
+            self.pending_offers.retain(|o| o.3 != key);
+            self.engine.acd.calls.remove(&key);
         }
-        self.engine.cti.publish(verde_cti::Event::Consult {
-            agent: x.by.as_str().into(),
-            call: CallKey(self.key),
-            to: x.to.clone(),
-            state: "cancelled".into(),
-            reason: None,
-        });
+        self.consult_event(&x, "cancelled", None);
         if let Some(i) = self
             .legs
             .iter()
