@@ -30,8 +30,8 @@ as_root() {
 }
 
 # --- 1. peers ---------------------------------------------------------------------------------
-PACKAGES=(sip-tester baresip linphone-cli sox libsox-fmt-all espeak-ng tshark iproute2 chromium)
-COMMANDS=(sipp baresip linphonec sox espeak-ng dumpcap tshark ip unshare chromium node npm)
+PACKAGES=(cmake sip-tester baresip linphone-cli sox libsox-fmt-all espeak-ng tshark iproute2 chromium)
+COMMANDS=(cmake sipp baresip linphonec sox espeak-ng dumpcap tshark ip unshare chromium node npm)
 missing=()
 if command -v dpkg-query >/dev/null 2>&1; then
     for p in "${PACKAGES[@]}"; do

@@ -41,8 +41,8 @@ mod session;
 pub use auth::{AuthConfig, AuthError, Authenticator, Credentials, Grant, Identity};
 pub use broadcast::{Broadcast, Frame};
 pub use protocol::{
-    state_label, CallOffer, Channel, ErrorCode, Event, IvrChoice, RequestId, Role, SuperviseMode,
-    TaskInfo, TaskKind, TaskRef, TransferMode, TransferTarget, VERSION,
+    state_label, CallOffer, Channel, Device, ErrorCode, Event, IvrChoice, RequestId, Role,
+    SuperviseMode, TaskInfo, TaskKind, TaskRef, TransferMode, TransferTarget, VERSION,
 };
 pub use session::{Alert, EngineCommand, EngineError, ForcedState, Limits, Out, Reply, Session};
 

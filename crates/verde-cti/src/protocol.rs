@@ -115,6 +115,8 @@ pub enum Channel {
     Voice,
     /// A callback the engine dialed for someone who left their number.
     Callback,
+    /// A browser on the "call now" page.
+    Webrtc,
 }
 
 /// One IVR menu choice the caller made before reaching the queue.
@@ -216,6 +218,12 @@ pub enum Event {
         call: CallKey,
         on: bool,
     },
+    /// An offered call rings in the agent's browser: verde's SDP offer for its softphone.
+    SoftphoneOffer {
+        agent: AgentId,
+        call: CallKey,
+        sdp: String,
+    },
     /// The call is over for this agent (either side hung up, or the offer was withdrawn).
     CallEnded {
         agent: AgentId,
@@ -287,6 +295,16 @@ pub(crate) enum SuperviseWire {
     Stop,
 }
 
+/// Where an agent's offered calls ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Device {
+    /// The agent's registered SIP phone.
+    Phone,
+    /// The softphone in the agent bar's page (WebRTC), while that page is open.
+    Browser,
+}
+
 /// How a supervisor joins a live call from its phone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -325,9 +343,18 @@ pub(crate) enum Command {
     },
     Answer {
         call: u64,
+        /// The browser softphone's SDP answer to `softphone_offer`.
+        sdp: Option<String>,
     },
     Hangup {
         call: u64,
+    },
+    SetDevice {
+        device: Device,
+    },
+    SoftphoneIce {
+        call: u64,
+        candidate: String,
     },
     Hold {
         call: u64,
@@ -384,6 +411,8 @@ impl Command {
             Command::Resume { .. } => "resume",
             Command::SetState { .. } => "set_state",
             Command::Answer { .. } => "answer",
+            Command::SetDevice { .. } => "set_device",
+            Command::SoftphoneIce { .. } => "softphone_ice",
             Command::Hangup { .. } => "hangup",
             Command::Hold { .. } => "hold",
             Command::ResumeCall { .. } => "resume_call",
@@ -479,6 +508,12 @@ pub(crate) struct CallBody {
 pub(crate) struct CallTransferredBody<'a> {
     pub call: u64,
     pub to: &'a TransferTarget,
+}
+
+#[derive(Serialize)]
+pub(crate) struct SoftphoneOfferBody<'a> {
+    pub call: u64,
+    pub sdp: &'a str,
 }
 
 #[derive(Serialize)]

@@ -58,10 +58,23 @@ pub enum EngineCommand {
     Logout {
         agent: AgentId,
     },
-    /// Make the agent's phone answer the offered call (auto-answer header on the agent leg).
+    /// Make the agent's phone answer the offered call (auto-answer header on the agent leg),
+    /// or with `sdp`, connect the browser softphone that answered `softphone_offer`.
     Answer {
         agent: AgentId,
         call: CallKey,
+        sdp: Option<String>,
+    },
+    /// Where the agent's offers ring from now on (the browser: while this session lasts).
+    SetDevice {
+        agent: AgentId,
+        device: Device,
+    },
+    /// An ICE candidate the agent's browser softphone trickled.
+    SoftphoneIce {
+        agent: AgentId,
+        call: CallKey,
+        candidate: String,
     },
     /// Ends the agent's leg; for an offered call, declines it.
     Hangup {
@@ -471,12 +484,30 @@ impl Session {
                 },
                 WantedState::Logout => (EngineCommand::Logout { agent }, Pending::Logout),
             },
-            Command::Answer { call } => {
+            Command::Answer { call, sdp } => {
                 let call = CallKey(call);
                 if let Err(outs) = self.own_call(&id, call, name, &[Phase::Offered]) {
                     return outs;
                 }
-                (EngineCommand::Answer { agent, call }, Pending::Plain)
+                (EngineCommand::Answer { agent, call, sdp }, Pending::Plain)
+            }
+            Command::SetDevice { device } => {
+                (EngineCommand::SetDevice { agent, device }, Pending::Plain)
+            }
+            Command::SoftphoneIce { call, candidate } => {
+                let call = CallKey(call);
+                let any = [Phase::Offered, Phase::Connected, Phase::Held];
+                if let Err(outs) = self.own_call(&id, call, name, &any) {
+                    return outs;
+                }
+                (
+                    EngineCommand::SoftphoneIce {
+                        agent,
+                        call,
+                        candidate,
+                    },
+                    Pending::Plain,
+                )
             }
             Command::Hangup { call } => {
                 let call = CallKey(call);
@@ -907,6 +938,9 @@ impl Session {
                     on: *on,
                 },
             ),
+            Event::SoftphoneOffer { agent, call, sdp } if mine(agent) => {
+                to_text("softphone_offer", SoftphoneOfferBody { call: call.0, sdp })
+            }
             Event::Consult {
                 agent,
                 call,

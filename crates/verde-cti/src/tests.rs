@@ -414,7 +414,8 @@ fn agent_commands_become_engine_commands_for_the_logged_in_agent() {
         run(&mut s, json!({"type":"answer","call":40}), 10),
         EngineCommand::Answer {
             agent: a1.clone(),
-            call: CallKey(40)
+            call: CallKey(40),
+            sdp: None,
         }
     );
     s.handle_event(&Event::CallAnswered {
@@ -779,6 +780,69 @@ fn record_is_for_the_agent_own_answered_call() {
     assert_eq!(
         sends(&outs),
         vec![json!({"v":1,"type":"recording","call":7,"on":true})]
+    );
+}
+
+#[test]
+fn browser_softphone_commands_and_offer() {
+    let auth = authenticator();
+    let now = Instant::now();
+    let (mut s, _) = logged_in(&auth, "a1", "pw1", now);
+    let outs = cmd(
+        &mut s,
+        json!({"v":1,"type":"set_device","id":1,"device":"browser"}),
+        now,
+    );
+    assert_eq!(
+        engine(&outs),
+        vec![(
+            RequestId::Num(1),
+            EngineCommand::SetDevice {
+                agent: "a1".into(),
+                device: Device::Browser
+            }
+        )]
+    );
+    let outs = cmd(
+        &mut s,
+        json!({"v":1,"type":"set_device","id":2,"device":"fax"}),
+        now,
+    );
+    assert_error(&outs, json!(2), "bad_request");
+    // Another agent's call: no trickling into it.
+    let outs = cmd(
+        &mut s,
+        json!({"v":1,"type":"softphone_ice","id":3,"call":9,"candidate":"candidate:1 1 udp 1 127.0.0.1 5000 typ host"}),
+        now,
+    );
+    assert_error(&outs, json!(3), "forbidden");
+    s.handle_event(&offer("a1", 9));
+    // The offer's SDP reaches only its agent's page.
+    let sdp_event = |agent: &str| Event::SoftphoneOffer {
+        agent: agent.into(),
+        call: CallKey(9),
+        sdp: "v=0\r\n".into(),
+    };
+    assert!(s.handle_event(&sdp_event("a2")).is_empty());
+    assert_eq!(
+        sends(&s.handle_event(&sdp_event("a1"))),
+        vec![json!({"v":1,"type":"softphone_offer","call":9,"sdp":"v=0\r\n"})]
+    );
+    let outs = cmd(
+        &mut s,
+        json!({"v":1,"type":"answer","id":4,"call":9,"sdp":"v=0 answer"}),
+        now,
+    );
+    assert_eq!(
+        engine(&outs),
+        vec![(
+            RequestId::Num(4),
+            EngineCommand::Answer {
+                agent: "a1".into(),
+                call: CallKey(9),
+                sdp: Some("v=0 answer".into())
+            }
+        )]
     );
 }
 

@@ -11,6 +11,10 @@
 //! [`WebRtcLeg::poll_transmit`], deadlines through [`WebRtcLeg::poll_timeout`] and
 //! [`WebRtcLeg::handle_timeout`].
 //!
+//! When the browser picks Opus, the leg transcodes (an [`OpusTranscoder`] between rtc and
+//! `poll_rtp`/`send_rtp`) and the session is built with [`WebRtcLeg::session_media`]: PCMU
+//! and telephone-event/8000, as for G.711.
+//!
 //! This crate must not know about SIP, the IVR, the websocket signaling transport, sockets or
 //! clocks: SDP and candidates arrive as strings, time as `now`.
 
@@ -57,20 +61,37 @@ pub enum AudioCodec {
 
 impl AudioCodec {
     fn parameters(self) -> RTCRtpCodecParameters {
-        let (mime, clock_rate, channels, fmtp, pt) = match self {
-            AudioCodec::Pcmu => (MIME_TYPE_PCMU, 8000, 0, "", 0),
-            AudioCodec::Pcma => (MIME_TYPE_PCMA, 8000, 0, "", 8),
-            AudioCodec::Opus => (MIME_TYPE_OPUS, 48000, 2, "minptime=10;useinbandfec=1", 111),
+        let (mime, channels, fmtp, pt) = match self {
+            AudioCodec::Pcmu => (MIME_TYPE_PCMU, 0, "", 0),
+            AudioCodec::Pcma => (MIME_TYPE_PCMA, 0, "", 8),
+            AudioCodec::Opus => (MIME_TYPE_OPUS, 2, "minptime=10;useinbandfec=1", 111),
         };
         RTCRtpCodecParameters {
             rtp_codec: RTCRtpCodec {
                 mime_type: mime.to_owned(),
-                clock_rate,
+                clock_rate: self.clock_rate(),
                 channels,
                 sdp_fmtp_line: fmtp.to_owned(),
                 rtcp_feedback: vec![],
             },
             payload_type: pt,
+        }
+    }
+
+    /// RTP clock rate on the wire (RFC 7587: Opus is always 48 kHz there).
+    fn clock_rate(self) -> u32 {
+        match self {
+            AudioCodec::Pcmu | AudioCodec::Pcma => 8000,
+            AudioCodec::Opus => 48000,
+        }
+    }
+
+    /// The name in an SDP `a=rtpmap` line.
+    fn encoding_name(self) -> &'static str {
+        match self {
+            AudioCodec::Pcmu => "PCMU",
+            AudioCodec::Pcma => "PCMA",
+            AudioCodec::Opus => "opus",
         }
     }
 
@@ -86,18 +107,20 @@ impl AudioCodec {
     }
 }
 
-/// RFC 4733 events at 8 kHz, the only rate the DTMF code in verde-media understands. Browsers
+/// RFC 4733 events at `clock_rate`: 8 kHz with G.711 (the only rate the DTMF code in
+/// verde-media understands), 48 kHz with Opus (rescaled to 8 kHz by the transcoder). Browsers
 /// offer one per audio clock rate; the answer keeps the one whose rate matches the codec.
-fn telephone_event() -> RTCRtpCodecParameters {
+fn telephone_event(clock_rate: u32) -> RTCRtpCodecParameters {
     RTCRtpCodecParameters {
         rtp_codec: RTCRtpCodec {
             mime_type: MIME_TYPE_TELEPHONE_EVENT.to_owned(),
-            clock_rate: 8000,
+            clock_rate,
             channels: 0,
             sdp_fmtp_line: "0-15".to_owned(),
             rtcp_feedback: vec![],
         },
-        payload_type: 101,
+        // Chrome's numbers; they only matter when we are the offerer.
+        payload_type: if clock_rate == 8000 { 101 } else { 110 },
     }
 }
 
@@ -139,7 +162,7 @@ pub struct WebRtcConfig {
     /// What we accept, in our order of preference. The answer keeps the offer's order, so to
     /// force a codec list only that one.
     pub codecs: Vec<AudioCodec>,
-    /// Accept RFC 4733 telephone-event/8000.
+    /// Accept RFC 4733 telephone-event (at 8 kHz, or at 48 kHz when Opus is chosen).
     pub dtmf: bool,
     /// Shared DTLS certificate; a fresh one per leg when `None` (slow, fine for tests).
     pub identity: Option<DtlsIdentity>,
@@ -157,6 +180,8 @@ pub enum WebRtcError {
     MalformedRtp,
     #[error("no local description after negotiation")]
     NoLocalDescription,
+    #[error("opus: {0}")]
+    Codec(String),
 }
 
 impl From<rtc::shared::error::Error> for WebRtcError {
@@ -165,12 +190,14 @@ impl From<rtc::shared::error::Error> for WebRtcError {
     }
 }
 
-/// What the negotiation settled on, enough to build a `verde_media::Negotiated`.
+/// Audio as negotiated on the wire ([`WebRtcLeg::media`]) or as the session must see it
+/// ([`WebRtcLeg::session_media`], enough to build a `verde_media::Negotiated`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AudioMedia {
     pub codec: AudioCodec,
     pub payload_type: u8,
-    /// telephone-event/8000, when both sides have it.
+    /// telephone-event at the codec's clock rate, when both sides have it: 8 kHz with G.711,
+    /// 48 kHz with Opus on the wire (8 kHz again in `session_media`).
     pub dtmf_pt: Option<u8>,
 }
 
@@ -203,6 +230,8 @@ pub struct WebRtcLeg {
     ssrc: u32,
     codecs: Vec<AudioCodec>,
     media: Option<AudioMedia>,
+    /// Present when Opus was negotiated: the session sees PCMU.
+    transcoder: Option<OpusTranscoder>,
     connected: bool,
     rtp_in: VecDeque<Bytes>,
     events: VecDeque<LegEvent>,
@@ -219,7 +248,8 @@ impl WebRtcLeg {
         now: Instant,
     ) -> Result<(WebRtcLeg, String), WebRtcError> {
         let mut leg = WebRtcLeg::build(config, now)?;
-        let offer = RTCSessionDescription::offer(offer::keep_8k_telephone_events(offer_sdp))?;
+        let rate = offer::chosen_clock_rate(offer_sdp, &leg.codecs);
+        let offer = RTCSessionDescription::offer(offer::keep_telephone_events_at(offer_sdp, rate))?;
         leg.pc.set_remote_description(now, offer)?;
         leg.add_local_candidate()?;
         let answer = leg.pc.create_answer(None)?;
@@ -259,7 +289,10 @@ impl WebRtcLeg {
             media_engine.register_codec(codec.parameters(), RtpCodecKind::Audio)?;
         }
         if config.dtmf {
-            media_engine.register_codec(telephone_event(), RtpCodecKind::Audio)?;
+            media_engine.register_codec(telephone_event(8000), RtpCodecKind::Audio)?;
+            if config.codecs.contains(&AudioCodec::Opus) {
+                media_engine.register_codec(telephone_event(48000), RtpCodecKind::Audio)?;
+            }
         }
         let mut rtc_config = RTCConfigurationBuilder::new();
         if let Some(identity) = &config.identity {
@@ -298,6 +331,7 @@ impl WebRtcLeg {
             ssrc: config.ssrc,
             codecs: config.codecs,
             media: None,
+            transcoder: None,
             connected: false,
             rtp_in: VecDeque::new(),
             events: VecDeque::new(),
@@ -343,19 +377,22 @@ impl WebRtcLeg {
         let audio = codecs.iter().find_map(|c| {
             AudioCodec::from_mime(&c.rtp_codec.mime_type).map(|codec| (codec, c.payload_type))
         });
+        let Some((codec, payload_type)) = audio else {
+            return Err(WebRtcError::NoCommonCodec(self.codecs.clone()));
+        };
         let dtmf_pt = codecs
             .iter()
             .find(|c| {
                 c.rtp_codec
                     .mime_type
                     .eq_ignore_ascii_case(MIME_TYPE_TELEPHONE_EVENT)
-                    && c.rtp_codec.clock_rate == 8000
+                    && c.rtp_codec.clock_rate == codec.clock_rate()
             })
             .map(|c| c.payload_type);
-        let Some((codec, payload_type)) = audio else {
-            return Err(WebRtcError::NoCommonCodec(self.codecs.clone()));
-        };
         tracing::debug!(?codec, payload_type, ?dtmf_pt, "webrtc audio negotiated");
+        if codec == AudioCodec::Opus && self.transcoder.is_none() {
+            self.transcoder = Some(OpusTranscoder::new(payload_type, dtmf_pt)?);
+        }
         self.media = Some(AudioMedia {
             codec,
             payload_type,
@@ -414,7 +451,7 @@ impl WebRtcLeg {
     }
 
     /// The next received RTP packet, decrypted, as bytes a `MediaSession` parses (audio and
-    /// telephone-event alike).
+    /// telephone-event alike), already G.711 when the browser sends Opus.
     pub fn poll_rtp(&mut self) -> Option<Bytes> {
         self.rtp_in.pop_front()
     }
@@ -425,14 +462,22 @@ impl WebRtcLeg {
 
     /// Sends one RTP packet (as a `MediaSession` writes it) SRTP-protected to the browser.
     /// The SSRC is rewritten to the leg's; packets before [`LegEvent::Connected`] are dropped
-    /// (there are no keys yet), which is why the IVR waits for it.
+    /// (there are no keys yet), which is why the IVR waits for it. With Opus negotiated,
+    /// PCMU and telephone-event/8000 are transcoded and anything else is dropped.
     pub fn send_rtp(&mut self, rtp: &[u8], now: Instant) -> Result<(), WebRtcError> {
         let mut buf = rtp;
-        let mut packet =
+        let packet =
             rtc::rtp::Packet::unmarshal(&mut buf).map_err(|_| WebRtcError::MalformedRtp)?;
         if !self.connected {
             return Ok(());
         }
+        let mut packet = match &mut self.transcoder {
+            Some(transcoder) => match transcoder.outgoing(packet)? {
+                Some(packet) => packet,
+                None => return Ok(()),
+            },
+            None => packet,
+        };
         packet.header.ssrc = self.ssrc;
         let mut sender = self
             .pc
@@ -442,9 +487,24 @@ impl WebRtcLeg {
         Ok(())
     }
 
-    /// Negotiated audio, once an answer exists.
+    /// Negotiated audio on the wire, once an answer exists.
     pub fn media(&self) -> Option<AudioMedia> {
         self.media
+    }
+
+    /// What the `MediaSession` on top must be built with, once an answer exists: `media()`
+    /// for G.711; for Opus, PCMU (PT 0) with telephone-event/8000 at PT 101 when a 48 kHz
+    /// telephone-event was negotiated, since the leg transcodes both ways.
+    pub fn session_media(&self) -> Option<AudioMedia> {
+        let media = self.media?;
+        Some(match media.codec {
+            AudioCodec::Pcmu | AudioCodec::Pcma => media,
+            AudioCodec::Opus => AudioMedia {
+                codec: AudioCodec::Pcmu,
+                payload_type: transcode::SESSION_PCMU_PT,
+                dtmf_pt: media.dtmf_pt.map(|_| transcode::SESSION_DTMF_PT),
+            },
+        })
     }
 
     pub fn ssrc(&self) -> u32 {
@@ -498,15 +558,32 @@ impl WebRtcLeg {
             let RTCMessage::RtpPacket(_, packet) = message else {
                 continue;
             };
-            match packet.marshal() {
-                Ok(bytes) => self.rtp_in.push_back(bytes.freeze()),
-                Err(e) => tracing::debug!(error = %e, "cannot re-serialize RTP"),
+            let Some(transcoder) = &mut self.transcoder else {
+                push_marshalled(&mut self.rtp_in, &packet);
+                continue;
+            };
+            let mut out = Vec::new();
+            if let Err(e) = transcoder.incoming(packet, &mut out) {
+                tracing::debug!(error = %e, "browser packet not transcoded");
+            }
+            for packet in &out {
+                push_marshalled(&mut self.rtp_in, packet);
             }
         }
     }
 }
 
+fn push_marshalled(queue: &mut VecDeque<Bytes>, packet: &rtc::rtp::Packet) {
+    match packet.marshal() {
+        Ok(bytes) => queue.push_back(bytes.freeze()),
+        Err(e) => tracing::debug!(error = %e, "cannot re-serialize RTP"),
+    }
+}
+
 mod offer;
+mod transcode;
+
+pub use transcode::OpusTranscoder;
 
 #[cfg(test)]
 mod tests;

@@ -2,13 +2,51 @@
 //!
 //! rtc 0.21.1 matches an offered codec to a registered one by MIME type and fmtp only, not by
 //! clock rate. Browsers offer telephone-event once per audio rate (Chrome: 110 at 48 kHz,
-//! 126 at 8 kHz); both match our telephone-event/8000, and the answer then names the 48 kHz
-//! one, twice, so the browser (which sends events at its send codec's rate) has no 8 kHz
-//! telephone-event for G.711 and cannot send RFC 4733 digits at all. We only ever take
-//! 8 kHz events, so dropping the others from the offer is what our answer would say anyway.
+//! 126 at 8 kHz); both match our telephone-event, and the answer then names one of them
+//! twice, so the browser (which sends events at its send codec's rate) may find no
+//! telephone-event at the rate of the codec it sends and cannot send RFC 4733 digits at all.
+//! The codec the answer will lead with is already known from the offer (the first one we
+//! accept, in the offer's order), so we keep only the telephone-event at that codec's clock
+//! rate: 8 kHz for G.711, 48 kHz for Opus. That is what our answer would say anyway.
 
-/// Removes every `telephone-event` whose clock rate is not 8000 from the audio sections.
-pub(crate) fn keep_8k_telephone_events(sdp: &str) -> String {
+use crate::AudioCodec;
+
+/// Clock rate of the codec rtc will pick from this offer: the first format on the audio
+/// line that is one of `codecs`. 8000 when there is none (the answer fails later anyway).
+pub(crate) fn chosen_clock_rate(sdp: &str, codecs: &[AudioCodec]) -> u32 {
+    let Some(formats) = sdp.lines().find_map(|l| l.strip_prefix("m=audio ")) else {
+        return 8000;
+    };
+    let rtpmap = |pt: &str| {
+        sdp.lines().find_map(|l| {
+            let rest = l.strip_prefix("a=rtpmap:")?;
+            let (p, enc) = rest.split_once(' ')?;
+            (p == pt).then_some(enc)
+        })
+    };
+    for pt in formats.split(' ').skip(2) {
+        let codec = match rtpmap(pt) {
+            Some(enc) => {
+                let name = enc.split('/').next().unwrap_or("");
+                [AudioCodec::Pcmu, AudioCodec::Pcma, AudioCodec::Opus]
+                    .into_iter()
+                    .find(|c| c.encoding_name().eq_ignore_ascii_case(name))
+            }
+            // Static payload types need no rtpmap (RFC 3551).
+            None if pt == "0" => Some(AudioCodec::Pcmu),
+            None if pt == "8" => Some(AudioCodec::Pcma),
+            None => None,
+        };
+        if let Some(codec) = codec.filter(|c| codecs.contains(c)) {
+            return codec.clock_rate();
+        }
+    }
+    8000
+}
+
+/// Removes every `telephone-event` whose clock rate is not `rate` from the audio sections.
+pub(crate) fn keep_telephone_events_at(sdp: &str, rate: u32) -> String {
+    let rate = rate.to_string();
     let eol = if sdp.contains("\r\n") { "\r\n" } else { "\n" };
     let lines: Vec<&str> = sdp.lines().collect();
     let mut drop: Vec<String> = Vec::new();
@@ -20,8 +58,8 @@ pub(crate) fn keep_8k_telephone_events(sdp: &str) -> String {
             };
             let mut enc = enc.split('/');
             let name = enc.next().unwrap_or("");
-            let rate = enc.next().unwrap_or("");
-            if name.eq_ignore_ascii_case("telephone-event") && rate != "8000" {
+            let rate_of = enc.next().unwrap_or("");
+            if name.eq_ignore_ascii_case("telephone-event") && rate_of != rate {
                 drop.push(pt.to_owned());
             }
         }
@@ -67,7 +105,7 @@ mod tests {
             "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111 0 110 126\r\na=rtpmap:111 opus/48000/2\r\n\
 a=rtpmap:0 PCMU/8000\r\na=rtpmap:110 telephone-event/48000\r\na=fmtp:110 0-15\r\n\
 a=rtpmap:126 telephone-event/8000\r\n";
-        let out = keep_8k_telephone_events(sdp);
+        let out = keep_telephone_events_at(sdp, 8000);
         assert!(
             out.contains("m=audio 9 UDP/TLS/RTP/SAVPF 111 0 126\r\n"),
             "{out}"
@@ -80,6 +118,33 @@ a=rtpmap:126 telephone-event/8000\r\n";
     #[test]
     fn untouched_without_foreign_events() {
         let sdp = "v=0\nm=audio 9 RTP/AVP 0 101\na=rtpmap:101 telephone-event/8000\n";
-        assert_eq!(keep_8k_telephone_events(sdp), sdp);
+        assert_eq!(keep_telephone_events_at(sdp, 8000), sdp);
+    }
+
+    const CHROME_LIKE: &str = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111 0 8 110 126\r\n\
+a=rtpmap:111 opus/48000/2\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n\
+a=rtpmap:110 telephone-event/48000\r\na=rtpmap:126 telephone-event/8000\r\n";
+
+    #[test]
+    fn chosen_rate_follows_the_offer_order_among_accepted_codecs() {
+        use AudioCodec::*;
+        assert_eq!(chosen_clock_rate(CHROME_LIKE, &[Pcma, Opus]), 48000);
+        assert_eq!(chosen_clock_rate(CHROME_LIKE, &[Pcma, Pcmu]), 8000);
+        assert_eq!(chosen_clock_rate(CHROME_LIKE, &[Opus]), 48000);
+        // Static PT 8 with no rtpmap still counts as PCMA; it comes before Opus here.
+        let g711_first = "v=0\nm=audio 9 RTP/SAVPF 8 111\na=rtpmap:111 opus/48000/2\n";
+        assert_eq!(chosen_clock_rate(g711_first, &[Opus, Pcma]), 8000);
+        assert_eq!(chosen_clock_rate(g711_first, &[Opus]), 48000);
+    }
+
+    #[test]
+    fn opus_keeps_the_48k_event_and_drops_the_8k_one() {
+        let out = keep_telephone_events_at(CHROME_LIKE, 48000);
+        assert!(
+            out.contains("m=audio 9 UDP/TLS/RTP/SAVPF 111 0 8 110\r\n"),
+            "{out}"
+        );
+        assert!(out.contains("a=rtpmap:110 telephone-event/48000\r\n"));
+        assert!(!out.contains("126"), "{out}");
     }
 }

@@ -1,14 +1,21 @@
-//! The B2BUA's outbound leg: verde calls an agent's registered phone for a queued caller.
+//! The B2BUA's outbound leg: verde calls an agent's registered phone for a queued caller, or
+//! the softphone in the agent bar's page (WebRTC).
 //!
 //! A leg lives inside the caller's call task (one task owns both legs, so bridging needs no
-//! locks). It has its own Call-ID, dialog, RTP pair and media session; the SIP task routes the
-//! agent's messages to the caller's task through an alias of that Call-ID.
+//! locks). It has its own Call-ID and media session; a phone leg has a dialog and an RTP pair
+//! (the SIP task routes the agent's messages to the caller's task through an alias of that
+//! Call-ID), a browser leg a WebRTC leg on one UDP socket, signaled over the agent's CTI
+//! connection. The call task sees the same states and events for both.
 
 use crate::rtp_ports::RtpPair;
 use crate::sip_core::{Engine, SipCmd};
+use bytes::Bytes;
+use std::net::SocketAddr;
 use std::time::Instant;
-use verde_media::{Codec, InbandDtmf, LocalSdp, MediaConfig, MediaSession, Negotiated};
-use verde_sip::{Dialog, Method, OutboundInvite, Peer, Request, Response};
+use verde_media::{
+    Codec, InbandDtmf, LocalSdp, MediaConfig, MediaSession, Negotiated, Socket, Transmit,
+};
+use verde_sip::{Dialog, Method, OutboundInvite, Peer, Request, Response, Transport};
 
 /// Where to send an INVITE for a registration. A phone behind NAT writes an address it cannot
 /// be reached at in its Contact, so the source of its REGISTER is used (and over TCP the
@@ -46,20 +53,16 @@ pub enum LegEvent {
     Answered,
     /// The agent did not take the call; the status says why.
     Failed(u16),
+    /// The agent's side went away during the conversation (a browser page closed).
+    HungUp,
 }
 
 pub struct AgentLeg {
     pub agent: String,
     pub call_id: String,
     pub state: LegState,
-    pub peer: Peer,
-    pub rtp: RtpPair,
     pub media: Option<MediaSession>,
-    invite: Request,
-    local_sdp: LocalSdp,
-    dialog: Option<Dialog>,
-    /// Kept to answer every retransmitted 2xx with the same ACK.
-    ack: Option<Request>,
+    io: LegIo,
     pub answered_at: Option<Instant>,
     /// The ACD key the offer was made under: the caller's, or a consultation's.
     pub acd_key: u64,
@@ -68,6 +71,156 @@ pub struct AgentLeg {
     /// Cancelled to be rung again with auto-answer (the agent answered from its bar): its end
     /// is not the offer's.
     pub replaced: bool,
+    /// A browser leg connected: its session is made once the WebRTC leg is no longer borrowed.
+    pending_media: Option<Negotiated>,
+}
+
+/// How the leg reaches the agent. A handful per call and never moved once made: the size
+/// difference costs nothing worth an allocation per phone leg.
+#[allow(clippy::large_enum_variant)]
+enum LegIo {
+    Sip(SipIo),
+    Browser(Box<BrowserIo>),
+}
+
+struct SipIo {
+    peer: Peer,
+    rtp: RtpPair,
+    invite: Request,
+    local_sdp: LocalSdp,
+    dialog: Option<Dialog>,
+    /// Kept to answer every retransmitted 2xx with the same ACK.
+    ack: Option<Request>,
+}
+
+struct BrowserIo {
+    /// Only ever used through `&mut`: the wrapper makes the leg `Sync`, so call tasks that
+    /// hold `&AgentLeg` across an await stay `Send`.
+    leg: sync_wrapper::SyncWrapper<verde_webrtc::WebRtcLeg>,
+    socket: tokio::net::UdpSocket,
+    /// The page sent its SDP answer (the agent clicked Answer).
+    accepted: bool,
+}
+
+/// A leg's sockets, borrowed apart from the leg: a WebRTC leg is not `Sync`, so it must not
+/// be borrowed across an await.
+pub enum LegSockets<'a> {
+    Rtp(&'a RtpPair),
+    Web(&'a tokio::net::UdpSocket),
+}
+
+/// A datagram for a leg.
+pub enum LegPacket {
+    Rtp(Socket, Bytes, SocketAddr),
+    Web(Bytes, SocketAddr),
+}
+
+impl LegSockets<'_> {
+    /// Polls for the leg's next datagram; a phone leg's RTP comes before its RTCP.
+    pub fn poll_recv(
+        &self,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut [u8],
+    ) -> std::task::Poll<std::io::Result<LegPacket>> {
+        use std::task::Poll;
+        let mut read = |socket: &tokio::net::UdpSocket| {
+            let mut rb = tokio::io::ReadBuf::new(buf);
+            match socket.poll_recv_from(cx, &mut rb) {
+                Poll::Ready(Ok(from)) => {
+                    Poll::Ready(Ok((Bytes::copy_from_slice(rb.filled()), from)))
+                }
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Pending => Poll::Pending,
+            }
+        };
+        match self {
+            LegSockets::Rtp(pair) => {
+                if let Poll::Ready(r) = read(&pair.rtp) {
+                    return Poll::Ready(r.map(|(b, f)| LegPacket::Rtp(Socket::Rtp, b, f)));
+                }
+                read(&pair.rtcp).map(|r| r.map(|(b, f)| LegPacket::Rtp(Socket::Rtcp, b, f)))
+            }
+            LegSockets::Web(socket) => read(socket).map(|r| r.map(|(b, f)| LegPacket::Web(b, f))),
+        }
+    }
+}
+
+/// The next datagram on any of `legs` (tagged with the caller's index for it); never ready
+/// when there is none.
+pub async fn recv_any(
+    legs: &[(usize, LegSockets<'_>)],
+    buf: &mut [u8],
+) -> std::io::Result<(usize, LegPacket)> {
+    std::future::poll_fn(|cx| {
+        for (i, s) in legs {
+            if let std::task::Poll::Ready(r) = s.poll_recv(cx, buf) {
+                return std::task::Poll::Ready(r.map(|p| (*i, p)));
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
+}
+
+/// Sends what a session has queued on an RTP pair.
+pub fn send_all(media: &mut MediaSession, rtp: &RtpPair) {
+    while let Some(Transmit { socket, to, bytes }) = media.poll_transmit() {
+        let s = match socket {
+            Socket::Rtp => &rtp.rtp,
+            Socket::Rtcp => &rtp.rtcp,
+        };
+        // A full socket buffer drops the packet, as a late packet would be dropped anyway.
+        if let Err(e) = s.try_send_to(&bytes, to) {
+            tracing::debug!(error = %e, %to, "rtp send failed");
+        }
+    }
+}
+
+/// Sends what a session has queued through a WebRTC leg (SRTP), then the leg's datagrams. The
+/// session's own RTCP stays home: the leg's interceptors report to the browser.
+pub fn send_web(
+    media: &mut MediaSession,
+    leg: &mut verde_webrtc::WebRtcLeg,
+    socket: &tokio::net::UdpSocket,
+    now: Instant,
+) {
+    while let Some(Transmit {
+        socket: s, bytes, ..
+    }) = media.poll_transmit()
+    {
+        if s == Socket::Rtp && leg.is_connected() {
+            if let Err(e) = leg.send_rtp(&bytes, now) {
+                tracing::debug!(error = %e, "web rtp not sent");
+            }
+        }
+    }
+    while let Some((to, bytes)) = leg.poll_transmit() {
+        if let Err(e) = socket.try_send_to(&bytes, to) {
+            tracing::debug!(error = %e, %to, "web datagram send failed");
+        }
+    }
+}
+
+/// The media session on top of a WebRTC leg: its "remote" is the fixed `MEDIA_PEER`, the
+/// browser's real address stays behind ICE (`docs/webrtc.md`).
+pub fn web_negotiated(audio: &verde_webrtc::AudioMedia) -> Option<Negotiated> {
+    let codec = match audio.codec {
+        verde_webrtc::AudioCodec::Pcmu => Codec::Pcmu,
+        verde_webrtc::AudioCodec::Pcma => Codec::Pcma,
+        other => {
+            tracing::error!(codec = ?other, "a WebRTC leg must present G.711 to its session");
+            return None;
+        }
+    };
+    Some(Negotiated {
+        answer: String::new(),
+        codec,
+        payload_type: audio.payload_type,
+        dtmf_pt: audio.dtmf_pt,
+        remote: verde_webrtc::MEDIA_PEER,
+        remote_rtcp: verde_webrtc::MEDIA_PEER,
+        direction: verde_media::Direction::SendRecv,
+    })
 }
 
 impl AgentLeg {
@@ -128,17 +281,20 @@ impl AgentLeg {
             agent: agent.to_string(),
             call_id,
             state: LegState::Ringing,
-            peer,
-            rtp,
             media: None,
-            invite,
-            local_sdp,
-            dialog: None,
-            ack: None,
+            io: LegIo::Sip(SipIo {
+                peer,
+                rtp,
+                invite,
+                local_sdp,
+                dialog: None,
+                ack: None,
+            }),
             answered_at: None,
             acd_key: 0,
             number: false,
             replaced: false,
+            pending_media: None,
         }
     }
 
@@ -149,6 +305,9 @@ impl AgentLeg {
         now: Instant,
         sip_out: &mut Vec<SipCmd>,
     ) -> LegEvent {
+        let LegIo::Sip(sip) = &mut self.io else {
+            return LegEvent::None;
+        };
         let is_invite = resp
             .cseq()
             .map(|(_, m)| m == Method::Invite)
@@ -166,15 +325,15 @@ impl AgentLeg {
                 }
             }
             200..=299 => {
-                if let Some(ack) = &self.ack {
+                if let Some(ack) = &sip.ack {
                     // A retransmitted 2xx: our ACK was lost.
                     sip_out.push(SipCmd::Ack {
                         request: ack.clone(),
-                        to: self.peer,
+                        to: sip.peer,
                     });
                     return LegEvent::None;
                 }
-                let dialog = match Dialog::uac(&self.invite, resp) {
+                let dialog = match Dialog::uac(&sip.invite, resp) {
                     Ok(d) => d,
                     Err(e) => {
                         tracing::warn!(agent = %self.agent, error = ?e, "agent's 2xx unusable");
@@ -185,17 +344,17 @@ impl AgentLeg {
                 let ack = dialog.ack(1);
                 sip_out.push(SipCmd::Ack {
                     request: ack.clone(),
-                    to: self.peer,
+                    to: sip.peer,
                 });
-                self.ack = Some(ack);
-                self.dialog = Some(dialog);
+                sip.ack = Some(ack);
+                sip.dialog = Some(dialog);
                 if self.state == LegState::Cancelling {
                     // The answer crossed our CANCEL: take the call down at once.
                     self.bye(sip_out);
                     return LegEvent::None;
                 }
                 let answer = std::str::from_utf8(&resp.body).unwrap_or("");
-                match self.local_sdp.accept_answer(answer) {
+                match sip.local_sdp.accept_answer(answer) {
                     Ok(neg) => {
                         self.start_media(&neg, now);
                         self.state = LegState::Answered;
@@ -222,11 +381,16 @@ impl AgentLeg {
     }
 
     fn start_media(&mut self, neg: &Negotiated, now: Instant) {
+        let ssrc = match &mut self.io {
+            LegIo::Browser(b) => Some(b.leg.get_mut().ssrc()),
+            LegIo::Sip(_) => None,
+        };
         let mut media = MediaSession::new(
             neg,
             MediaConfig {
                 inband_dtmf: InbandDtmf::Never,
                 wall_clock: Some(std::time::SystemTime::now()),
+                ssrc,
                 ..MediaConfig::default()
             },
             now,
@@ -237,23 +401,38 @@ impl AgentLeg {
 
     /// Stops ringing the agent.
     pub fn cancel(&mut self, sip_out: &mut Vec<SipCmd>) {
-        if self.state == LegState::Ringing {
-            sip_out.push(SipCmd::CancelInvite {
-                call_id: self.call_id.clone(),
-            });
-            self.state = LegState::Cancelling;
+        if self.state != LegState::Ringing {
+            return;
+        }
+        match &mut self.io {
+            LegIo::Sip(_) => {
+                sip_out.push(SipCmd::CancelInvite {
+                    call_id: self.call_id.clone(),
+                });
+                self.state = LegState::Cancelling;
+            }
+            // The page stops ringing with the bar's call_ended; nothing to wait for.
+            LegIo::Browser(b) => {
+                b.leg.get_mut().close();
+                self.state = LegState::Ended;
+            }
         }
     }
 
     /// Ends an answered leg.
     pub fn bye(&mut self, sip_out: &mut Vec<SipCmd>) {
-        if let Some(d) = self.dialog.as_mut() {
-            let bye = d.request(Method::Bye);
-            sip_out.push(SipCmd::Request {
-                call_id: self.call_id.clone(),
-                request: bye,
-                to: self.peer,
-            });
+        match &mut self.io {
+            LegIo::Sip(sip) => {
+                if let Some(d) = sip.dialog.as_mut() {
+                    let bye = d.request(Method::Bye);
+                    sip_out.push(SipCmd::Request {
+                        call_id: self.call_id.clone(),
+                        request: bye,
+                        to: sip.peer,
+                    });
+                }
+            }
+            LegIo::Browser(b) => b.leg.get_mut().close(),
         }
         if let Some(m) = self.media.as_mut() {
             m.close(Instant::now());
@@ -272,7 +451,10 @@ impl AgentLeg {
 
     /// A re-INVITE or UPDATE from the agent (hold / unhold): our answer, or None if refused.
     pub fn reoffer(&mut self, offer: &str, now: Instant) -> Option<Negotiated> {
-        let neg = self.local_sdp.answer(offer).ok()?;
+        let LegIo::Sip(sip) = &mut self.io else {
+            return None;
+        };
+        let neg = sip.local_sdp.answer(offer).ok()?;
         if let Some(m) = self.media.as_mut() {
             m.update(&neg, now);
         }
@@ -287,34 +469,221 @@ impl AgentLeg {
         reason: &str,
         sip_out: &mut Vec<SipCmd>,
     ) {
-        if let Some(d) = self.dialog.as_mut() {
+        let LegIo::Sip(sip) = &mut self.io else {
+            return;
+        };
+        if let Some(d) = sip.dialog.as_mut() {
             let notify = d.refer_notify(refer_cseq, status, reason);
             sip_out.push(SipCmd::Request {
                 call_id: self.call_id.clone(),
                 request: notify,
-                to: self.peer,
+                to: sip.peer,
             });
         }
     }
 
-    /// The next RTP or RTCP packet on the leg's pair; `buf` is split between the two sockets.
-    pub async fn recv(
-        &self,
-        buf: &mut [u8],
-    ) -> std::io::Result<(verde_media::Socket, bytes::Bytes, std::net::SocketAddr)> {
-        use verde_media::Socket;
-        let (rtp_buf, rtcp_buf) = buf.split_at_mut(buf.len() / 2);
-        tokio::select! {
-            r = self.rtp.rtp.recv_from(rtp_buf) => r.map(|(n, f)| (Socket::Rtp, bytes::Bytes::copy_from_slice(&rtp_buf[..n]), f)),
-            r = self.rtp.rtcp.recv_from(rtcp_buf) => r.map(|(n, f)| (Socket::Rtcp, bytes::Bytes::copy_from_slice(&rtcp_buf[..n]), f)),
+    /// The leg's sockets, to wait on without borrowing the leg.
+    pub fn sockets(&self) -> LegSockets<'_> {
+        match &self.io {
+            LegIo::Sip(sip) => LegSockets::Rtp(&sip.rtp),
+            LegIo::Browser(b) => LegSockets::Web(&b.socket),
+        }
+    }
+
+    /// A datagram that arrived for the leg.
+    pub fn handle_packet(&mut self, packet: LegPacket, now: Instant) {
+        match (packet, &mut self.io) {
+            (LegPacket::Rtp(socket, pkt, from), _) => {
+                if let Some(m) = self.media.as_mut() {
+                    m.handle_packet(socket, pkt, from, now);
+                }
+            }
+            (LegPacket::Web(pkt, from), LegIo::Browser(b)) => {
+                b.leg.get_mut().handle_datagram(from, &pkt, now)
+            }
+            (LegPacket::Web(..), LegIo::Sip(_)) => {}
+        }
+    }
+
+    /// Sends what the leg's session (and for a browser, its WebRTC leg) has queued.
+    pub fn send(&mut self, now: Instant) {
+        match (&mut self.io, self.media.as_mut()) {
+            (LegIo::Sip(sip), Some(m)) => send_all(m, &sip.rtp),
+            (LegIo::Sip(_), None) => {}
+            (LegIo::Browser(b), Some(m)) => send_web(m, b.leg.get_mut(), &b.socket, now),
+            (LegIo::Browser(b), None) => {
+                // Handshake datagrams before the session exists.
+                while let Some((to, bytes)) = b.leg.get_mut().poll_transmit() {
+                    let _ = b.socket.try_send_to(&bytes, to);
+                }
+            }
+        }
+    }
+
+    /// The earliest timer of the leg's session and WebRTC leg.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        let web = match &mut self.io {
+            LegIo::Browser(b) => b.leg.get_mut().poll_timeout(),
+            LegIo::Sip(_) => None,
+        };
+        let media = self.media.as_ref().and_then(|m| m.poll_timeout());
+        web.into_iter().chain(media).min()
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if let LegIo::Browser(b) = &mut self.io {
+            b.leg.get_mut().handle_timeout(now);
+        }
+        if let Some(m) = self.media.as_mut() {
+            m.handle_timeout(now);
         }
     }
 
     pub fn local_tag(&self) -> String {
-        self.dialog
-            .as_ref()
-            .map(|d| d.local_tag().to_string())
-            .unwrap_or_default()
+        match &self.io {
+            LegIo::Sip(sip) => sip
+                .dialog
+                .as_ref()
+                .map(|d| d.local_tag().to_string())
+                .unwrap_or_default(),
+            LegIo::Browser(_) => String::new(),
+        }
+    }
+
+    /// The transport the agent's phone uses (UDP for a browser: never used for SIP).
+    pub fn transport(&self) -> Transport {
+        match &self.io {
+            LegIo::Sip(sip) => sip.peer.transport,
+            LegIo::Browser(_) => Transport::Udp,
+        }
+    }
+
+    /// Whether the leg rings the agent's browser.
+    pub fn is_browser(&self) -> bool {
+        matches!(self.io, LegIo::Browser(_))
+    }
+
+    /// Offers the call to the softphone in the agent's page: the leg and verde's SDP offer,
+    /// which the bar receives as `softphone_offer`.
+    pub fn browser(
+        web: &crate::web_call::WebRtc,
+        agent: &str,
+        now: Instant,
+    ) -> Option<(AgentLeg, String)> {
+        let Some((socket, config)) = web.bind() else {
+            tracing::error!(%agent, "no free port in webrtc.ports for the softphone");
+            return None;
+        };
+        let (leg, offer) = match verde_webrtc::WebRtcLeg::offer(config, now) {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::error!(%agent, error = %e, "softphone offer failed");
+                return None;
+            }
+        };
+        let call_id = format!("b-{:016x}", rand::random::<u64>());
+        let leg = AgentLeg {
+            agent: agent.to_string(),
+            call_id,
+            state: LegState::Ringing,
+            media: None,
+            io: LegIo::Browser(Box::new(BrowserIo {
+                leg: sync_wrapper::SyncWrapper::new(leg),
+                socket,
+                accepted: false,
+            })),
+            answered_at: None,
+            acd_key: 0,
+            number: false,
+            replaced: false,
+            pending_media: None,
+        };
+        Some((leg, offer))
+    }
+
+    /// The page's SDP answer: the agent answered in the browser. Media starts once ICE and
+    /// DTLS are up ([`AgentLeg::poll_browser`] reports `Answered`).
+    pub fn accept_browser_answer(&mut self, sdp: &str, now: Instant) -> Result<(), String> {
+        let LegIo::Browser(b) = &mut self.io else {
+            return Err("this leg rings a phone, not the browser".into());
+        };
+        if self.state != LegState::Ringing || b.accepted {
+            return Err("the offer is no longer ringing".into());
+        }
+        b.leg
+            .get_mut()
+            .accept_answer(sdp, now)
+            .map_err(|e| e.to_string())?;
+        b.accepted = true;
+        Ok(())
+    }
+
+    pub fn add_browser_candidate(&mut self, candidate: &str) {
+        if let LegIo::Browser(b) = &mut self.io {
+            if let Err(e) = b.leg.get_mut().add_remote_candidate(candidate) {
+                tracing::debug!(agent = %self.agent, error = %e, "softphone candidate not usable");
+            }
+        }
+    }
+
+    /// Moves a browser leg's decrypted packets into its session and reports what its WebRTC
+    /// leg did: `Answered` once connected after the agent's answer, `Failed` when the page
+    /// went away.
+    pub fn poll_browser(&mut self, now: Instant) -> LegEvent {
+        let LegIo::Browser(b) = &mut self.io else {
+            return LegEvent::None;
+        };
+        if let Some(m) = self.media.as_mut() {
+            while let Some(pkt) = b.leg.get_mut().poll_rtp() {
+                m.handle_packet(Socket::Rtp, pkt, verde_webrtc::MEDIA_PEER, now);
+            }
+        }
+        let mut outcome = LegEvent::None;
+        while let Some(e) = b.leg.get_mut().poll_event() {
+            match e {
+                verde_webrtc::LegEvent::Connected if self.state == LegState::Ringing => {
+                    let neg = b
+                        .leg
+                        .get_mut()
+                        .session_media()
+                        .and_then(|a| web_negotiated(&a));
+                    match neg {
+                        Some(neg) => {
+                            self.state = LegState::Answered;
+                            self.answered_at = Some(now);
+                            outcome = LegEvent::Answered;
+                            // start_media borrows self whole: done below.
+                            self.pending_media = Some(neg);
+                        }
+                        None => {
+                            b.leg.get_mut().close();
+                            self.state = LegState::Ended;
+                            outcome = LegEvent::Failed(488);
+                        }
+                    }
+                }
+                verde_webrtc::LegEvent::Disconnected => {
+                    tracing::warn!(agent = %self.agent, "softphone media interrupted")
+                }
+                verde_webrtc::LegEvent::Failed | verde_webrtc::LegEvent::Closed
+                    if self.state != LegState::Ended =>
+                {
+                    tracing::info!(agent = %self.agent, event = ?e, "softphone gone");
+                    let was = self.state;
+                    self.state = LegState::Ended;
+                    outcome = if was == LegState::Answered {
+                        LegEvent::HungUp
+                    } else {
+                        LegEvent::Failed(480)
+                    };
+                }
+                _ => {}
+            }
+        }
+        if let Some(neg) = self.pending_media.take() {
+            self.start_media(&neg, now);
+        }
+        outcome
     }
 }
 
@@ -347,7 +716,7 @@ mod tests {
         );
         assert_eq!(
             delivery_peer(&same_host).addr,
-            "127.0.0.1:5070".parse().unwrap()
+            "127.0.0.1:5070".parse::<SocketAddr>().unwrap()
         );
         let natted = binding(
             "<sip:1001@192.168.1.10:5060>",
@@ -356,14 +725,14 @@ mod tests {
         );
         assert_eq!(
             delivery_peer(&natted).addr,
-            "203.0.113.9:31000".parse().unwrap()
+            "203.0.113.9:31000".parse::<SocketAddr>().unwrap()
         );
         let tcp = binding(
             "<sip:1001@127.0.0.1:5070;transport=tcp>",
             "127.0.0.1:40000",
             Transport::Tcp,
         );
-        assert_eq!(delivery_peer(&tcp).addr, "127.0.0.1:40000".parse().unwrap());
+        assert_eq!(delivery_peer(&tcp).addr, "127.0.0.1:40000".parse::<SocketAddr>().unwrap());
         let hostname = binding(
             "<sip:1001@phone.example>",
             "127.0.0.1:40000",
@@ -371,7 +740,7 @@ mod tests {
         );
         assert_eq!(
             delivery_peer(&hostname).addr,
-            "127.0.0.1:40000".parse().unwrap()
+            "127.0.0.1:40000".parse::<SocketAddr>().unwrap()
         );
     }
 }

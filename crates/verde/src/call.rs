@@ -5,7 +5,7 @@
 //! writes the call record. Everything it does is logged inside the call's span, so every line
 //! carries the Call-ID.
 
-use crate::agent_leg::{AgentLeg, LegEvent, LegState};
+use crate::agent_leg::{send_all, AgentLeg, LegEvent, LegState};
 use crate::sip_core::{Engine, SipCmd};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -18,7 +18,7 @@ use tracing::Instrument;
 use verde_acd::{Action, CallKey, ExitReason, Input as AcdInput, OfferFailure};
 use verde_ivr::{CallInfo, Flow, Interpreter, IvrAction, IvrEvent, PromptRef};
 use verde_media::{
-    Codec, InbandDtmf, LocalSdp, MediaConfig, MediaEvent, MediaSession, SdpError, Socket, Transmit,
+    Codec, InbandDtmf, LocalSdp, MediaConfig, MediaEvent, MediaSession, SdpError, Socket,
 };
 use verde_sip::{ClientTxId, Dialog, Method, Peer, Request, Response, ServerTxId, Transport};
 use verde_store::CallRecord;
@@ -27,22 +27,11 @@ mod cdr;
 mod supervise;
 mod talk_record;
 mod transfer;
+mod web;
 use transfer::{Bridge, Xfer};
 
 /// The leg index [`leg_recv`] reports for the supervisor's leg.
 const SUPERVISOR: usize = usize::MAX;
-
-/// Reads the next packet of one leg; never ready when there is no leg.
-async fn leg_recv(
-    leg: Option<(usize, &AgentLeg)>,
-    buf: &mut [u8],
-) -> std::io::Result<(usize, Socket, Bytes, std::net::SocketAddr)> {
-    let Some((i, l)) = leg else {
-        return std::future::pending().await;
-    };
-    let (socket, pkt, from) = l.recv(buf).await?;
-    Ok((i, socket, pkt, from))
-}
 
 /// Methods we accept inside and outside dialogs.
 pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE, REFER, NOTIFY";
@@ -73,13 +62,27 @@ pub enum CallInput {
     Cti(crate::cti::CallCommand),
     /// The engine is shutting down and the grace period is over.
     Shutdown,
+    /// A browser caller's ICE candidate, trickled by its page.
+    WebIce(String),
+    /// A browser caller hung up (or its page went away).
+    WebHangup,
+}
+
+/// How the caller reached us.
+pub enum Origin {
+    /// An INVITE from a trunk (or from an agent's phone dialing a feature code).
+    Sip {
+        tx: ServerTxId,
+        invite: Request,
+        from: Peer,
+    },
+    /// A browser on the "call now" page; its leg is handed to [`spawn`].
+    Web { ip: std::net::IpAddr },
 }
 
 pub struct CallStart {
     pub call_id: String,
-    pub tx: ServerTxId,
-    pub invite: Request,
-    pub from: Peer,
+    pub origin: Origin,
     pub trunk: String,
     pub did: String,
     pub flow: Arc<Flow>,
@@ -121,17 +124,22 @@ impl AgentTask {
     }
 }
 
+/// Starts the call's task; `web` is a browser caller's leg (with [`Origin::Web`]).
 pub fn spawn(
     engine: Arc<Engine>,
     start: CallStart,
+    web: Option<crate::web_call::WebCaller>,
     inbox: mpsc::Receiver<CallInput>,
     span: tracing::Span,
 ) {
     tokio::spawn(
         async move {
             let call_id = start.call_id.clone();
-            let invite_tx = Some(start.tx);
-            run(engine.clone(), start, inbox).await;
+            let invite_tx = match &start.origin {
+                Origin::Sip { tx, .. } => Some(*tx),
+                Origin::Web { .. } => None,
+            };
+            run(engine.clone(), start, web, inbox).await;
             let _ = engine
                 .sip()
                 .send(SipCmd::CallEnded { call_id, invite_tx })
@@ -175,9 +183,12 @@ struct Call {
     contact: String,
     dialog: Option<Dialog>,
     answer_sdp: String,
-    local_sdp: LocalSdp,
+    /// Our SDP towards a trunk caller (None for a browser: its leg owns the SDP).
+    local_sdp: Option<LocalSdp>,
     media: MediaSession,
-    rtp: crate::rtp_ports::RtpPair,
+    io: CallerIo,
+    /// The calling number (or `webrtc:<address>`), for records, bars and callbacks.
+    caller: String,
     ivr: Interpreter,
     after_playback: Option<AfterPlayback>,
     /// The REFER we sent, while a transfer is under way.
@@ -250,127 +261,44 @@ struct Recording {
     path: std::path::PathBuf,
 }
 
-async fn run(engine: Arc<Engine>, start: CallStart, mut inbox: mpsc::Receiver<CallInput>) {
+async fn run(
+    engine: Arc<Engine>,
+    start: CallStart,
+    web: Option<crate::web_call::WebCaller>,
+    mut inbox: mpsc::Receiver<CallInput>,
+) {
     let now = Instant::now();
     let started_at = crate::clock::now();
-    tracing::info!(
-        caller = %caller_number(&start.invite),
-        did = %start.did,
-        trunk = %start.trunk,
-        from = %start.from.addr,
-        transport = ?start.from.transport,
-        flow = %start.flow.name(),
-        "incoming call"
-    );
-    let refuse = |status: u16, reason: &str, warning: Option<&str>| {
-        let mut resp = start
-            .invite
-            .response(status, reason)
-            .with_to_tag(&verde_sip::new_tag());
-        if let Some(w) = warning {
-            resp.headers.push("Warning", w);
+    let caller = caller_of(&start.origin);
+    let (media, io, local_sdp, answer_sdp, transport) = match web {
+        Some(web) => {
+            tracing::info!(%caller, did = %start.did, flow = %start.flow.name(), "incoming web call");
+            match web_media(&engine, web, now) {
+                Some((media, io)) => (media, io, None, String::new(), Transport::Udp),
+                None => {
+                    let record = base_record(&start, started_at, "failed", None);
+                    return engine.records.write(record).await;
+                }
+            }
         }
-        resp
-    };
-
-    let content_type = start
-        .invite
-        .headers
-        .get("content-type")
-        .map(|c| c.trim().to_ascii_lowercase());
-    let body = std::str::from_utf8(&start.invite.body).unwrap_or("").trim();
-    let refusal = match content_type.as_deref() {
-        Some(ct) if !body.is_empty() && !ct.starts_with("application/sdp") => Some((
-            415,
-            "Unsupported Media Type",
-            "399 verde \"only application/sdp bodies are accepted\"",
-        )),
-        // Delayed offer (INVITE without SDP) needs our offer in the 200 and the answer in
-        // the ACK; carriers that do this are rare on 800 trunks and it is not built yet.
-        _ if body.is_empty() => Some((
-            488,
-            "Not Acceptable Here",
-            "399 verde \"an SDP offer in the INVITE is required\"",
-        )),
-        _ => None,
-    };
-    // An Accept that excludes SDP leaves no way to answer (RFC 3261 21.4.7).
-    let refusal = refusal.or_else(|| {
-        let accept = start.invite.headers.get("accept")?;
-        let takes_sdp = accept.split(',').any(|t| {
-            let t = t
-                .split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase();
-            matches!(t.as_str(), "application/sdp" | "application/*" | "*/*")
-        });
-        (!takes_sdp).then_some((
-            406,
-            "Not Acceptable",
-            "399 verde \"answers carry application/sdp\"",
-        ))
-    });
-    if let Some((status, reason, warning)) = refusal {
-        let mut resp = refuse(status, reason, Some(warning));
-        if status == 415 {
-            resp.headers.push("Accept", "application/sdp");
-        }
-        tracing::warn!(status, content_type = ?content_type, "refused: no usable SDP offer");
-        return reject(&engine, &start, started_at, resp, status).await;
-    }
-    let offer = body.to_string();
-    let Some(rtp) = engine.rtp_ports.bind(engine.media_ip).await else {
-        tracing::error!("refused: no free RTP port in the configured range");
-        let mut resp = refuse(503, "Service Unavailable", None);
-        resp.headers.push("Retry-After", "5");
-        return reject(&engine, &start, started_at, resp, 503).await;
-    };
-    let mut local_sdp = LocalSdp::new(
-        engine.media_ip,
-        rtp.port,
-        &[Codec::Pcmu, Codec::Pcma],
-        rand::random::<u32>() as u64,
-    );
-    let negotiated = match local_sdp.answer(&offer) {
-        Ok(n) => n,
-        Err(e) => {
-            let (status, reason, warn) = match &e {
-                SdpError::NoCommonCodec => (
-                    488,
-                    "Not Acceptable Here",
-                    "305 verde \"only PCMU and PCMA audio are supported\"",
-                ),
-                SdpError::Malformed(_) => (400, "Bad Request", "399 verde \"malformed SDP\""),
-                _ => (488, "Not Acceptable Here", "304 verde \"no audio stream\""),
-            };
-            tracing::warn!(error = %e, status, "refused: SDP offer not acceptable");
-            let resp = refuse(status, reason, Some(warn));
-            return reject(&engine, &start, started_at, resp, status).await;
-        }
-    };
-    tracing::info!(codec = ?negotiated.codec, remote_rtp = %negotiated.remote, local_rtp = rtp.port, dtmf_pt = ?negotiated.dtmf_pt, "media negotiated");
-    let media = MediaSession::new(
-        &negotiated,
-        MediaConfig {
-            inband_dtmf: if engine.cfg.media.inband_dtmf {
-                InbandDtmf::Auto
-            } else {
-                InbandDtmf::Never
-            },
-            wall_clock: Some(std::time::SystemTime::now()),
-            ..MediaConfig::default()
+        None => match sip_media(&engine, &start, started_at, now).await {
+            Some((media, rtp, local_sdp, answer, transport)) => (
+                media,
+                CallerIo::Rtp(rtp),
+                Some(local_sdp),
+                answer,
+                transport,
+            ),
+            None => return,
         },
-        now,
-    );
+    };
     let info = CallInfo {
         call_id: start.call_id.clone(),
-        caller: caller_number(&start.invite),
+        caller: caller.clone(),
         did: start.did.clone(),
     };
     let ivr = Interpreter::new(start.flow.clone(), info, started_at, now);
-    let contact = engine.contact(start.from.transport);
+    let contact = engine.contact(transport);
     let mut call = Call {
         hard_deadline: now + engine.cfg.sip.max_call_duration,
         engine,
@@ -381,10 +309,11 @@ async fn run(engine: Arc<Engine>, start: CallStart, mut inbox: mpsc::Receiver<Ca
         local_tag: verde_sip::new_tag(),
         contact,
         dialog: None,
-        answer_sdp: negotiated.answer.clone(),
+        answer_sdp,
         local_sdp,
         media,
-        rtp,
+        io,
+        caller,
         ivr,
         after_playback: None,
         refer_tx: None,
@@ -425,6 +354,9 @@ async fn run(engine: Arc<Engine>, start: CallStart, mut inbox: mpsc::Receiver<Ca
         Some((agent, task @ (AgentTask::TakeVoicemail | AgentTask::CloseVoicemail))) => {
             call.agent_task(&agent, task, now).await
         }
+        // A browser's flow starts once its media is up (`web_pump`): the greeting would be
+        // lost to a leg without SRTP keys.
+        _ if matches!(call.io, CallerIo::Web(_)) => {}
         _ => call.ivr.handle(IvrEvent::Start, now),
     }
     call.step(now);
@@ -433,16 +365,11 @@ async fn run(engine: Arc<Engine>, start: CallStart, mut inbox: mpsc::Receiver<Ca
     let mut rtp_buf = vec![0u8; 2048];
     let mut rtcp_buf = vec![0u8; 2048];
     let mut leg_buf = vec![0u8; 4096];
-    let mut leg2_buf = vec![0u8; 4096];
-    let mut sup_buf = vec![0u8; 4096];
     while call.phase != Phase::Ended {
         let deadline = [
             call.media.poll_timeout(),
             call.ivr.poll_timeout(),
-            call.legs
-                .iter()
-                .filter_map(|l| l.media.as_ref()?.poll_timeout())
-                .min(),
+            call.legs.iter_mut().filter_map(|l| l.poll_timeout()).min(),
             call.xfer.as_ref().and_then(|x| x.deadline),
             call.sup.as_ref().and_then(|s| {
                 let m = s.leg.media.as_ref().and_then(|m| m.poll_timeout());
@@ -452,6 +379,7 @@ async fn run(engine: Arc<Engine>, start: CallStart, mut inbox: mpsc::Receiver<Ca
             call.recording
                 .as_ref()
                 .and_then(|r| r.recorder.as_ref().map(|r| r.deadline())),
+            call.io_deadline(),
             Some(call.hard_deadline),
         ]
         .into_iter()
@@ -459,34 +387,34 @@ async fn run(engine: Arc<Engine>, start: CallStart, mut inbox: mpsc::Receiver<Ca
         .min()
         .expect("hard deadline always set");
         // At most two legs carry media at once: the agent's, and a transfer target's.
-        let mut live = call
+        // Legs with media, and browser legs still connecting (their handshake is datagrams).
+        let listening = |l: &AgentLeg| {
+            l.state == LegState::Answered || (l.is_browser() && l.state == LegState::Ringing)
+        };
+        let live: Vec<_> = call
             .legs
             .iter()
             .enumerate()
-            .filter(|(_, l)| l.state == LegState::Answered);
-        let (first, second) = (live.next(), live.next());
-        let third = call
-            .sup
-            .as_ref()
-            .filter(|s| s.leg.state == LegState::Answered)
-            .map(|s| (SUPERVISOR, &s.leg));
-        let leg_rx = async {
-            tokio::select! {
-                r = leg_recv(first, &mut leg_buf) => r,
-                r = leg_recv(second, &mut leg2_buf) => r,
-                r = leg_recv(third, &mut sup_buf) => r,
-            }
-        };
+            .filter(|(_, l)| listening(l))
+            .chain(
+                call.sup
+                    .as_ref()
+                    .filter(|s| listening(&s.leg))
+                    .map(|s| (SUPERVISOR, &s.leg)),
+            )
+            .map(|(i, l)| (i, l.sockets()))
+            .collect();
         tokio::select! {
-            r = leg_rx => {
-                if let Ok((i, socket, pkt, from)) = r {
-                    let media = if i == SUPERVISOR {
-                        call.sup.as_mut().and_then(|s| s.leg.media.as_mut())
+            r = crate::agent_leg::recv_any(&live, &mut leg_buf) => {
+                drop(live);
+                if let Ok((i, packet)) = r {
+                    let leg = if i == SUPERVISOR {
+                        call.sup.as_mut().map(|s| &mut s.leg)
                     } else {
-                        call.legs.get_mut(i).and_then(|l| l.media.as_mut())
+                        call.legs.get_mut(i)
                     };
-                    if let Some(m) = media {
-                        m.handle_packet(socket, pkt, from, Instant::now());
+                    if let Some(l) = leg {
+                        l.handle_packet(packet, Instant::now());
                     }
                 }
             }
@@ -497,16 +425,15 @@ async fn run(engine: Arc<Engine>, start: CallStart, mut inbox: mpsc::Receiver<Ca
                     None => call.end(now, "engine", Some("failed")),
                 }
             }
-            r = call.rtp.rtp.recv_from(&mut rtp_buf) => {
-                if let Ok((n, from)) = r {
-                    let pkt = Bytes::copy_from_slice(&rtp_buf[..n]);
-                    call.media.handle_packet(Socket::Rtp, pkt, from, Instant::now());
-                }
-            }
-            r = call.rtp.rtcp.recv_from(&mut rtcp_buf) => {
-                if let Ok((n, from)) = r {
-                    let pkt = Bytes::copy_from_slice(&rtcp_buf[..n]);
-                    call.media.handle_packet(Socket::Rtcp, pkt, from, Instant::now());
+            r = caller_recv(call.io.sockets(), &mut rtp_buf, &mut rtcp_buf) => {
+                match (r, &mut call.io) {
+                    (Ok(CallerPacket::Rtp(socket, pkt, from)), _) => {
+                        call.media.handle_packet(socket, pkt, from, Instant::now());
+                    }
+                    (Ok(CallerPacket::Web(pkt, from)), CallerIo::Web(w)) => {
+                        w.leg.handle_datagram(from, &pkt, Instant::now());
+                    }
+                    _ => {}
                 }
             }
             _ = tokio::time::sleep_until(deadline.into()) => {
@@ -516,13 +443,14 @@ async fn run(engine: Arc<Engine>, start: CallStart, mut inbox: mpsc::Receiver<Ca
                     call.hangup(now, "max-duration");
                     call.hangup_by = "timeout";
                 } else {
+                    call.io_timeout(now);
                     call.media.handle_timeout(now);
                     call.ivr.handle_timeout(now);
                     if call.recording.as_ref().and_then(|r| r.recorder.as_ref()).is_some_and(|r| now >= r.deadline()) {
                         call.stop_recording(now, true);
                     }
-                    for m in call.legs.iter_mut().filter_map(|l| l.media.as_mut()) {
-                        m.handle_timeout(now);
+                    for l in call.legs.iter_mut() {
+                        l.handle_timeout(now);
                     }
                     if let Some(m) = call.sup.as_mut().and_then(|s| s.leg.media.as_mut()) {
                         m.handle_timeout(now);
@@ -551,11 +479,256 @@ async fn run(engine: Arc<Engine>, start: CallStart, mut inbox: mpsc::Receiver<Ca
     call.engine.records.write(record).await;
 }
 
+/// A trunk caller's media: the INVITE's offer answered on an RTP pair of ours; None when the
+/// INVITE was refused (the refusal is sent and recorded).
+async fn sip_media(
+    engine: &Arc<Engine>,
+    start: &CallStart,
+    started_at: DateTime<Utc>,
+    now: Instant,
+) -> Option<(
+    MediaSession,
+    crate::rtp_ports::RtpPair,
+    LocalSdp,
+    String,
+    Transport,
+)> {
+    let Origin::Sip { invite, from, .. } = &start.origin else {
+        return None;
+    };
+    tracing::info!(
+        caller = %caller_number(invite),
+        did = %start.did,
+        trunk = %start.trunk,
+        from = %from.addr,
+        transport = ?from.transport,
+        flow = %start.flow.name(),
+        "incoming call"
+    );
+    let refuse = |status: u16, reason: &str, warning: Option<&str>| {
+        let mut resp = invite
+            .response(status, reason)
+            .with_to_tag(&verde_sip::new_tag());
+        if let Some(w) = warning {
+            resp.headers.push("Warning", w);
+        }
+        resp
+    };
+
+    let content_type = invite
+        .headers
+        .get("content-type")
+        .map(|c| c.trim().to_ascii_lowercase());
+    let body = std::str::from_utf8(&invite.body).unwrap_or("").trim();
+    let refusal = match content_type.as_deref() {
+        Some(ct) if !body.is_empty() && !ct.starts_with("application/sdp") => Some((
+            415,
+            "Unsupported Media Type",
+            "399 verde \"only application/sdp bodies are accepted\"",
+        )),
+        // Delayed offer (INVITE without SDP) needs our offer in the 200 and the answer in
+        // the ACK; carriers that do this are rare on 800 trunks and it is not built yet.
+        _ if body.is_empty() => Some((
+            488,
+            "Not Acceptable Here",
+            "399 verde \"an SDP offer in the INVITE is required\"",
+        )),
+        _ => None,
+    };
+    // An Accept that excludes SDP leaves no way to answer (RFC 3261 21.4.7).
+    let refusal = refusal.or_else(|| {
+        let accept = invite.headers.get("accept")?;
+        let takes_sdp = accept.split(',').any(|t| {
+            let t = t
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
+            matches!(t.as_str(), "application/sdp" | "application/*" | "*/*")
+        });
+        (!takes_sdp).then_some((
+            406,
+            "Not Acceptable",
+            "399 verde \"answers carry application/sdp\"",
+        ))
+    });
+    if let Some((status, reason, warning)) = refusal {
+        let mut resp = refuse(status, reason, Some(warning));
+        if status == 415 {
+            resp.headers.push("Accept", "application/sdp");
+        }
+        tracing::warn!(status, content_type = ?content_type, "refused: no usable SDP offer");
+        reject(engine, start, started_at, resp, status).await;
+        return None;
+    }
+    let offer = body.to_string();
+    let Some(rtp) = engine.rtp_ports.bind(engine.media_ip).await else {
+        tracing::error!("refused: no free RTP port in the configured range");
+        let mut resp = refuse(503, "Service Unavailable", None);
+        resp.headers.push("Retry-After", "5");
+        reject(engine, start, started_at, resp, 503).await;
+        return None;
+    };
+    let mut local_sdp = LocalSdp::new(
+        engine.media_ip,
+        rtp.port,
+        &[Codec::Pcmu, Codec::Pcma],
+        rand::random::<u32>() as u64,
+    );
+    let negotiated = match local_sdp.answer(&offer) {
+        Ok(n) => n,
+        Err(e) => {
+            let (status, reason, warn) = match &e {
+                SdpError::NoCommonCodec => (
+                    488,
+                    "Not Acceptable Here",
+                    "305 verde \"only PCMU and PCMA audio are supported\"",
+                ),
+                SdpError::Malformed(_) => (400, "Bad Request", "399 verde \"malformed SDP\""),
+                _ => (488, "Not Acceptable Here", "304 verde \"no audio stream\""),
+            };
+            tracing::warn!(error = %e, status, "refused: SDP offer not acceptable");
+            let resp = refuse(status, reason, Some(warn));
+            reject(engine, start, started_at, resp, status).await;
+            return None;
+        }
+    };
+    tracing::info!(codec = ?negotiated.codec, remote_rtp = %negotiated.remote, local_rtp = rtp.port, dtmf_pt = ?negotiated.dtmf_pt, "media negotiated");
+    let media = MediaSession::new(&negotiated, caller_media_config(engine, None), now);
+    Some((media, rtp, local_sdp, negotiated.answer, from.transport))
+}
+
+/// The caller's media session settings (trunk or browser alike).
+fn caller_media_config(engine: &Engine, ssrc: Option<u32>) -> MediaConfig {
+    MediaConfig {
+        inband_dtmf: if engine.cfg.media.inband_dtmf {
+            InbandDtmf::Auto
+        } else {
+            InbandDtmf::Never
+        },
+        wall_clock: Some(std::time::SystemTime::now()),
+        ssrc,
+        ..MediaConfig::default()
+    }
+}
+
+/// A browser caller's media: the same [`MediaSession`] as a trunk caller's, fed through the
+/// WebRTC leg instead of a socket (`docs/webrtc.md`).
+fn web_media(
+    engine: &Engine,
+    web: crate::web_call::WebCaller,
+    now: Instant,
+) -> Option<(MediaSession, CallerIo)> {
+    let Some(audio) = web.leg.session_media() else {
+        tracing::error!("web call without negotiated audio");
+        return None;
+    };
+    let negotiated = crate::agent_leg::web_negotiated(&audio)?;
+    tracing::info!(codec = ?audio.codec, dtmf_pt = ?audio.dtmf_pt, candidate = ?web.socket.local_addr().ok(), "web media negotiated");
+    let media = MediaSession::new(
+        &negotiated,
+        caller_media_config(engine, Some(web.leg.ssrc())),
+        now,
+    );
+    let connect_by = now
+        + engine
+            .webrtc
+            .as_ref()
+            .map(|w| w.connect_timeout())
+            .unwrap_or(Duration::from_secs(15));
+    Some((
+        media,
+        CallerIo::Web(Box::new(WebIo {
+            leg: web.leg,
+            socket: web.socket,
+            events: web.events,
+            connected: false,
+            connect_by,
+        })),
+    ))
+}
+
+/// Where the caller's packets come and go.
+enum CallerIo {
+    /// A trunk caller: plain RTP and RTCP on a pair of ours.
+    Rtp(crate::rtp_ports::RtpPair),
+    /// A browser: ICE, DTLS-SRTP on one socket.
+    Web(Box<WebIo>),
+}
+
+struct WebIo {
+    leg: verde_webrtc::WebRtcLeg,
+    socket: tokio::net::UdpSocket,
+    events: mpsc::UnboundedSender<crate::web_call::WebEvent>,
+    connected: bool,
+    /// Given up if not connected by then.
+    connect_by: Instant,
+}
+
+/// What arrived for the caller.
+enum CallerPacket {
+    Rtp(Socket, Bytes, std::net::SocketAddr),
+    Web(Bytes, std::net::SocketAddr),
+}
+
+/// The caller's sockets, borrowed apart from the leg (which is not `Sync`, so it must not be
+/// borrowed across an await).
+enum CallerSockets<'a> {
+    Rtp(&'a crate::rtp_ports::RtpPair),
+    Web(&'a tokio::net::UdpSocket),
+}
+
+impl CallerIo {
+    fn sockets(&self) -> CallerSockets<'_> {
+        match self {
+            CallerIo::Rtp(pair) => CallerSockets::Rtp(pair),
+            CallerIo::Web(w) => CallerSockets::Web(&w.socket),
+        }
+    }
+}
+
+/// Reads the caller's next datagram.
+async fn caller_recv(
+    io: CallerSockets<'_>,
+    rtp_buf: &mut [u8],
+    rtcp_buf: &mut [u8],
+) -> std::io::Result<CallerPacket> {
+    match io {
+        CallerSockets::Rtp(pair) => tokio::select! {
+            r = pair.rtp.recv_from(rtp_buf) => r.map(|(n, f)| CallerPacket::Rtp(Socket::Rtp, Bytes::copy_from_slice(&rtp_buf[..n]), f)),
+            r = pair.rtcp.recv_from(rtcp_buf) => r.map(|(n, f)| CallerPacket::Rtp(Socket::Rtcp, Bytes::copy_from_slice(&rtcp_buf[..n]), f)),
+        },
+        CallerSockets::Web(socket) => socket
+            .recv_from(rtp_buf)
+            .await
+            .map(|(n, f)| CallerPacket::Web(Bytes::copy_from_slice(&rtp_buf[..n]), f)),
+    }
+}
+
+/// Who the caller is on the record: the trunk's calling number, or `webrtc:<address>`.
+fn caller_of(origin: &Origin) -> String {
+    match origin {
+        Origin::Sip { invite, .. } => caller_number(invite),
+        Origin::Web { ip } => format!("webrtc:{ip}"),
+    }
+}
+
 impl Call {
     /// Runs the state machines to quiescence: IVR actions, media events, then media packets.
     fn step(&mut self, now: Instant) {
         loop {
-            let mut progressed = false;
+            let mut progressed = self.web_pump(now);
+            for i in 0..self.legs.len() {
+                let event = self.legs[i].poll_browser(now);
+                if !matches!(event, LegEvent::None) {
+                    progressed = true;
+                    self.leg_event(i, event, now);
+                }
+            }
+            if progressed {
+                self.drop_ended_legs();
+            }
             while let Some(a) = self.ivr.poll_action() {
                 progressed = true;
                 self.action(a, now);
@@ -587,18 +760,16 @@ impl Call {
         self.logged_nodes = path.len();
         self.bridge_media(now);
         self.feed_talk_recording(now);
-        send_all(&mut self.media, &self.rtp);
+        self.send_caller(now);
         if let Some(s) = self.sup.as_mut() {
             if let Some(m) = s.leg.media.as_mut() {
                 // The supervisor's keys go nowhere.
                 while m.poll_event().is_some() {}
-                send_all(m, &s.leg.rtp);
             }
+            s.leg.send(now);
         }
         for leg in self.legs.iter_mut() {
-            if let Some(m) = leg.media.as_mut() {
-                send_all(m, &leg.rtp);
-            }
+            leg.send(now);
         }
     }
 
@@ -611,7 +782,7 @@ impl Call {
         }
         if let Some(queue) = self.check_booked.take() {
             let tasks = self.engine.tasks.clone();
-            let number = caller_number(&self.start.invite);
+            let number = self.caller.clone();
             let q = queue.clone();
             let booked = tokio::task::spawn_blocking(move || tasks.find_pending(&q, &number))
                 .await
@@ -668,13 +839,16 @@ impl Call {
     /// Sends a request inside the dialog. On TCP it goes back over the caller's connection; on
     /// UDP to the dialog's remote target.
     fn send_in_dialog(&mut self, request: Request) {
-        let to = match self.start.from.transport {
+        let Origin::Sip { from, .. } = self.start.origin else {
+            return;
+        };
+        let to = match from.transport {
             Transport::Udp => self
                 .dialog
                 .as_ref()
                 .and_then(|d| d.remote_target_peer(Transport::Udp))
-                .unwrap_or(self.start.from),
-            _ => self.start.from,
+                .unwrap_or(from),
+            _ => from,
         };
         self.sip_out.push(SipCmd::Request {
             call_id: self.start.call_id.clone(),
@@ -683,35 +857,49 @@ impl Call {
         });
     }
 
-    /// A response to the INVITE carrying our tag, Contact and (when given) SDP.
-    fn invite_response(&self, status: u16, reason: &str, sdp: Option<&str>) -> Response {
-        let mut resp = self
-            .start
-            .invite
-            .response(status, reason)
-            .with_to_tag(&self.local_tag);
-        resp.headers.push("Contact", &self.contact);
+    /// Answers the trunk caller's INVITE with our tag, Contact, (when given) SDP and another
+    /// Contact (a redirect). A browser caller has no INVITE: its page follows `call_state`.
+    fn reply_invite(
+        &mut self,
+        status: u16,
+        reason: &str,
+        sdp: Option<&str>,
+        redirect: Option<&str>,
+    ) {
+        let Origin::Sip { tx, invite, .. } = &self.start.origin else {
+            return;
+        };
+        let tx = *tx;
+        let mut resp = invite.response(status, reason).with_to_tag(&self.local_tag);
+        match redirect {
+            Some(uri) => resp.headers.push("Contact", format!("<{uri}>")),
+            None => resp.headers.push("Contact", &self.contact),
+        }
         resp.headers.push("Allow", ALLOW);
         resp.headers.push("Server", &self.engine.cfg.sip.user_agent);
         if let Some(sdp) = sdp {
             resp.headers.push("Content-Type", "application/sdp");
             resp.body = Bytes::from(sdp.to_string());
         }
-        resp
+        if status >= 300 {
+            self.sip_status = Some(status);
+        }
+        self.respond(tx, resp);
     }
 
     fn answer(&mut self) {
         if matches!(self.phase, Phase::Answered | Phase::Ended) {
             return;
         }
-        let resp = self.invite_response(200, "OK", Some(&self.answer_sdp.clone()));
-        match Dialog::uas(&self.start.invite, &self.local_tag, &self.contact) {
-            Ok(d) => self.dialog = Some(d),
-            // Without a From tag there is no dialog to address a BYE to; the caller's BYE
-            // still ends the call.
-            Err(e) => tracing::warn!(error = ?e, "no dialog state for this call"),
+        if let Origin::Sip { invite, .. } = &self.start.origin {
+            match Dialog::uas(invite, &self.local_tag, &self.contact) {
+                Ok(d) => self.dialog = Some(d),
+                // Without a From tag there is no dialog to address a BYE to; the caller's BYE
+                // still ends the call.
+                Err(e) => tracing::warn!(error = ?e, "no dialog state for this call"),
+            }
         }
-        self.respond(self.start.tx, resp);
+        self.reply_invite(200, "OK", Some(&self.answer_sdp.clone()), None);
         self.phase = Phase::Answered;
         self.answered_at = Some(crate::clock::now());
         tracing::info!("answered");
@@ -721,8 +909,12 @@ impl Call {
         if self.phase != Phase::Offered {
             return;
         }
-        let resp = self.invite_response(183, "Session Progress", Some(&self.answer_sdp.clone()));
-        self.respond(self.start.tx, resp);
+        self.reply_invite(
+            183,
+            "Session Progress",
+            Some(&self.answer_sdp.clone()),
+            None,
+        );
         self.phase = Phase::Early;
         tracing::info!("early media");
     }
@@ -875,13 +1067,14 @@ impl Call {
             // is ours, as we send only one.
             self.refer_tx = None;
             self.disposition = Some("transferring");
-        } else {
+        } else if matches!(self.start.origin, Origin::Sip { .. }) {
             // Not answered yet: a redirect lets the carrier route the call itself.
-            let mut resp = self.invite_response(302, "Moved Temporarily", None);
-            resp.headers.set("Contact", format!("<{uri}>"));
-            self.respond(self.start.tx, resp);
-            self.sip_status = Some(302);
+            self.reply_invite(302, "Moved Temporarily", None, Some(uri));
             self.end(now, "engine", Some("transferred"));
+        } else {
+            // A browser cannot be redirected to a SIP address.
+            tracing::warn!(%uri, "a web call cannot be transferred to an outside address");
+            self.hangup(now, "transfer-failed");
         }
     }
 
@@ -895,9 +1088,7 @@ impl Call {
                 self.send_in_dialog(bye);
             }
         } else {
-            let resp = self.invite_response(480, "Temporarily Unavailable", None);
-            self.respond(self.start.tx, resp);
-            self.sip_status = Some(480);
+            self.reply_invite(480, "Temporarily Unavailable", None, None);
         }
         self.end(now, "engine", Some(disposition));
     }
@@ -919,6 +1110,7 @@ impl Call {
         self.release_acd(now);
         // Sends RTCP BYE; the loop's last step flushes it.
         self.media.close(now);
+        self.web_ended(by);
         self.ivr.handle(IvrEvent::Hangup, now);
         while self.ivr.poll_action().is_some() {}
         self.phase = Phase::Ended;
@@ -939,7 +1131,9 @@ impl Call {
             }
             CallInput::Request { tx, request } => match leg_of(self, request.call_id()) {
                 Some(i) => self.agent_request(i, tx, request, now),
-                None if request.call_id() == Some(self.start.call_id.as_str()) => {
+                None if request.call_id() == Some(self.start.call_id.as_str())
+                    && matches!(self.start.origin, Origin::Sip { .. }) =>
+                {
                     self.in_dialog(tx, request, now)
                 }
                 // A leg we already let go (its alias not yet dropped): its BYE must not be
@@ -976,9 +1170,7 @@ impl Call {
             CallInput::Ack => tracing::debug!("ack"),
             CallInput::Cancelled => {
                 tracing::info!("caller cancelled before answer");
-                let resp = self.invite_response(487, "Request Terminated", None);
-                self.respond(self.start.tx, resp);
-                self.sip_status = Some(487);
+                self.reply_invite(487, "Request Terminated", None, None);
                 self.end(now, "caller", Some("abandoned-ivr"));
             }
             CallInput::AckTimeout => {
@@ -1016,6 +1208,8 @@ impl Call {
                     self.hangup(now, "transfer-failed");
                 }
             }
+            CallInput::WebIce(candidate) => self.web_candidate(&candidate),
+            CallInput::WebHangup => self.caller_gone(now),
             CallInput::Shutdown => {
                 tracing::info!("engine shutting down; ending the call");
                 self.hangup(now, "shutdown");
@@ -1023,19 +1217,24 @@ impl Call {
         }
     }
 
+    /// The caller hung up (a BYE, a browser closing its page).
+    fn caller_gone(&mut self, now: Instant) {
+        tracing::info!("caller hung up");
+        let disposition = match &self.queue {
+            Some(q) if q.bridged => Some("answered-agent"),
+            Some(_) => Some("abandoned-queue"),
+            None if self.outcome.is_some() => None,
+            None => Some("abandoned-ivr"),
+        };
+        self.end(now, "caller", disposition);
+    }
+
     fn in_dialog(&mut self, tx: ServerTxId, req: Request, now: Instant) {
         match req.method {
             Method::Bye => {
                 let resp = req.response(200, "OK");
                 self.respond(tx, resp);
-                tracing::info!("caller hung up");
-                let disposition = match &self.queue {
-                    Some(q) if q.bridged => Some("answered-agent"),
-                    Some(_) => Some("abandoned-queue"),
-                    None if self.outcome.is_some() => None,
-                    None => Some("abandoned-ivr"),
-                };
-                self.end(now, "caller", disposition);
+                self.caller_gone(now);
             }
             Method::Info => {
                 let resp = match info_digit(&req) {
@@ -1078,7 +1277,10 @@ impl Call {
             }
             return self.respond(tx, resp);
         }
-        match self.local_sdp.answer(&offer) {
+        let Some(local_sdp) = self.local_sdp.as_mut() else {
+            return self.respond(tx, req.response(488, "Not Acceptable Here"));
+        };
+        match local_sdp.answer(&offer) {
             Ok(neg) => {
                 tracing::info!(direction = ?neg.direction, remote_rtp = %neg.remote, "media renegotiated");
                 self.media.update(&neg, now);
@@ -1175,13 +1377,15 @@ async fn reject(
     resp: Response,
     status: u16,
 ) {
-    let _ = engine
-        .sip()
-        .send(SipCmd::Respond {
-            tx: start.tx,
-            response: resp,
-        })
-        .await;
+    if let Origin::Sip { tx, .. } = &start.origin {
+        let _ = engine
+            .sip()
+            .send(SipCmd::Respond {
+                tx: *tx,
+                response: resp,
+            })
+            .await;
+    }
     engine
         .records
         .write(base_record(start, started_at, "rejected", Some(status)))
@@ -1196,10 +1400,13 @@ fn base_record(
 ) -> CallRecord {
     CallRecord {
         call_id: start.call_id.clone(),
-        caller: caller_number(&start.invite),
+        caller: caller_of(&start.origin),
         did: start.did.clone(),
         trunk: start.trunk.clone(),
-        channel: "pstn".into(),
+        channel: match start.origin {
+            Origin::Sip { .. } => "pstn".into(),
+            Origin::Web { .. } => "webrtc".into(),
+        },
         started_at: started_at.to_rfc3339(),
         ended_at: crate::clock::now().to_rfc3339(),
         disposition: disposition.to_string(),
@@ -1270,19 +1477,6 @@ fn info_digit(req: &Request) -> Option<Result<char, ()>> {
         Some(Ok(d))
     } else {
         Some(Err(()))
-    }
-}
-
-fn send_all(media: &mut MediaSession, rtp: &crate::rtp_ports::RtpPair) {
-    while let Some(Transmit { socket, to, bytes }) = media.poll_transmit() {
-        let s = match socket {
-            Socket::Rtp => &rtp.rtp,
-            Socket::Rtcp => &rtp.rtcp,
-        };
-        // A full socket buffer drops the packet, as a late packet would be dropped anyway.
-        if let Err(e) = s.try_send_to(&bytes, to) {
-            tracing::debug!(error = %e, %to, "rtp send failed");
-        }
     }
 }
 
@@ -1378,7 +1572,7 @@ impl Call {
             verde_store::QueueEventKind::Enter,
             &queue,
             "",
-            vec![caller_number(&self.start.invite)],
+            vec![self.caller.clone()],
         );
         self.extra.insert("queue".into(), queue.clone());
         self.engine
@@ -1389,7 +1583,7 @@ impl Call {
             call: CallKey(self.key),
             queue: queue.as_str().into(),
             priority: 0,
-            caller: caller_number(&self.start.invite),
+            caller: self.caller.clone(),
         });
         let moh = self
             .engine
@@ -1425,7 +1619,10 @@ impl Call {
                 self.qlog(verde_store::QueueEventKind::Offer, &queue, &agent, vec![]);
                 self.cdr_offer(&agent, &queue);
                 self.tell_offered(&agent, &queue, now);
-                if self.engine.cti.offers_to_bar(&agent) {
+                if self.engine.cti.softphone(&agent) {
+                    tracing::info!(%agent, "offering the call to the agent's browser");
+                    self.pending_offers.push((agent, queue, false, call.0));
+                } else if self.engine.cti.offers_to_bar(&agent) {
                     tracing::info!(%agent, "offering the call on the agent's bar");
                     self.engine.acd.input(AcdInput::OfferRinging {
                         call,
@@ -1575,6 +1772,9 @@ impl Call {
                 reason,
             })
         };
+        if self.engine.cti.softphone(&agent) {
+            return self.ring_browser(&agent, key, fail);
+        }
         let Some(binding) = binding else {
             tracing::warn!(%agent, "agent has no registered phone");
             return fail(self, OfferFailure::Unreachable);
@@ -1594,7 +1794,7 @@ impl Call {
             &queue,
             &binding.contact,
             peer,
-            &caller_number(&self.start.invite),
+            &self.caller.clone(),
             rtp,
             auto_answer,
             &mut self.sip_out,
@@ -1610,12 +1810,53 @@ impl Call {
         self.legs.push(leg);
     }
 
+    /// Offers the call to the softphone in the agent's page: the offer goes to the bar, the
+    /// page answers with `answer {sdp}`.
+    fn ring_browser(&mut self, agent: &str, key: u64, fail: impl Fn(&mut Call, OfferFailure)) {
+        if self.phase == Phase::Ended || (self.queue.is_none() && key == self.key) {
+            return fail(self, OfferFailure::Rejected);
+        }
+        let offered = self
+            .engine
+            .webrtc
+            .as_ref()
+            .and_then(|web| AgentLeg::browser(web, agent, Instant::now()));
+        let Some((mut leg, sdp)) = offered else {
+            return fail(self, OfferFailure::Unreachable);
+        };
+        tracing::info!(%agent, leg = %leg.call_id, "ringing the agent's browser");
+        leg.acd_key = key;
+        self.engine.cti.publish(verde_cti::Event::SoftphoneOffer {
+            agent: agent.into(),
+            call: CallKey(self.key),
+            sdp,
+        });
+        // The page rings as soon as the offer reaches it: no 180 to wait for.
+        self.engine.acd.input(AcdInput::OfferRinging {
+            call: CallKey(key),
+            agent: agent.into(),
+        });
+        if let Some(x) = self.xfer.as_mut().filter(|x| x.key == key) {
+            x.leg = Some(leg.call_id.clone());
+        }
+        self.legs.push(leg);
+    }
+
     fn agent_response(&mut self, i: usize, resp: &Response, now: Instant) {
         let event = self.legs[i].on_response(resp, now, &mut self.sip_out);
+        self.leg_event(i, event, now);
+    }
+
+    /// What a leg's phone (a SIP response) or browser (its WebRTC leg) did.
+    fn leg_event(&mut self, i: usize, event: LegEvent, now: Instant) {
         let agent = self.legs[i].agent.clone();
         let key = CallKey(self.legs[i].acd_key);
         match event {
             LegEvent::None => {}
+            LegEvent::HungUp => {
+                tracing::info!(%agent, "agent hung up");
+                self.leg_hung_up(i, now);
+            }
             LegEvent::Ringing if self.legs[i].number => {}
             LegEvent::Ringing => self.engine.acd.input(AcdInput::OfferRinging {
                 call: key,
@@ -1672,6 +1913,7 @@ impl Call {
                 self.media.stop_playback(now);
                 self.media.set_relay(true);
                 self.record_by_policy(now);
+                self.web_agent_answered();
                 if let Some(q) = self.queue.as_mut() {
                     q.bridged = true;
                     self.extra.insert("agent".into(), agent.clone());
@@ -1760,7 +2002,7 @@ impl Call {
                     .trim()
                     .to_string();
                 let tag = self.legs[i].local_tag();
-                let contact = self.engine.contact(self.legs[i].peer.transport);
+                let contact = self.engine.contact(self.legs[i].transport());
                 let neg = if offer.is_empty() {
                     None
                 } else {
@@ -1889,13 +2131,16 @@ impl Call {
             .map(|q| now.saturating_duration_since(q.entered))
             .unwrap_or_default();
         let offer = crate::cti::offer(
-            &caller_number(&self.start.invite),
+            &self.caller.clone(),
             &self.start.did,
             queue,
             waited,
             Some(self.ivr.language()),
             self.ivr.choices(),
-            verde_cti::Channel::Voice,
+            match self.start.origin {
+                Origin::Sip { .. } => verde_cti::Channel::Voice,
+                Origin::Web { .. } => verde_cti::Channel::Webrtc,
+            },
         );
         if !self.told.iter().any(|a| a == agent) {
             self.told.push(agent.to_string());
@@ -1939,8 +2184,48 @@ impl Call {
                 .position(|l| l.state == LegState::Answered && l.agent == agent)
         };
         match command {
+            C::Answer {
+                agent,
+                sdp: Some(sdp),
+                ..
+            } => {
+                let Some(leg) = self.legs.iter_mut().find(|l| {
+                    l.agent == agent.as_str() && l.is_browser() && l.state == LegState::Ringing
+                }) else {
+                    return Err(gone());
+                };
+                leg.accept_browser_answer(&sdp, now).map_err(|e| {
+                    tracing::warn!(agent = %agent.as_str(), error = %e, "softphone answer refused");
+                    EngineError::new(ErrorCode::InvalidState, e)
+                })?;
+                tracing::info!(agent = %agent.as_str(), "agent answers in the browser");
+                Ok(Reply::Done)
+            }
+            C::SoftphoneIce {
+                agent, candidate, ..
+            } => {
+                let Some(leg) = self
+                    .legs
+                    .iter_mut()
+                    .find(|l| l.agent == agent.as_str() && l.is_browser())
+                else {
+                    return Err(gone());
+                };
+                leg.add_browser_candidate(&candidate);
+                Ok(Reply::Done)
+            }
             C::Answer { agent, .. } => {
                 let agent = agent.as_str();
+                if self
+                    .legs
+                    .iter()
+                    .any(|l| l.agent == agent && l.is_browser() && l.state == LegState::Ringing)
+                {
+                    return Err(EngineError::new(
+                        ErrorCode::BadRequest,
+                        "the call rings in the browser: answer with its sdp",
+                    ));
+                }
                 if let Some(p) = self.bar_offers.iter().position(|(a, _, _)| a == agent) {
                     let (agent, queue, key) = self.bar_offers.remove(p);
                     tracing::info!(%agent, "agent answers from its bar: calling its phone to auto-answer");
@@ -2285,7 +2570,7 @@ impl Call {
         self.extra.insert("voicemail".into(), "stored".into());
         self.pending_voicemails.push(verde_store::NewVoicemail {
             mailbox: rec.mailbox,
-            caller: caller_number(&self.start.invite),
+            caller: self.caller.clone(),
             did: self.start.did.clone(),
             call_id: self.start.call_id.clone(),
             recorded_at_ms: wall.timestamp_millis(),

@@ -56,6 +56,76 @@ pub struct Config {
     /// Recording of conversations with agents, per queue.
     #[serde(default)]
     pub recording: RecordingConfig,
+    /// Browser calls: the public "call now" page and the agents' in-browser softphone.
+    #[serde(default)]
+    pub webrtc: WebRtcSettings,
+}
+
+/// `webrtc:`: browsers calling in from `/call/{did}` and agents answering in `/agent`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebRtcSettings {
+    pub enabled: bool,
+    /// The address in our ICE host candidate (the public one behind a 1:1 NAT); default
+    /// `media.ip`. Sockets bind `media.ip`.
+    pub public_ip: Option<IpAddr>,
+    /// One UDP port per WebRTC leg (rtcp-mux, BUNDLE), apart from the RTP range so firewall
+    /// rules stay simple.
+    pub ports: PortRange,
+    /// Audio accepted from browsers, in our order: `pcmu`, `pcma`, `opus` (transcoded).
+    pub codecs: Vec<String>,
+    /// Concurrent public web calls, whole engine.
+    pub max_calls: usize,
+    /// Concurrent public web calls from one address.
+    pub max_calls_per_ip: usize,
+    /// New public web calls per address per minute.
+    pub calls_per_minute_per_ip: usize,
+    /// A leg that never connects (ICE + DTLS) is given up after this many seconds.
+    pub ice_failed_s: u64,
+    /// Page origins allowed to open `/webrtc` besides the engine's own (`https://www.inps.it`).
+    pub allowed_origins: Vec<String>,
+}
+
+impl Default for WebRtcSettings {
+    fn default() -> Self {
+        WebRtcSettings {
+            enabled: true,
+            public_ip: None,
+            ports: PortRange {
+                low: 30000,
+                high: 30999,
+            },
+            codecs: vec!["pcmu".into(), "pcma".into(), "opus".into()],
+            max_calls: 100,
+            max_calls_per_ip: 2,
+            calls_per_minute_per_ip: 10,
+            ice_failed_s: 15,
+            allowed_origins: Vec::new(),
+        }
+    }
+}
+
+impl WebRtcSettings {
+    /// The codecs named in `codecs`, checked at load.
+    pub fn audio_codecs(&self) -> anyhow::Result<Vec<verde_webrtc::AudioCodec>> {
+        use verde_webrtc::AudioCodec;
+        let list = self
+            .codecs
+            .iter()
+            .map(|c| match c.to_ascii_lowercase().as_str() {
+                "pcmu" => Ok(AudioCodec::Pcmu),
+                "pcma" => Ok(AudioCodec::Pcma),
+                "opus" => Ok(AudioCodec::Opus),
+                other => Err(anyhow::anyhow!(
+                    "webrtc.codecs: unknown codec {other:?} (pcmu, pcma or opus)"
+                )),
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        if list.is_empty() {
+            anyhow::bail!("webrtc.codecs: name at least one codec");
+        }
+        Ok(list)
+    }
 }
 
 /// `recording:`: conversations between callers and agents recorded as stereo WAV (caller left,
@@ -424,6 +494,14 @@ impl Config {
             {
                 bail!("{name}: outbound.uri must be a sip: URI with {{number}} and an IP host, e.g. sip:{{number}}@192.0.2.1:5060");
             }
+        }
+        self.webrtc
+            .audio_codecs()
+            .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+        if self.webrtc.ports.low <= self.media.rtp_ports.high
+            && self.media.rtp_ports.low <= self.webrtc.ports.high
+        {
+            bail!("{name}: webrtc.ports overlaps media.rtp_ports: give each its own range");
         }
         if let Some(secret) = &self.sip.auth_secret {
             if secret.len() != 64 || !secret.chars().all(|c| c.is_ascii_hexdigit()) {

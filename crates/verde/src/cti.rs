@@ -118,6 +118,9 @@ pub struct Hub {
     /// Agents with a bar connected (count of connections), read by call tasks to decide
     /// where an offer rings.
     attached: Arc<DashMap<String, u32>>,
+    /// Agents whose offers ring their browser softphone: the bar connection that chose it
+    /// (the choice ends with that connection).
+    browser: DashMap<String, u64>,
     answer_from: HashMap<String, AnswerFrom>,
     /// Agents' configured queues, for routing task events.
     agent_queues: HashMap<String, Vec<String>>,
@@ -157,6 +160,7 @@ impl Hub {
             tx,
             auth: Arc::new(auth),
             attached: attached.clone(),
+            browser: DashMap::new(),
             answer_from: cfg
                 .agents
                 .iter()
@@ -191,6 +195,11 @@ impl Hub {
     pub fn offers_to_bar(&self, agent: &str) -> bool {
         self.answer_from.get(agent) == Some(&AnswerFrom::Bar)
             && self.attached.get(agent).is_some_and(|n| *n > 0)
+    }
+
+    /// Whether an offer to `agent` rings the softphone in its bar's page.
+    pub fn softphone(&self, agent: &str) -> bool {
+        self.browser.contains_key(agent)
     }
 
     /// The queues of an agent's configuration (where its voicemails come from).
@@ -289,6 +298,8 @@ fn event_agent(event: &Event) -> Option<&AgentId> {
         | Event::CallResumed { agent, .. }
         | Event::CallTransferred { agent, .. }
         | Event::Consult { agent, .. }
+        | Event::Recording { agent, .. }
+        | Event::SoftphoneOffer { agent, .. }
         | Event::CallEnded { agent, .. } => Some(agent),
         _ => None,
     }
@@ -537,6 +548,13 @@ async fn connection(mut socket: WebSocket, conn: u64, engine: Arc<Engine>) {
                         return detach(&hub, conn);
                     }
                 }
+                Out::Engine {
+                    id,
+                    command: EngineCommand::SetDevice { agent, device },
+                } => {
+                    let outcome = set_device(&engine, conn, agent.as_str(), device);
+                    let _ = done_tx.send((id, outcome));
+                }
                 Out::Engine { id, command } => {
                     let engine = engine.clone();
                     let done = done_tx.clone();
@@ -575,7 +593,34 @@ fn attach(hub: &Hub, conn: u64, identity: &Identity, events: &mut Option<mpsc::R
     });
 }
 
+/// The browser softphone belongs to one bar connection: another tab or a reconnect chooses
+/// again (the page re-sends its choice on resume).
+fn set_device(
+    engine: &Engine,
+    conn: u64,
+    agent: &str,
+    device: verde_cti::Device,
+) -> Result<Reply, EngineError> {
+    match device {
+        verde_cti::Device::Browser if engine.webrtc.is_none() => Err(err(
+            ErrorCode::Unavailable,
+            "browser calls are not enabled on this engine (webrtc.enabled)",
+        )),
+        verde_cti::Device::Browser => {
+            engine.cti.browser.insert(agent.to_string(), conn);
+            tracing::info!(%agent, "offers ring the browser softphone");
+            Ok(Reply::Done)
+        }
+        verde_cti::Device::Phone => {
+            engine.cti.browser.remove_if(agent, |_, c| *c == conn);
+            tracing::info!(%agent, "offers ring the phone");
+            Ok(Reply::Done)
+        }
+    }
+}
+
 fn detach(hub: &Hub, conn: u64) {
+    hub.browser.retain(|_, c| *c != conn);
     let _ = hub.tx.send(HubMsg::Detach { conn });
 }
 
@@ -712,7 +757,12 @@ async fn execute(engine: &Arc<Engine>, command: EngineCommand) -> Result<Reply, 
         | EngineCommand::Hold { call, .. }
         | EngineCommand::ResumeCall { call, .. }
         | EngineCommand::Transfer { call, .. }
-        | EngineCommand::Record { call, .. }) => to_call(engine, call, command).await,
+        | EngineCommand::Record { call, .. }
+        | EngineCommand::SoftphoneIce { call, .. }) => to_call(engine, call, command).await,
+        EngineCommand::SetDevice { .. } => Err(err(
+            ErrorCode::Internal,
+            "set_device is handled by the connection",
+        )),
         EngineCommand::Supervise {
             ref supervisor,
             call,

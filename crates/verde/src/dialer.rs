@@ -11,14 +11,13 @@
 use crate::agent_leg::{AgentLeg, LegEvent, LegState};
 use crate::call::CallInput;
 use crate::sip_core::{Engine, SipCmd};
-use bytes::Bytes;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tracing::Instrument;
 use verde_acd::{Action, CallKey, CallbackMode, Input as AcdInput, OfferFailure};
-use verde_media::{MediaEvent, Socket, Transmit};
+use verde_media::MediaEvent;
 use verde_sip::{Method, Peer, Transport};
 use verde_store::{AttemptOutcome, CallbackRequest, CallbackState};
 
@@ -211,14 +210,14 @@ async fn run(engine: Arc<Engine>, cb: CallbackRequest, done: mpsc::Sender<i64>) 
                 Some(i) => c.input(i, Instant::now()),
                 None => c.finished = true,
             },
-            Some((socket, pkt, from)) = rx_a => {
-                if let Some(m) = c.agent.as_mut().and_then(|l| l.media.as_mut()) {
-                    m.handle_packet(socket, pkt, from, Instant::now());
+            Some(packet) = rx_a => {
+                if let Some(l) = c.agent.as_mut() {
+                    l.handle_packet(packet, Instant::now());
                 }
             }
-            Some((socket, pkt, from)) = rx_c => {
-                if let Some(m) = c.customer.as_mut().and_then(|l| l.media.as_mut()) {
-                    m.handle_packet(socket, pkt, from, Instant::now());
+            Some(packet) = rx_c => {
+                if let Some(l) = c.customer.as_mut() {
+                    l.handle_packet(packet, Instant::now());
                 }
             }
             _ = sleep_until(deadline) => {
@@ -264,12 +263,12 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-async fn leg_recv(
-    leg: Option<&AgentLeg>,
-    buf: &mut [u8],
-) -> Option<(Socket, Bytes, std::net::SocketAddr)> {
+async fn leg_recv(leg: Option<&AgentLeg>, buf: &mut [u8]) -> Option<crate::agent_leg::LegPacket> {
     let leg = leg.filter(|l| l.media.is_some())?;
-    leg.recv(buf).await.ok()
+    let (_, packet) = crate::agent_leg::recv_any(&[(0, leg.sockets())], buf)
+        .await
+        .ok()?;
+    Some(packet)
 }
 
 impl Callback {
@@ -511,7 +510,8 @@ impl Callback {
                 call: CallKey(self.key),
                 agent: leg.agent.as_str().into(),
             }),
-            LegEvent::None => {}
+            // Only browser legs hang up outside SIP; callbacks ring phones.
+            LegEvent::None | LegEvent::HungUp => {}
         }
     }
 
@@ -703,14 +703,8 @@ impl Callback {
                         tracing::debug!(%digit, "dtmf on a callback leg");
                     }
                 }
-                while let Some(Transmit { socket, to, bytes }) = m.poll_transmit() {
-                    let s = match socket {
-                        Socket::Rtp => &leg.rtp.rtp,
-                        Socket::Rtcp => &leg.rtp.rtcp,
-                    };
-                    let _ = s.try_send_to(&bytes, to);
-                }
             }
+            leg.send(Instant::now());
         }
     }
 

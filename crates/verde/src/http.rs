@@ -36,6 +36,8 @@ pub async fn start(
         .route("/api/agents", get(agents))
         .route("/api/openapi.json", get(openapi))
         .route("/cti", get(cti))
+        .route("/webrtc", get(webrtc))
+        .route("/call/{did}", get(call_page))
         .merge(crate::web::router())
         .with_state(AppState { store, engine });
     let listener = tokio::net::TcpListener::bind(listen)
@@ -69,6 +71,50 @@ async fn cti(
     let engine = s.engine.clone();
     ws.max_message_size(64 * 1024)
         .on_upgrade(move |socket| crate::cti::serve(socket, peer, engine))
+}
+
+/// The "call now" page, for numbers the flows answer.
+async fn call_page(State(s): State<AppState>, Path(did): Path<String>) -> Response {
+    if s.engine.webrtc.is_none() {
+        return (StatusCode::NOT_FOUND, "browser calls are not enabled\n").into_response();
+    }
+    if s.engine.flows.for_number(&did).is_none() {
+        return (
+            StatusCode::NOT_FOUND,
+            format!("{did} is not a number of this service\n"),
+        )
+            .into_response();
+    }
+    crate::web::call_page()
+}
+
+/// The "call now" page's signaling; refused when browser calls are off or the page comes
+/// from a site not allowed to embed the service.
+async fn webrtc(
+    State(s): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: axum::http::HeaderMap,
+    ws: axum::extract::ws::WebSocketUpgrade,
+) -> Response {
+    let Some(web) = s.engine.webrtc.as_ref() else {
+        return (StatusCode::NOT_FOUND, "browser calls are not enabled").into_response();
+    };
+    let header = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &axum::http::HeaderValue| v.to_str().ok())
+    };
+    if !crate::web_call::origin_allowed(
+        header(axum::http::header::ORIGIN),
+        header(axum::http::header::HOST),
+        &web.settings.allowed_origins,
+    ) {
+        tracing::warn!(%peer, origin = ?header(axum::http::header::ORIGIN), "web call socket refused: origin not allowed");
+        return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
+    }
+    let engine = s.engine.clone();
+    ws.max_message_size(64 * 1024)
+        .on_upgrade(move |socket| crate::web_call::serve(socket, peer, engine))
 }
 
 async fn health(State(s): State<AppState>) -> Response {

@@ -21,6 +21,7 @@ mod reports;
 mod rtp_ports;
 mod sip_core;
 mod web;
+mod web_call;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};

@@ -36,15 +36,29 @@ impl RtpPorts {
         self.bind_now(ip)
     }
 
+    /// One port (a WebRTC leg multiplexes RTP and RTCP), round-robin over the whole range.
+    pub fn bind_one(&self, ip: IpAddr) -> Option<(UdpSocket, u16)> {
+        let count = self.range.high as u32 + 1 - self.range.low as u32;
+        for _ in 0..count {
+            let port =
+                (self.range.low as u32 + self.next.fetch_add(1, Ordering::Relaxed) % count) as u16;
+            match open(SocketAddr::new(ip, port)) {
+                Ok(s) => return Some((s, port)),
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => continue,
+                Err(e) => {
+                    tracing::error!(error = %e, port, "cannot open a WebRTC socket");
+                    return None;
+                }
+            }
+        }
+        None
+    }
+
     /// The same, from synchronous code (binding a UDP socket does not block).
     pub fn bind_now(&self, ip: IpAddr) -> Option<RtpPair> {
         let pairs = self.pairs();
         let low = self.range.low.next_multiple_of(2) as u32;
-        let open = |port: u16| -> std::io::Result<UdpSocket> {
-            let s = std::net::UdpSocket::bind(SocketAddr::new(ip, port))?;
-            s.set_nonblocking(true)?;
-            UdpSocket::from_std(s)
-        };
+        let open = |port: u16| open(SocketAddr::new(ip, port));
         for _ in 0..pairs {
             let n = self.next.fetch_add(1, Ordering::Relaxed) % pairs;
             let port = (low + 2 * n) as u16;
@@ -69,6 +83,12 @@ impl RtpPorts {
     }
 }
 
+fn open(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    let s = std::net::UdpSocket::bind(addr)?;
+    s.set_nonblocking(true)?;
+    UdpSocket::from_std(s)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -91,5 +111,19 @@ mod tests {
         assert!(ports.bind(ip).await.is_none());
         drop(b);
         assert!(ports.bind(ip).await.is_some());
+    }
+
+    #[tokio::test]
+    async fn single_ports_cover_the_range_and_skip_busy_ones() {
+        let ports = RtpPorts::new(PortRange {
+            low: 41101,
+            high: 41103,
+        });
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let held: Vec<_> = (0..3).map(|_| ports.bind_one(ip).unwrap()).collect();
+        let mut got: Vec<u16> = held.iter().map(|(_, p)| *p).collect();
+        got.sort();
+        assert_eq!(got, vec![41101, 41102, 41103]);
+        assert!(ports.bind_one(ip).is_none());
     }
 }

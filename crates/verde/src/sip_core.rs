@@ -81,6 +81,8 @@ pub struct Engine {
     pub tasks: Arc<dyn verde_store::TaskStore>,
     /// Each agent's most recent registration, mirrored from the registrar for call tasks.
     pub bindings: DashMap<String, verde_sip::Binding>,
+    /// Browser calls and softphones; None when `webrtc.enabled` is off.
+    pub webrtc: Option<Arc<crate::web_call::WebRtc>>,
     /// Feature-code flows (agent login/pause/logout confirmations).
     feature_flows: HashMap<&'static str, Arc<Flow>>,
     next_key: AtomicU64,
@@ -118,7 +120,9 @@ impl Engine {
     ) -> anyhow::Result<Self> {
         let (sip_tx, sip_rx) = mpsc::channel(8192);
         let feature_flows = feature_flows(&cfg.sounds)?;
+        let webrtc = crate::web_call::WebRtc::new(&cfg, media_ip)?.map(Arc::new);
         Ok(Self {
+            webrtc,
             rtp_ports: RtpPorts::new(cfg.media.rtp_ports),
             cfg,
             media_ip,
@@ -656,16 +660,18 @@ impl SipTask {
         self.invite_txs.insert(tx, call_id.clone());
         let start = CallStart {
             call_id,
-            tx,
-            invite: req,
-            from,
+            origin: call::Origin::Sip {
+                tx,
+                invite: req,
+                from,
+            },
             trunk,
             did,
             flow,
             handle,
             task,
         };
-        call::spawn(self.engine.clone(), start, inbox, span);
+        call::spawn(self.engine.clone(), start, None, inbox, span);
     }
 
     /// Digest check shared by REGISTER and agents' INVITEs: Some(user) when authenticated;

@@ -1,5 +1,6 @@
-//! The agent bar (`/agent`), the supervisor's wallboard (`/wallboard`) and KPI reports
-//! (`/reports`): static pages built into the binary, so an installation is one file and nothing
+//! The agent bar (`/agent`, with its browser softphone), the supervisor's wallboard
+//! (`/wallboard`), KPI reports (`/reports`) and the public "call now" page (`/call/{did}`, served
+//! through [`call_page`]) with its embeddable button: static pages built into the binary, so an installation is one file and nothing
 //! is read from disk at runtime. The pages speak the CTI websocket (`docs/cti-protocol.md`) and
 //! read `/api/agents`, `/api/queues`, `/api/reports` and `/api/export.csv`; this module serves
 //! their bytes and mounts the report endpoints of [`crate::reports`], and knows nothing of calls
@@ -28,6 +29,7 @@ struct Asset {
 const AGENT_PAGE: &str = include_str!("../web/agent.html");
 const WALLBOARD_PAGE: &str = include_str!("../web/wallboard.html");
 const REPORTS_PAGE: &str = include_str!("../web/reports.html");
+const CALL_PAGE: &str = include_str!("../web/call.html");
 
 /// Everything under `/static/`, by file name.
 const STATIC: &[Asset] = &[
@@ -66,7 +68,27 @@ const STATIC: &[Asset] = &[
         content_type: JS,
         body: include_str!("../web/reports.js"),
     },
+    Asset {
+        name: "call.js",
+        content_type: JS,
+        body: include_str!("../web/call.js"),
+    },
+    Asset {
+        name: "call-button.js",
+        content_type: JS,
+        body: include_str!("../web/call-button.js"),
+    },
+    Asset {
+        name: "softphone.js",
+        content_type: JS,
+        body: include_str!("../web/softphone.js"),
+    },
 ];
+
+/// The public "call now" page (`/call/{did}`); the caller decides which numbers have one.
+pub fn call_page() -> Response {
+    page(CALL_PAGE)
+}
 
 /// Routes for the pages, their files and the report endpoints; merge it into the HTTP router.
 pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
@@ -150,7 +172,7 @@ mod tests {
 
     fn referenced() -> Vec<String> {
         let mut refs = Vec::new();
-        for html in [AGENT_PAGE, WALLBOARD_PAGE, REPORTS_PAGE] {
+        for html in [AGENT_PAGE, WALLBOARD_PAGE, REPORTS_PAGE, CALL_PAGE] {
             refs.extend(attr_values(html, "script", "src"));
             refs.extend(attr_values(html, "link", "href"));
         }
@@ -163,6 +185,7 @@ mod tests {
         assert!(refs.iter().any(|r| r == "/static/agent.js"), "{refs:?}");
         assert!(refs.iter().any(|r| r == "/static/wallboard.js"), "{refs:?}");
         assert!(refs.iter().any(|r| r == "/static/reports.js"), "{refs:?}");
+        assert!(refs.iter().any(|r| r == "/static/call.js"), "{refs:?}");
         for r in refs.iter().filter(|r| !r.starts_with("data:")) {
             let name = r
                 .strip_prefix("/static/")

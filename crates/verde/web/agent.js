@@ -6,6 +6,7 @@ import { t, tOr } from './i18n.js';
 import {
   $, setupPage, fmtDur, fmtDateTime, setText, setAttr, syncRows, h, notice, noticeError, run,
 } from './common.js';
+import { createSoftphone } from './softphone.js';
 
 const BUSY_STATES = new Set(['reserved', 'ringing', 'oncall', 'wrapup']);
 // After a resume the server replays call_offered and then call_answered for a call already in
@@ -13,6 +14,9 @@ const BUSY_STATES = new Set(['reserved', 'ringing', 'oncall', 'wrapup']);
 // avoids a flash and a beep for a call that is not ringing.
 const REPLAY_WINDOW_MS = 1000;
 const REPLAY_SETTLE_MS = 300;
+
+// Before setupPage: its first render may already reset the page (no stored token).
+const softphone = createSoftphone();
 
 const S = {
   me: null,
@@ -348,6 +352,7 @@ function reset() {
   S.calls.clear();
   S.tasks.clear();
   S.logoutPending = false;
+  softphone.reset();
   renderAll();
 }
 
@@ -392,6 +397,7 @@ const cti = setupPage({
     S.offerShown = null;
     S.sessionAt = performance.now();
     S.logoutPending = false;
+    softphone.onSession(s.user);
     renderAll();
     loadConfig();
     loadTasks();
@@ -399,6 +405,8 @@ const cti = setupPage({
   onLoggedOut: reset,
   onLang: renderAll,
 });
+
+softphone.attach(cti);
 
 // ---- events -------------------------------------------------------------------------------
 
@@ -537,7 +545,8 @@ $('btn-logout').addEventListener('click', () => act('btn-logout', async () => {
 
 $('btn-answer').addEventListener('click', () => {
   const c = offeredCall();
-  if (c) act('btn-answer', () => cti.command('answer', { call: c.id }));
+  // With a softphone offer for the call, the browser answers (the command carries our SDP).
+  if (c) act('btn-answer', () => softphone.answer(c.id));
 });
 $('btn-decline').addEventListener('click', () => {
   const c = offeredCall();

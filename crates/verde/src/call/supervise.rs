@@ -83,7 +83,7 @@ impl Call {
             &queue,
             &binding.contact,
             crate::agent_leg::delivery_peer(&binding),
-            &caller_number(&self.start.invite),
+            &self.caller,
             rtp,
             true,
             &mut self.sip_out,
@@ -120,7 +120,7 @@ impl Call {
                 s.leg.state = LegState::Ended;
                 self.end_supervision(now);
             }
-            LegEvent::Ringing | LegEvent::None => {}
+            LegEvent::Ringing | LegEvent::None | LegEvent::HungUp => {}
         }
     }
 

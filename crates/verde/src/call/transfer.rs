@@ -160,7 +160,7 @@ impl Call {
                 self.media.play_loop(p, now);
             }
         }
-        let caller = caller_number(&self.start.invite);
+        let caller = self.caller.clone();
         match &to {
             TransferTarget::Number(n) => {
                 if !attended {
@@ -610,7 +610,7 @@ impl Call {
                 transport: Transport::Udp,
                 addr,
             },
-            &caller_number(&self.start.invite),
+            &self.caller,
             rtp,
             false,
             &mut self.sip_out,
