@@ -159,8 +159,8 @@ pub struct WebRtcConfig {
     /// its port range. The socket itself may be bound to a private address; rtc never sees
     /// the bound address, only this one.
     pub candidate: SocketAddr,
-    /// What we accept, in our order of preference. The answer keeps the offer's order, so to
-    /// force a codec list only that one.
+    /// What we accept, in our order of preference: the answer picks the first of these the
+    /// browser offers, whatever the browser's own order (`offer::prefer`).
     pub codecs: Vec<AudioCodec>,
     /// Accept RFC 4733 telephone-event (at 8 kHz, or at 48 kHz when Opus is chosen).
     pub dtmf: bool,
@@ -168,6 +168,11 @@ pub struct WebRtcConfig {
     pub identity: Option<DtlsIdentity>,
     /// Our SSRC for the audio we send; `verde_media::MediaConfig::ssrc` should match it.
     pub ssrc: u32,
+    /// ICE-lite (RFC 8445 §2.5): we answer the browser's checks and never send our own; the
+    /// browser nominates at once. Right for a server with a reachable address (verde's legs):
+    /// a leg connects in tens of milliseconds instead of waiting for our own check rounds.
+    /// A client (the load tool, tests playing the browser) needs full ICE.
+    pub ice_lite: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -248,8 +253,10 @@ impl WebRtcLeg {
         now: Instant,
     ) -> Result<(WebRtcLeg, String), WebRtcError> {
         let mut leg = WebRtcLeg::build(config, now)?;
-        let rate = offer::chosen_clock_rate(offer_sdp, &leg.codecs);
-        let offer = RTCSessionDescription::offer(offer::keep_telephone_events_at(offer_sdp, rate))?;
+        let offer_sdp = offer::prefer(offer_sdp, &leg.codecs);
+        let rate = offer::chosen_clock_rate(&offer_sdp, &leg.codecs);
+        let offer =
+            RTCSessionDescription::offer(offer::keep_telephone_events_at(&offer_sdp, rate))?;
         leg.pc.set_remote_description(now, offer)?;
         leg.add_local_candidate()?;
         let answer = leg.pc.create_answer(None)?;
@@ -305,7 +312,11 @@ impl WebRtcLeg {
         let mut pc = RTCPeerConnectionBuilder::new()
             .with_interceptor_registry(registry)
             .with_configuration(rtc_config.build())
-            .with_setting_engine(SettingEngineBuilder::new().build())
+            .with_setting_engine(
+                SettingEngineBuilder::new()
+                    .with_lite(config.ice_lite)
+                    .build(),
+            )
             .with_media_engine(media_engine)
             .build(now)?;
         let track = MediaStreamTrack::new(

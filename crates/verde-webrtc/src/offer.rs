@@ -8,8 +8,61 @@
 //! The codec the answer will lead with is already known from the offer (the first one we
 //! accept, in the offer's order), so we keep only the telephone-event at that codec's clock
 //! rate: 8 kHz for G.711, 48 kHz for Opus. That is what our answer would say anyway.
+//!
+//! rtc answers with the first offered codec it accepts, so a browser's preference (Chrome: Opus
+//! first) would win over ours and every call would be transcoded. [`prefer`] puts our codecs
+//! first on the audio line, in our order, before rtc reads it: with `[pcmu, pcma, opus]` G.711
+//! flows end to end and Opus is only for a browser that offers nothing else.
 
 use crate::AudioCodec;
+
+/// The codec an audio format names in this SDP, if it is one we know.
+fn codec_of(sdp: &str, pt: &str) -> Option<AudioCodec> {
+    let rtpmap = sdp.lines().find_map(|l| {
+        let rest = l.strip_prefix("a=rtpmap:")?;
+        let (p, enc) = rest.split_once(' ')?;
+        (p == pt).then_some(enc)
+    });
+    match rtpmap {
+        Some(enc) => {
+            let name = enc.split('/').next().unwrap_or("");
+            [AudioCodec::Pcmu, AudioCodec::Pcma, AudioCodec::Opus]
+                .into_iter()
+                .find(|c| c.encoding_name().eq_ignore_ascii_case(name))
+        }
+        // Static payload types need no rtpmap (RFC 3551).
+        None if pt == "0" => Some(AudioCodec::Pcmu),
+        None if pt == "8" => Some(AudioCodec::Pcma),
+        None => None,
+    }
+}
+
+/// Reorders the audio line's formats: ours first, in `codecs` order, then the rest as offered.
+pub(crate) fn prefer(sdp: &str, codecs: &[AudioCodec]) -> String {
+    let eol = if sdp.contains("\r\n") { "\r\n" } else { "\n" };
+    let mut out = String::with_capacity(sdp.len());
+    for line in sdp.lines() {
+        match line.strip_prefix("m=audio ") {
+            Some(rest) => {
+                let mut fields = rest.split(' ');
+                let (port, proto) = (fields.next().unwrap_or(""), fields.next().unwrap_or(""));
+                let fmts: Vec<&str> = fields.collect();
+                let rank = |pt: &&str| {
+                    codec_of(sdp, pt)
+                        .and_then(|c| codecs.iter().position(|o| *o == c))
+                        .unwrap_or(codecs.len())
+                };
+                let mut sorted = fmts.clone();
+                // Stable: formats of one codec, and all the others, keep the browser's order.
+                sorted.sort_by_key(rank);
+                out.push_str(&format!("m=audio {port} {proto} {}", sorted.join(" ")));
+            }
+            None => out.push_str(line),
+        }
+        out.push_str(eol);
+    }
+    out
+}
 
 /// Clock rate of the codec rtc will pick from this offer: the first format on the audio
 /// line that is one of `codecs`. 8000 when there is none (the answer fails later anyway).
@@ -17,27 +70,8 @@ pub(crate) fn chosen_clock_rate(sdp: &str, codecs: &[AudioCodec]) -> u32 {
     let Some(formats) = sdp.lines().find_map(|l| l.strip_prefix("m=audio ")) else {
         return 8000;
     };
-    let rtpmap = |pt: &str| {
-        sdp.lines().find_map(|l| {
-            let rest = l.strip_prefix("a=rtpmap:")?;
-            let (p, enc) = rest.split_once(' ')?;
-            (p == pt).then_some(enc)
-        })
-    };
     for pt in formats.split(' ').skip(2) {
-        let codec = match rtpmap(pt) {
-            Some(enc) => {
-                let name = enc.split('/').next().unwrap_or("");
-                [AudioCodec::Pcmu, AudioCodec::Pcma, AudioCodec::Opus]
-                    .into_iter()
-                    .find(|c| c.encoding_name().eq_ignore_ascii_case(name))
-            }
-            // Static payload types need no rtpmap (RFC 3551).
-            None if pt == "0" => Some(AudioCodec::Pcmu),
-            None if pt == "8" => Some(AudioCodec::Pcma),
-            None => None,
-        };
-        if let Some(codec) = codec.filter(|c| codecs.contains(c)) {
+        if let Some(codec) = codec_of(sdp, pt).filter(|c| codecs.contains(c)) {
             return codec.clock_rate();
         }
     }
@@ -124,6 +158,24 @@ a=rtpmap:126 telephone-event/8000\r\n";
     const CHROME_LIKE: &str = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111 0 8 110 126\r\n\
 a=rtpmap:111 opus/48000/2\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n\
 a=rtpmap:110 telephone-event/48000\r\na=rtpmap:126 telephone-event/8000\r\n";
+
+    #[test]
+    fn our_order_leads_the_audio_line_and_the_rest_keeps_the_browsers() {
+        use AudioCodec::*;
+        let out = prefer(CHROME_LIKE, &[Pcmu, Pcma, Opus]);
+        assert!(
+            out.contains("m=audio 9 UDP/TLS/RTP/SAVPF 0 8 111 110 126\r\n"),
+            "{out}"
+        );
+        assert_eq!(chosen_clock_rate(&out, &[Pcmu, Pcma, Opus]), 8000);
+        // Opus preferred by configuration: it stays first, the 48 kHz event is the one kept.
+        let out = prefer(CHROME_LIKE, &[Opus, Pcma]);
+        assert!(out.contains("SAVPF 111 8 0 110 126\r\n"), "{out}");
+        assert_eq!(chosen_clock_rate(&out, &[Opus, Pcma]), 48000);
+        // Everything else in the SDP is untouched.
+        assert_eq!(out.lines().count(), CHROME_LIKE.lines().count());
+        assert!(out.contains("a=rtpmap:111 opus/48000/2\r\n"));
+    }
 
     #[test]
     fn chosen_rate_follows_the_offer_order_among_accepted_codecs() {

@@ -46,6 +46,7 @@ fn config(candidate: &str, codecs: Vec<AudioCodec>, ssrc: u32) -> WebRtcConfig {
         dtmf: true,
         identity: None,
         ssrc,
+        ice_lite: false,
     }
 }
 
@@ -77,10 +78,25 @@ fn answer_to_chrome_keeps_g711_and_8k_dtmf_only() {
     // The answerer of an actpass offer must pick a role (RFC 8842 §5.3).
     assert!(answer.contains("a=setup:active") || answer.contains("a=setup:passive"));
     let media = leg.media().unwrap();
-    // The offer listed PCMU before PCMA: the answer keeps the offerer's order.
-    assert_eq!(media.codec, AudioCodec::Pcmu);
-    assert_eq!(media.payload_type, 0);
+    // Our order decides among what the browser offers (Chrome lists PCMU before PCMA).
+    assert_eq!(media.codec, AudioCodec::Pcma);
+    assert_eq!(media.payload_type, 8);
     assert_eq!(media.dtmf_pt, Some(126));
+}
+
+#[test]
+fn g711_wins_over_chromes_opus_when_opus_is_only_a_fallback() {
+    let cfg = config(
+        "203.0.113.7:40000",
+        vec![AudioCodec::Pcmu, AudioCodec::Pcma, AudioCodec::Opus],
+        7,
+    );
+    let (leg, answer) = WebRtcLeg::answer(cfg, CHROME_OFFER, Instant::now()).unwrap();
+    let media = leg.media().unwrap();
+    assert_eq!(media.codec, AudioCodec::Pcmu, "{answer}");
+    // No transcoding: the session sees what the wire carries.
+    assert_eq!(leg.session_media().unwrap().codec, AudioCodec::Pcmu);
+    assert_eq!(media.dtmf_pt, Some(126), "{answer}");
 }
 
 #[test]
@@ -390,14 +406,13 @@ fn opus_answer_keeps_the_48k_event_and_the_session_sees_pcmu() {
 }
 
 #[test]
-fn opus_configured_but_g711_first_in_the_offer_keeps_the_8k_event() {
-    let g711_first = CHROME_OFFER.replace("111 63 9 0 8 13 110 126", "0 111 63 9 8 13 110 126");
+fn opus_configured_after_g711_keeps_the_8k_event_although_the_browser_prefers_opus() {
     let cfg = config(
         "203.0.113.7:40000",
-        vec![AudioCodec::Opus, AudioCodec::Pcmu],
+        vec![AudioCodec::Pcmu, AudioCodec::Opus],
         7,
     );
-    let (leg, answer) = WebRtcLeg::answer(cfg, &g711_first, Instant::now()).unwrap();
+    let (leg, answer) = WebRtcLeg::answer(cfg, CHROME_OFFER, Instant::now()).unwrap();
     assert!(!answer.contains("telephone-event/48000"), "{answer}");
     let media = leg.media().unwrap();
     assert_eq!(media.codec, AudioCodec::Pcmu);

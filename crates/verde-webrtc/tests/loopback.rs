@@ -89,6 +89,7 @@ fn browser_leg_and_verde_leg_talk_over_udp_with_srtp() {
             dtmf: true,
             identity: Some(identity.clone()),
             ssrc: BROWSER_SSRC,
+            ice_lite: false,
         },
         start,
     )
@@ -100,6 +101,7 @@ fn browser_leg_and_verde_leg_talk_over_udp_with_srtp() {
             dtmf: true,
             identity: Some(identity),
             ssrc: VERDE_SSRC,
+            ice_lite: true,
         },
         &offer,
         start,
@@ -341,6 +343,7 @@ fn opus_legs_present_pcmu_to_the_media_session_over_udp() {
             dtmf: true,
             identity: Some(identity.clone()),
             ssrc: BROWSER_SSRC,
+            ice_lite: false,
         },
         start,
     )
@@ -352,6 +355,7 @@ fn opus_legs_present_pcmu_to_the_media_session_over_udp() {
             dtmf: true,
             identity: Some(identity),
             ssrc: VERDE_SSRC,
+            ice_lite: true,
         },
         &offer,
         start,

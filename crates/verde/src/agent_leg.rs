@@ -732,7 +732,10 @@ mod tests {
             "127.0.0.1:40000",
             Transport::Tcp,
         );
-        assert_eq!(delivery_peer(&tcp).addr, "127.0.0.1:40000".parse::<SocketAddr>().unwrap());
+        assert_eq!(
+            delivery_peer(&tcp).addr,
+            "127.0.0.1:40000".parse::<SocketAddr>().unwrap()
+        );
         let hostname = binding(
             "<sip:1001@phone.example>",
             "127.0.0.1:40000",

@@ -156,7 +156,10 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
 
 fn init_tracing(json: bool) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("VERDE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // rtc's handshakes warn about what browsers routinely send (unknown DTLS extensions, checks
+    // before candidates are known): kept for VERDE_LOG=debug, not for every call's log.
+    let filter = EnvFilter::try_from_env("VERDE_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,rtc_dtls=error,rtc_ice=error"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -77,6 +77,7 @@ impl WebRtc {
             dtmf: true,
             identity: Some(self.identity.clone()),
             ssrc: rand::random(),
+            ice_lite: true,
         };
         Some((socket, config))
     }
