@@ -40,6 +40,11 @@ struct MethodLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DirectionLabels {
     direction: &'static str,
 }
@@ -69,6 +74,7 @@ struct Counters {
     requests_received: Family<MethodLabels, Counter>,
     requests_sent: Family<MethodLabels, Counter>,
     malformed: Counter,
+    web_refused: Family<ReasonLabels, Counter>,
     // Cloned out of their family once: bumping them never touches the family's lock.
     rtp_sent: Counter,
     rtp_received: Counter,
@@ -113,6 +119,12 @@ impl Counters {
             "SIP messages refused as malformed (answered 400 when a response could be built)",
             malformed.clone(),
         );
+        let web_refused = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "verde_webrtc_refused",
+            "Browser calls refused at /webrtc, by reason (full, too_many, too_fast, not_found, bad_offer, no_port, draining)",
+            web_refused.clone(),
+        );
         let rtp = Family::<DirectionLabels, Counter>::default();
         registry.register(
             "verde_rtp_packets",
@@ -135,6 +147,7 @@ impl Counters {
             requests_received,
             requests_sent,
             malformed,
+            web_refused,
             rtp_sent,
             rtp_received,
         }
@@ -205,6 +218,14 @@ pub fn sip_sent(bytes: &[u8]) {
 /// retransmitted ones count too).
 pub fn sip_received(bytes: &[u8]) {
     COUNTERS.sip(bytes, false);
+}
+
+/// A browser call refused at `/webrtc` (reason from a fixed set: the label stays bounded).
+pub fn webrtc_refused(reason: &'static str) {
+    COUNTERS
+        .web_refused
+        .get_or_create(&ReasonLabels { reason })
+        .inc();
 }
 
 /// The transaction layer refused a message as malformed.

@@ -110,14 +110,61 @@ impl Drop for Permit {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Why a page's `call` was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Refusal {
-    /// `webrtc.max_calls` web calls are up.
+    /// `webrtc.max_calls` web calls (or `sip.max_calls` calls) are up.
     Full,
     /// This address has `max_calls_per_ip` calls up.
     TooMany,
     /// This address started `calls_per_minute_per_ip` calls in the last minute.
     TooFast,
+    Disabled,
+    Draining,
+    NotFound(String),
+    NoPort,
+    BadOffer(String),
+}
+
+impl Refusal {
+    /// The `metrics` label.
+    fn reason(&self) -> &'static str {
+        match self {
+            Refusal::Full => "full",
+            Refusal::TooMany => "too_many",
+            Refusal::TooFast => "too_fast",
+            Refusal::Disabled => "disabled",
+            Refusal::Draining => "draining",
+            Refusal::NotFound(_) => "not_found",
+            Refusal::NoPort => "no_port",
+            Refusal::BadOffer(_) => "bad_offer",
+        }
+    }
+
+    /// The `error` code the page branches on.
+    fn code(&self) -> &'static str {
+        match self {
+            Refusal::TooMany | Refusal::TooFast => "rate_limited",
+            Refusal::NotFound(_) => "not_found",
+            Refusal::BadOffer(_) => "bad_request",
+            Refusal::Full | Refusal::Disabled | Refusal::Draining | Refusal::NoPort => {
+                "unavailable"
+            }
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            Refusal::Full => "all lines are busy; call again shortly".into(),
+            Refusal::TooMany => "too many calls from this address".into(),
+            Refusal::TooFast => "too many new calls from this address; wait a minute".into(),
+            Refusal::Disabled => "browser calls are not enabled".into(),
+            Refusal::Draining => "the service is restarting; call again shortly".into(),
+            Refusal::NotFound(n) => format!("{n} is not a number of this service"),
+            Refusal::NoPort => "no media port free".into(),
+            Refusal::BadOffer(e) => format!("offer not usable: {e}"),
+        }
+    }
 }
 
 /// Anonymous callers are bounded per address and in total; plain data, tested without sockets.
@@ -307,7 +354,10 @@ async fn command(
                     *live = Some(l);
                     reply
                 }
-                Err((code, message)) => error(&id, code, &message),
+                Err(r) => {
+                    crate::metrics::webrtc_refused(r.reason());
+                    error(&id, r.code(), &r.message())
+                }
             }
         }
         Command::Ice { candidate } => {
@@ -335,53 +385,32 @@ fn start_call(
     ip: IpAddr,
     number: &str,
     offer: &str,
-) -> Result<(Live, String), (&'static str, String)> {
+) -> Result<(Live, String), Refusal> {
     let Some(web) = engine.webrtc.clone() else {
-        return Err(("unavailable", "browser calls are not enabled".into()));
+        return Err(Refusal::Disabled);
     };
     let call_id = format!("w-{:016x}", rand::random::<u64>());
     let span = tracing::info_span!("call", call_id = %call_id);
     let _e = span.enter();
+    let refused = |r: Refusal| {
+        tracing::warn!(%ip, did = %number, refusal = ?r, "web call refused");
+        r
+    };
     if engine.is_draining() {
-        tracing::info!("web call refused: draining for shutdown");
-        return Err((
-            "unavailable",
-            "the service is restarting; call again shortly".into(),
-        ));
+        return Err(refused(Refusal::Draining));
     }
     let Some(flow) = engine.flows.for_number(number) else {
-        tracing::info!(did = %number, %ip, "web call refused: number not configured");
-        return Err((
-            "not_found",
-            format!("{number} is not a number of this service"),
-        ));
+        return Err(refused(Refusal::NotFound(number.to_string())));
     };
     if engine.active_calls() >= engine.cfg.sip.max_calls {
-        tracing::warn!(%ip, "web call refused: at capacity");
-        return Err((
-            "unavailable",
-            "all lines are busy; call again shortly".into(),
-        ));
+        return Err(refused(Refusal::Full));
     }
-    let permit = web.admit(ip, Instant::now()).map_err(|r| {
-        tracing::warn!(%ip, refusal = ?r, "web call refused by the limits");
-        match r {
-            Refusal::Full => ("unavailable", "all web lines are busy".to_string()),
-            Refusal::TooMany => ("rate_limited", "too many calls from this address".into()),
-            Refusal::TooFast => (
-                "rate_limited",
-                "too many new calls from this address; wait a minute".into(),
-            ),
-        }
-    })?;
+    let permit = web.admit(ip, Instant::now()).map_err(refused)?;
     let Some((socket, config)) = web.bind() else {
-        tracing::error!("web call refused: no free port in webrtc.ports");
-        return Err(("unavailable", "no media port free".into()));
+        return Err(refused(Refusal::NoPort));
     };
-    let (leg, answer) = WebRtcLeg::answer(config, offer, Instant::now()).map_err(|e| {
-        tracing::warn!(%ip, error = %e, "web call refused: offer not usable");
-        ("bad_request", format!("offer not usable: {e}"))
-    })?;
+    let (leg, answer) = WebRtcLeg::answer(config, offer, Instant::now())
+        .map_err(|e| refused(Refusal::BadOffer(e.to_string())))?;
     let (events_tx, events) = mpsc::unbounded_channel();
     let (handle, inbox) = mpsc::channel(64);
     engine.register_alias(&call_id, handle.clone());
