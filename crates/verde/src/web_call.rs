@@ -184,6 +184,9 @@ struct IpUse {
 
 const MINUTE: Duration = Duration::from_secs(60);
 
+/// How long a `/webrtc` socket may stay open without a call.
+const CALL_WITHIN: Duration = Duration::from_secs(30);
+
 impl Limiter {
     fn new(s: &WebRtcSettings) -> Limiter {
         Limiter {
@@ -275,14 +278,29 @@ struct Live {
 /// Serves one page's websocket until the call ends or the page goes away.
 pub async fn serve(mut socket: WebSocket, peer: SocketAddr, engine: Arc<Engine>) {
     let mut live: Option<Live> = None;
+    // An anonymous socket that never calls is closed: idle sockets cost a descriptor each.
+    let idle_until = tokio::time::Instant::now() + CALL_WITHIN;
     loop {
+        let calling = live.is_some();
         let event = async {
             match live.as_mut() {
                 Some(l) => l.events.recv().await,
                 None => std::future::pending().await,
             }
         };
+        let idle = async {
+            if !calling {
+                tokio::time::sleep_until(idle_until).await
+            } else {
+                std::future::pending().await
+            }
+        };
         tokio::select! {
+            _ = idle => {
+                tracing::info!(%peer, "web call socket closed: no call within 30 s");
+                let _ = socket.send(Message::Close(None)).await;
+                break;
+            }
             msg = socket.recv() => {
                 let text = match msg {
                     Some(Ok(Message::Text(t))) => t,
