@@ -361,6 +361,12 @@ impl SippRun {
         }
     }
 
+    /// The SIP Call-ID of the run's first call (`-cid_str` makes it known before SIPp sends
+    /// anything), e.g. to find the call in verde's log while SIPp still runs.
+    pub fn call_id(&self) -> &str {
+        &self.call_id
+    }
+
     /// What SIPp has logged so far of the SIP messages it sent and received (`-trace_msg`).
     pub fn messages_so_far(&self) -> String {
         read_lossy(&self.messages)

@@ -28,6 +28,9 @@ pub fn verde_bin() -> PathBuf {
     bin
 }
 
+/// Size of the `--webrtc-ports` range every verde gets.
+pub const WEBRTC_PORTS: u16 = 20;
+
 /// What a test can change about the verde it starts. Paths default to the repository's own
 /// `ivr-flows/` and `sounds/`, so the tests exercise what ships.
 #[derive(Debug, Clone)]
@@ -97,6 +100,8 @@ impl Verde {
         let http_port = free_port();
         let rtp_low = free_ports(opts.rtp_ports);
         let rtp_high = rtp_low + opts.rtp_ports - 1;
+        // Browser legs get their own range, apart from the RTP one (verde refuses an overlap).
+        let webrtc_low = free_ports(WEBRTC_PORTS);
         let data_dir = dir.subdir("verde-data");
         let log_path = if runs == 1 {
             dir.join("verde.log")
@@ -121,6 +126,8 @@ impl Verde {
             .arg("127.0.0.1")
             .arg("--rtp-ports")
             .arg(format!("{rtp_low}-{rtp_high}"))
+            .arg("--webrtc-ports")
+            .arg(format!("{webrtc_low}-{}", webrtc_low + WEBRTC_PORTS - 1))
             .arg("--flows")
             .arg(&opts.flows)
             .arg("--sounds")

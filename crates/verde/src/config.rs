@@ -472,6 +472,21 @@ impl Config {
         Ok(cfg)
     }
 
+    /// Checks what the command line may change after loading (port ranges).
+    pub fn check_overrides(&self) -> Result<()> {
+        let (w, m) = (&self.webrtc.ports, &self.media.rtp_ports);
+        if self.webrtc.enabled && w.low <= m.high && m.low <= w.high {
+            bail!(
+                "webrtc.ports {}-{} overlaps media.rtp_ports {}-{}: give each its own range",
+                w.low,
+                w.high,
+                m.low,
+                m.high
+            );
+        }
+        Ok(())
+    }
+
     fn validate(&self, name: &str) -> Result<()> {
         if !self.sip.udp && !self.sip.tcp {
             bail!("{name}: sip: enable at least one of udp and tcp");
@@ -498,11 +513,6 @@ impl Config {
         self.webrtc
             .audio_codecs()
             .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
-        if self.webrtc.ports.low <= self.media.rtp_ports.high
-            && self.media.rtp_ports.low <= self.webrtc.ports.high
-        {
-            bail!("{name}: webrtc.ports overlaps media.rtp_ports: give each its own range");
-        }
         if let Some(secret) = &self.sip.auth_secret {
             if secret.len() != 64 || !secret.chars().all(|c| c.is_ascii_hexdigit()) {
                 bail!("{name}: sip.auth_secret must be 64 hex digits");

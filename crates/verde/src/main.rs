@@ -57,6 +57,9 @@ struct Cli {
     /// RTP port range, LOW-HIGH.
     #[arg(long)]
     rtp_ports: Option<PortRange>,
+    /// Port range of browser legs (webrtc.ports), LOW-HIGH.
+    #[arg(long)]
+    webrtc_ports: Option<PortRange>,
     /// Folder of IVR flows (default ./ivr-flows).
     #[arg(long, global = true)]
     flows: Option<PathBuf>,
@@ -116,6 +119,9 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
     if let Some(r) = cli.rtp_ports {
         cfg.media.rtp_ports = r;
     }
+    if let Some(r) = cli.webrtc_ports {
+        cfg.webrtc.ports = r;
+    }
     if let Some(f) = cli.flows {
         cfg.flows = f;
     }
@@ -141,6 +147,7 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
         return Ok(std::process::ExitCode::SUCCESS);
     }
 
+    cfg.check_overrides()?;
     init_tracing(cli.log_json);
     if let Some(t) = cli.wall_clock {
         clock::set_start(t.with_timezone(&chrono::Utc));
