@@ -296,6 +296,30 @@ impl Dialog {
     }
 }
 
+/// A From or To value for a user we name ourselves: the display name quoted (RFC 3261
+/// quoted-string) and the user part percent-escaped where the grammar does not allow a
+/// character, so a caller id such as `webrtc:192.0.2.7` does not read as `user:password`.
+pub fn name_addr(display: &str, user: &str, host: &str) -> String {
+    let quoted: String = display
+        .chars()
+        .flat_map(|c| match c {
+            '"' | '\\' => vec!['\\', c],
+            c if c.is_control() => vec![],
+            c => vec![c],
+        })
+        .collect();
+    let mut escaped = String::with_capacity(user.len());
+    for b in user.bytes() {
+        // unreserved and user-unreserved (RFC 3261 25.1)
+        if b.is_ascii_alphanumeric() || b"-_.!~*'()&=+$,;?/".contains(&b) {
+            escaped.push(b as char);
+        } else {
+            escaped.push_str(&format!("%{b:02X}"));
+        }
+    }
+    format!("\"{quoted}\" <sip:{escaped}@{host}>")
+}
+
 /// The socket address of a SIP URI whose host is an IP literal (port 5060 when absent).
 pub fn uri_socket_addr(uri: &str) -> Option<SocketAddr> {
     let (uri, _) = split_name_addr(uri);

@@ -36,7 +36,8 @@ mod testdata;
 
 pub use auth::{AuthError, Credentials, DigestAuth, FailureLimiter};
 pub use dialog::{
-    new_branch, new_call_id, new_tag, uri_socket_addr, Dialog, DialogError, OutboundInvite,
+    name_addr, new_branch, new_call_id, new_tag, uri_socket_addr, Dialog, DialogError,
+    OutboundInvite,
 };
 pub use message::{
     frame, Frame, FrameError, Headers, Message, Method, ParseError, Peer, Request, Response,

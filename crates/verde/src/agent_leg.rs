@@ -244,7 +244,7 @@ impl AgentLeg {
             rand::random::<u32>() as u64,
         );
         let host = engine.sip_host();
-        let from = format!("\"{caller}\" <sip:{caller}@{host}>");
+        let from = verde_sip::name_addr(caller, caller, &host);
         let to = format!("<sip:{agent}@{host}>");
         let local_contact = engine.contact(peer.transport);
         let invite = OutboundInvite {
