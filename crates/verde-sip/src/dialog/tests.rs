@@ -318,7 +318,10 @@ fn name_addr_escapes_what_a_user_part_cannot_hold() {
         name_addr("+390612345", "+390612345", "h"),
         "\"+390612345\" <sip:+390612345@h>"
     );
-    assert_eq!(name_addr("a \"b\"", "a b", "h"), "\"a \\\"b\\\"\" <sip:a%20b@h>");
+    assert_eq!(
+        name_addr("a \"b\"", "a b", "h"),
+        "\"a \\\"b\\\"\" <sip:a%20b@h>"
+    );
     // What we write parses back: the user is the caller id, unescaped.
     let uri = "sip:webrtc%3A192.0.2.7@127.0.0.1";
     assert!(uri_socket_addr(uri).is_some());
