@@ -6,7 +6,10 @@
 //
 // Environment: VERDE_CALLER (the caller number the pop-up must show), VERDE_QUEUE (its queue),
 // VERDE_LISTEN_HZ (comma-separated frequencies whose levels the page reports),
-// VERDE_LISTEN_MS (how long the page listens).
+// VERDE_LISTEN_MS (how long the page listens). With VERDE_CALLER_URL (a /call/{did} page) and
+// VERDE_CALLER_MIC (its microphone WAV), the caller is a second browser this script drives:
+// it calls once the agent is ready, listens while the agent does (`CALLER_HEARD {json}`) and
+// must see the call end when the agent hangs up (`CALLER_END {json}`).
 //
 // Run by tests/interop/webrtc_browser_agent.rs, which owns verde, the SIPp caller and the
 // capture of what verde sends that caller. The two talk over stdin/stdout lines: this script
@@ -31,6 +34,8 @@ const QUEUE = process.env.VERDE_QUEUE || '';
 const LISTEN_HZ = (process.env.VERDE_LISTEN_HZ || '').split(',').filter(Boolean).map(Number);
 const LISTEN_MS = Number(process.env.VERDE_LISTEN_MS || 3000);
 const TIMEOUT = 30_000;
+const CALLER_URL = process.env.VERDE_CALLER_URL || '';
+const CALLER_MIC = process.env.VERDE_CALLER_MIC || '';
 
 const stdin = createInterface({ input: process.stdin });
 const lines = [];
@@ -88,10 +93,10 @@ async function until(page, what, fn, arg) {
  * spectrum (interpolated between bins) and, per frequency, how many windows held it at
  * -30 dBFS or more. Listening takes the time it measures; it synchronizes nothing.
  */
-async function listen(page, ms, freqs) {
-  return page.evaluate(async ({ ms, freqs }) => {
-    const stream = window.verdeSoftphone.remote;
-    if (!stream) throw new Error('verdeSoftphone.remote is not set');
+async function listen(page, ms, freqs, which = 'softphone') {
+  return page.evaluate(async ({ ms, freqs, which }) => {
+    const stream = which === 'call' ? window.verdeCall?.remote : window.verdeSoftphone.remote;
+    if (!stream) throw new Error(`the ${which} page's remote stream is not set`);
     const ctx = new AudioContext();
     await ctx.resume();
     const src = ctx.createMediaStreamSource(stream);
@@ -156,7 +161,7 @@ async function listen(page, ms, freqs) {
         windows_present: toneWindows[k],
       })),
     };
-  }, { ms, freqs });
+  }, { ms, freqs, which });
 }
 
 /** The codec in use and the RTP counters of the softphone's peer connection. */
@@ -187,19 +192,23 @@ async function login(page, user, pw) {
 // The interop recipes' flags: fake devices with a file as the microphone, loopback candidates
 // allowed and not hidden behind mDNS names, no name resolution but 127.0.0.1, remote audio may
 // play without a gesture, nothing fetched in the background.
-const browser = await chromium.launch({
+// One browser per microphone: Chromium's fake capture device plays one file per process.
+const launch = (wav) => chromium.launch({
   executablePath: '/usr/bin/chromium',
   headless: true,
   args: [
     '--headless=new', '--no-sandbox', '--disable-gpu', '--no-first-run',
     '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream',
-    `--use-file-for-fake-audio-capture=${micWav}`,
+    `--use-file-for-fake-audio-capture=${wav}`,
     '--allow-loopback-in-peer-connection', '--disable-features=WebRtcHideLocalIpsWithMdns',
     '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1',
     '--autoplay-policy=no-user-gesture-required',
     '--disable-background-networking', '--disable-component-update', '--disable-sync',
   ],
 });
+const browser = await launch(micWav);
+let callerBrowser = null;
+let caller = null;
 const failures = [];
 try {
   const ctx = await browser.newContext({ viewport: { width: 1280, height: 900 } });
@@ -220,6 +229,16 @@ try {
   await agent.waitForSelector('#state[data-state="ready"]', { timeout: TIMEOUT });
   await shot(agent, 'ready-browser-device');
   await step('ready');
+
+  if (CALLER_URL) {
+    // The caller calls from the "call now" page, in a browser of its own.
+    callerBrowser = await launch(CALLER_MIC);
+    caller = await (await callerBrowser.newContext()).newPage();
+    caller.on('pageerror', (e) => failures.push(`caller page error: ${e.message}`));
+    await caller.goto(CALLER_URL);
+    await caller.click('#call');
+    await until(caller, 'the caller page connected', () => window.verdeCall?.state === 'connected');
+  }
 
   // The caller is queued: the offer pops up and the page rings.
   await agent.waitForSelector('#offer', { state: 'visible', timeout: TIMEOUT });
@@ -257,8 +276,12 @@ try {
 
   // Both directions flow while the page listens: the test cuts what verde sent the caller
   // between `connected` and `heard`.
-  const heard = await listen(agent, LISTEN_MS, LISTEN_HZ);
+  const [heard, callerHeard] = await Promise.all([
+    listen(agent, LISTEN_MS, LISTEN_HZ),
+    caller ? listen(caller, LISTEN_MS, LISTEN_HZ, 'call') : null,
+  ]);
   console.log(`HEARD ${JSON.stringify(heard)}`);
+  if (callerHeard) console.log(`CALLER_HEARD ${JSON.stringify(callerHeard)}`);
   console.log(`MEDIA ${JSON.stringify(await media(agent))}`);
   await shot(agent, 'on-call');
   await step('heard');
@@ -269,10 +292,20 @@ try {
   await until(agent, 'the peer connection closed', () => window.verdeSoftphone.pc === null);
   await agent.waitForSelector('#state[data-state="wrapup"], #state[data-state="ready"]', { timeout: TIMEOUT });
   await shot(agent, 'hung-up');
+  if (caller) {
+    await until(caller, 'the caller page ended', () => window.verdeCall.state === 'ended');
+    const end = await caller.evaluate(() => ({
+      state: window.verdeCall.state,
+      reason: document.getElementById('reason')?.dataset.code ?? null,
+      call_id: window.verdeCall.callId,
+    }));
+    console.log(`CALLER_END ${JSON.stringify(end)}`);
+  }
 
   if (failures.length) throw new Error(failures.join('\n'));
   console.log('DONE');
 } finally {
+  if (callerBrowser) await callerBrowser.close();
   await browser.close();
   stdin.close();
 }

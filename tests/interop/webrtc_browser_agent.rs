@@ -1,4 +1,5 @@
-//! An agent answers a SIPp caller in the browser (issue 7's agent softphone): the agent bar
+//! An agent answers a SIPp caller in the browser (issue 7's agent softphone), and a caller on the
+//! "call now" page in the browser (the third combination, last test): the agent bar
 //! (`/agent`) in headless Debian chromium driven by playwright-core
 //! (`tests/browser/webrtc_agent.mjs`), the device set to "browser", no SIP phone at all.
 //!
@@ -42,6 +43,8 @@ const DID: &str = "800500001";
 /// DTMF frequency nor a harmonic of the other, nor the page's 440/480 Hz ring.
 const CALLER_HZ: f64 = 520.0;
 const AGENT_HZ: f64 = 1250.0;
+/// How the record and the pop-up name a caller on the "call now" page.
+const WEB_CALLER: &str = "webrtc:127.0.0.1";
 /// How long the page listens while both talk; what verde sends the caller is cut from the
 /// same interval.
 const LISTEN_MS: u64 = 3000;
@@ -81,15 +84,15 @@ fn caller_pcap(dir: &TestDir) -> PathBuf {
     path
 }
 
-/// The page's microphone: [`AGENT_HZ`] in bursts of [`BURST_ON_S`] every [`BURST_PERIOD_S`]
+/// A page's microphone: `hz` in bursts of [`BURST_ON_S`] every [`BURST_PERIOD_S`]
 /// (10 ms ramps), like syllables. A steady tone would not do: the page asks for Chromium's
 /// noise suppression, which takes a stationary tone for noise and pulls it down by about 20 dB
 /// within 3 s (measured: -5 dBFS at the answer, -30 dBFS after 2.5 s), as it should for a fan.
 /// Chromium loops the file, so a few seconds suffice.
-fn agent_mic(dir: &TestDir) -> PathBuf {
-    let path = dir.join("agent-mic.wav");
+fn burst_mic(dir: &TestDir, name: &str, hz: f64) -> PathBuf {
+    let path = dir.join(name);
     let rate = 48_000;
-    let mut voice = Audio::tone(rate, AGENT_HZ, 10.0, 0.3);
+    let mut voice = Audio::tone(rate, hz, 10.0, 0.3);
     for (i, x) in voice.samples.iter_mut().enumerate() {
         let t = (i as f64 / f64::from(rate)) % BURST_PERIOD_S;
         let ramp = 0.010;
@@ -135,7 +138,9 @@ struct Script {
 }
 
 impl Script {
-    fn start(shots: &Path, mic: &Path, base: &str) -> Script {
+    /// `web_caller`: the caller's `/call/{did}` page and microphone when the caller is a
+    /// browser too (the script then drives it), else the test's SIPp calls.
+    fn start(shots: &Path, mic: &Path, base: &str, web_caller: Option<(&str, &Path)>) -> Script {
         let browser_dir = repo_root().join("tests/browser");
         assert!(
             browser_dir.join("node_modules/playwright-core").is_dir(),
@@ -148,8 +153,20 @@ impl Script {
             .arg(shots)
             .arg(mic)
             .args([AGENT, AGENT_PASSWORD])
-            .env("VERDE_CALLER", CALLER)
+            .env(
+                "VERDE_CALLER",
+                if web_caller.is_some() {
+                    WEB_CALLER
+                } else {
+                    CALLER
+                },
+            )
             .env("VERDE_QUEUE", "pensions")
+            .env("VERDE_CALLER_URL", web_caller.map(|w| w.0).unwrap_or(""))
+            .env(
+                "VERDE_CALLER_MIC",
+                web_caller.map(|w| w.1.as_os_str()).unwrap_or_default(),
+            )
             .env("VERDE_LISTEN_HZ", format!("{CALLER_HZ},{AGENT_HZ}"))
             .env("VERDE_LISTEN_MS", LISTEN_MS.to_string())
             .stdin(Stdio::piped())
@@ -254,16 +271,7 @@ fn browser_agent_answers_a_sipp_caller_audio_both_ways() {
     require_private_netns();
     let started = Instant::now();
     let dir = TestDir::new("webrtc_browser_agent");
-    let config = write_config(
-        &dir,
-        &format!(
-            "agents:\n\
-             \x20 - {{ id: {AGENT}, name: Anna, password: {AGENT_PASSWORD}, queues: [pensions] }}\n\
-             queues:\n\
-             \x20 - {{ name: pensions, ring_timeout: 30s, wrap_up: 2s, announce: {{ first_delay: 120s, frequency: 120s }} }}\n\
-             \x20 - {{ name: operator }}\n"
-        ),
-    );
+    let config = agent_config(&dir);
     let (verde, cap) = verde_direct_queue(&dir, config);
     let not_registered = |when: &str| {
         let a = agent(&verde, AGENT);
@@ -279,7 +287,12 @@ fn browser_agent_answers_a_sipp_caller_audio_both_ways() {
     let shots = target_dir().join("screenshots/webrtc_browser_agent");
     let _ = std::fs::remove_dir_all(&shots);
     std::fs::create_dir_all(&shots).expect("screenshot dir");
-    let mut script = Script::start(&shots, &agent_mic(&dir), &format!("http://{}", verde.http));
+    let mut script = Script::start(
+        &shots,
+        &burst_mic(&dir, "agent-mic.wav", AGENT_HZ),
+        &format!("http://{}", verde.http),
+        None,
+    );
 
     let scen = scenario(
         &dir,
@@ -526,4 +539,138 @@ fn browser_agent_answers_a_sipp_caller_audio_both_ways() {
          test took {:.1} s",
         started.elapsed().as_secs_f64()
     );
+}
+
+/// The config both cases use: one agent in pensions, no phone.
+fn agent_config(dir: &TestDir) -> PathBuf {
+    write_config(
+        dir,
+        &format!(
+            "agents:\n\
+             \x20 - {{ id: {AGENT}, name: Anna, password: {AGENT_PASSWORD}, queues: [pensions] }}\n\
+             queues:\n\
+             \x20 - {{ name: pensions, ring_timeout: 30s, wrap_up: 2s, announce: {{ first_delay: 120s, frequency: 120s }} }}\n\
+             \x20 - {{ name: operator }}\n"
+        ),
+    )
+}
+
+/// Checks a page heard the other side's bursts of `want` and `not` (its own voice) hardly at all.
+fn heard_only(failures: &mut Vec<String>, who: &str, heard: &Value, want: f64, not: f64) {
+    let dominant = heard["dominant_hz"].as_f64().unwrap_or(0.0);
+    let (want_db, want_windows) = page_tone(heard, want);
+    let (not_db, _) = page_tone(heard, not);
+    let windows = heard["windows"].as_u64().unwrap_or(0);
+    println!(
+        "{who} heard {windows} windows: dominant {dominant:.1} Hz, {want} Hz at {want_db:.1} dBFS \
+         (in {want_windows} windows), its own {not} Hz at {not_db:.1} dBFS"
+    );
+    if (dominant - want).abs() > FREQ_TOLERANCE_HZ {
+        failures.push(format!(
+            "{who}'s remote audio peaks at {dominant:.1} Hz, not {want} Hz"
+        ));
+    }
+    // Bursts of 0.3 s every 0.5 s against 0.19 s analyser windows: about 3 windows in 4 hold
+    // one; a dead direction holds none.
+    if want_db < PRESENT_DBFS || want_windows * 2 < windows {
+        failures.push(format!(
+            "{who} should hear {want} Hz bursts: {want_db:.1} dBFS in {want_windows} of {windows} windows"
+        ));
+    }
+    if not_db > ABSENT_DBFS {
+        failures.push(format!(
+            "{who} hears its own {not} Hz back at {not_db:.1} dBFS"
+        ));
+    }
+}
+
+/// The third combination of issue 7: a caller on the "call now" page answered by an agent in
+/// the browser, each in its own Chromium with its own microphone; both pages must hear the
+/// other's tone (and not their own), and the agent's hang-up ends the caller's page.
+#[test]
+fn browser_caller_is_answered_by_a_browser_agent() {
+    require_private_netns();
+    let dir = TestDir::new("webrtc_browser_to_browser");
+    let (verde, _cap) = verde_direct_queue(&dir, agent_config(&dir));
+    let shots = target_dir().join("screenshots/webrtc_browser_to_browser");
+    let _ = std::fs::remove_dir_all(&shots);
+    std::fs::create_dir_all(&shots).expect("screenshot dir");
+    let caller_mic = burst_mic(&dir, "caller-mic.wav", CALLER_HZ);
+    let caller_url = format!("http://{}/call/{DID}", verde.http);
+    let mut script = Script::start(
+        &shots,
+        &burst_mic(&dir, "agent-mic.wav", AGENT_HZ),
+        &format!("http://{}", verde.http),
+        Some((&caller_url, &caller_mic)),
+    );
+    let mut steps = Vec::new();
+    while let Some(step) = script.next_step() {
+        steps.push(step.clone());
+        match step.as_str() {
+            "ready" => {
+                verde.wait_log("offers ring the browser softphone", Duration::from_secs(5));
+                wait_agent_state(&verde, AGENT, "ready", Duration::from_secs(5));
+                script.go();
+            }
+            "offered" => {
+                verde.wait_log("ringing the agent's browser", Duration::from_secs(5));
+                script.go();
+            }
+            "connected" => {
+                verde.wait_log("agent answered; bridging", Duration::from_secs(5));
+                script.go();
+            }
+            "heard" => script.go(),
+            "DONE" => break,
+            other => panic!("unknown step from the browser script: {other}"),
+        }
+    }
+    let done = steps.last().map(String::as_str) == Some("DONE");
+    let (status, stderr) = script.finish(done);
+    assert!(
+        status.success() && done,
+        "the browser script failed ({status}) after steps {steps:?}:\n{stderr}"
+    );
+    let offer = script.report("OFFER");
+    assert!(
+        offer["caller"].as_str().unwrap_or("").contains(WEB_CALLER),
+        "the pop-up names the web caller: {offer}"
+    );
+    let mut failures = Vec::new();
+    heard_only(
+        &mut failures,
+        "the agent's page",
+        &script.report("HEARD"),
+        CALLER_HZ,
+        AGENT_HZ,
+    );
+    heard_only(
+        &mut failures,
+        "the caller's page",
+        &script.report("CALLER_HEARD"),
+        AGENT_HZ,
+        CALLER_HZ,
+    );
+    assert!(failures.is_empty(), "audio:\n{}", failures.join("\n"));
+    let end = script.report("CALLER_END");
+    assert_eq!(end["state"], "ended", "{end}");
+    let call_id = end["call_id"]
+        .as_str()
+        .expect("the caller page's call id")
+        .to_string();
+    let record = verde.wait_call_record(&call_id, Duration::from_secs(10));
+    for (name, want) in [
+        ("channel", "webrtc"),
+        ("caller", WEB_CALLER),
+        ("did", DID),
+        ("disposition", "answered-agent"),
+        ("hangup_by", "agent"),
+    ] {
+        assert_eq!(
+            field(&record, name).as_str(),
+            Some(want),
+            "{name}: {record:#}"
+        );
+    }
+    assert_eq!(variable(&record, "agent"), Some(AGENT), "record {record:#}");
 }
