@@ -20,6 +20,7 @@ pub mod flows;
 pub mod http;
 pub mod linphone;
 pub mod media_checks;
+pub mod node;
 pub mod pcap;
 pub mod sipp;
 pub mod survey;

@@ -9,9 +9,7 @@
 // Any failed expectation throws: the exit status is non-zero and the message says what was
 // expected and what the page showed.
 
-import { chromium } from 'playwright-core';
-import { createInterface } from 'node:readline';
-import { join } from 'node:path';
+import { fromTest, launch, login, screenshots, TIMEOUT, waiter } from './harness.mjs';
 
 const [base, shots, agentId, agentPw, supId, supPw] = process.argv.slice(2);
 if (!supPw) {
@@ -19,61 +17,17 @@ if (!supPw) {
   process.exit(2);
 }
 const CALLER = process.env.VERDE_CALLER || '';
-const TIMEOUT = 30_000;
-
-const stdin = createInterface({ input: process.stdin });
-const lines = [];
-let waiter = null;
-stdin.on('line', (l) => {
-  if (waiter) { const w = waiter; waiter = null; w(l); } else { lines.push(l); }
-});
-function nextLine() {
-  if (lines.length) return Promise.resolve(lines.shift());
-  return new Promise((resolve) => { waiter = resolve; });
-}
-async function step(name) {
-  console.log(`STEP ${name}`);
-  const l = await nextLine();
-  if (l.trim() !== 'GO') throw new Error(`test answered ${JSON.stringify(l)} to step ${name}`);
-}
-
-let shotNo = 0;
-async function shot(page, name) {
-  shotNo += 1;
-  const path = join(shots, `${String(shotNo).padStart(2, '0')}-${name}.png`);
-  await page.screenshot({ path, fullPage: true });
-  console.log(`SHOT ${path}`);
-}
-
+const test = fromTest();
+const shot = screenshots(shots);
 /** Waits until `fn()` (run in the page) returns a truthy value; says what it saw on timeout. */
-async function until(page, what, fn, arg) {
-  try {
-    return await (await page.waitForFunction(fn, arg, { timeout: TIMEOUT, polling: 100 })).jsonValue();
-  } catch (e) {
-    const text = await page.evaluate(() => document.body.innerText).catch(() => '(page gone)');
-    throw new Error(`${what}: not seen within ${TIMEOUT} ms. The page showed:\n${text.slice(0, 3000)}`);
-  }
-}
+const until = waiter({ polling: 100 });
 
 const field = (queue, name) => `#queues tr[data-queue="${queue}"] td[data-field="${name}"]`;
 async function fieldText(page, queue, name) {
   return (await page.locator(field(queue, name)).innerText()).trim();
 }
 
-async function login(page, user, pw) {
-  await page.fill('#login-user', user);
-  await page.fill('#login-password', pw);
-  await page.click('#login-submit');
-}
-
-const browser = await chromium.launch({
-  executablePath: '/usr/bin/chromium',
-  headless: true,
-  args: [
-    '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync',
-  ],
-});
+const browser = await launch(['--disable-gpu', '--disable-quic']);
 const failures = [];
 try {
   const agentCtx = await browser.newContext({ viewport: { width: 1280, height: 900 } });
@@ -106,7 +60,7 @@ try {
   await shot(wall, 'wallboard-idle');
 
   // A caller comes through the IVR into pensions and waits.
-  await step('call');
+  await test.step('call');
   await until(wall, 'pensions shows 1 caller waiting',
     (sel) => document.querySelector(sel)?.innerText.trim() === '1', field('pensions', 'waiting'));
   await wall.waitForSelector('#callers tr[data-call]', { timeout: TIMEOUT });
@@ -127,7 +81,7 @@ try {
   if (CALLER && !offer.caller.includes(CALLER)) throw new Error(`pop-up caller: expected ${CALLER}, got ${offer.caller}`);
   if (!offer.queue.includes('pensions')) throw new Error(`pop-up queue: expected pensions, got ${offer.queue}`);
   await shot(agent, 'agent-offer-popup');
-  await step('offered');
+  await test.step('offered');
 
   // Answer from the bar: verde calls the phone with auto-answer; the call connects.
   await agent.click('#btn-answer');
@@ -140,7 +94,7 @@ try {
   await wall.waitForSelector(`#agents tr[data-agent="${agentId}"] td[data-field="state"][data-state="oncall"]`, { timeout: TIMEOUT });
   await shot(agent, 'agent-on-call');
   await shot(wall, 'wallboard-agent-on-call');
-  await step('answered');
+  await test.step('answered');
 
   // Blind transfer to the benefits queue.
   await agent.selectOption('#transfer-mode', 'blind');
@@ -166,7 +120,7 @@ try {
   await until(wall, `the agent's calls handled reach 1`,
     (sel) => document.querySelector(sel)?.innerText.trim() === '1',
     `#agents tr[data-agent="${agentId}"] td[data-field="calls_handled"]`);
-  await step('ready-again');
+  await test.step('ready-again');
 
   // The caller hangs up in benefits: the queue empties, and the day's figures count the call
   // (an abandon in benefits) within a stats period.
@@ -201,5 +155,5 @@ try {
   console.log('DONE');
 } finally {
   await browser.close();
-  stdin.close();
+  test.close();
 }

@@ -20,9 +20,7 @@
 // page shows, with a deadline. Any failed expectation throws: the exit status is non-zero and
 // the message says what was expected and what the page showed.
 
-import { chromium } from 'playwright-core';
-import { createInterface } from 'node:readline';
-import { join } from 'node:path';
+import { fakeMicrophone, fromTest, launch, login, screenshots, TIMEOUT, waiter } from './harness.mjs';
 
 const [base, shots, micWav, agentId, agentPw] = process.argv.slice(2);
 if (!agentPw) {
@@ -33,57 +31,27 @@ const CALLER = process.env.VERDE_CALLER || '';
 const QUEUE = process.env.VERDE_QUEUE || '';
 const LISTEN_HZ = (process.env.VERDE_LISTEN_HZ || '').split(',').filter(Boolean).map(Number);
 const LISTEN_MS = Number(process.env.VERDE_LISTEN_MS || 3000);
-const TIMEOUT = 30_000;
 const CALLER_URL = process.env.VERDE_CALLER_URL || '';
 const CALLER_MIC = process.env.VERDE_CALLER_MIC || '';
 
-const stdin = createInterface({ input: process.stdin });
-const lines = [];
-let waiter = null;
-stdin.on('line', (l) => {
-  if (waiter) { const w = waiter; waiter = null; w(l); } else { lines.push(l); }
-});
-stdin.on('close', () => { if (waiter) { const w = waiter; waiter = null; w('EOF'); } else { lines.push('EOF'); } });
-function nextLine() {
-  if (lines.length) return Promise.resolve(lines.shift());
-  return new Promise((resolve) => { waiter = resolve; });
-}
-async function step(name) {
-  console.log(`STEP ${name}`);
-  const l = await nextLine();
-  if (l.trim() !== 'GO') throw new Error(`test answered ${JSON.stringify(l)} to step ${name}`);
-}
-
-let shotNo = 0;
-async function shot(page, name) {
-  shotNo += 1;
-  const path = join(shots, `${String(shotNo).padStart(2, '0')}-${name}.png`);
-  await page.screenshot({ path, fullPage: true });
-  console.log(`SHOT ${path}`);
-}
+const test = fromTest();
+const shot = screenshots(shots);
 
 /** Waits until `fn()` (run in the page) returns a truthy value; says what it saw on timeout. */
-async function until(page, what, fn, arg) {
-  try {
-    return await (await page.waitForFunction(fn, arg, { timeout: TIMEOUT, polling: 50 })).jsonValue();
-  } catch (e) {
-    const seen = await page
-      .evaluate(() => ({
-        softphone: {
-          device: window.verdeSoftphone?.device,
-          ringing: window.verdeSoftphone?.ringing,
-          call: window.verdeSoftphone?.call,
-          pc: window.verdeSoftphone?.pc?.connectionState ?? null,
-          remote: !!window.verdeSoftphone?.remote,
-        },
-        state: document.getElementById('state')?.dataset.state,
-        call: document.getElementById('call')?.dataset.callState,
-        text: document.body.innerText.slice(0, 2000),
-      }))
-      .catch(() => '(page gone)');
-    throw new Error(`${what}: not seen within ${TIMEOUT} ms (${e.message.split('\n')[0]}). The page showed: ${JSON.stringify(seen)}`);
-  }
-}
+const until = waiter({
+  seen: () => ({
+    softphone: {
+      device: window.verdeSoftphone?.device,
+      ringing: window.verdeSoftphone?.ringing,
+      call: window.verdeSoftphone?.call,
+      pc: window.verdeSoftphone?.pc?.connectionState ?? null,
+      remote: !!window.verdeSoftphone?.remote,
+    },
+    state: document.getElementById('state')?.dataset.state,
+    call: document.getElementById('call')?.dataset.callState,
+    text: document.body.innerText.slice(0, 2000),
+  }),
+});
 
 /**
  * Listens to `window.verdeSoftphone.remote` for `ms` through a WebAudio AnalyserNode: one
@@ -183,30 +151,12 @@ async function media(page) {
   });
 }
 
-async function login(page, user, pw) {
-  await page.fill('#login-user', user);
-  await page.fill('#login-password', pw);
-  await page.click('#login-submit');
-}
-
-// The interop recipes' flags: fake devices with a file as the microphone, loopback candidates
-// allowed and not hidden behind mDNS names, no name resolution but 127.0.0.1, remote audio may
-// play without a gesture, nothing fetched in the background.
+// The interop recipes' flags (harness.mjs), and remote audio may play without a gesture.
 // One browser per microphone: Chromium's fake capture device plays one file per process.
-const launch = (wav) => chromium.launch({
-  executablePath: '/usr/bin/chromium',
-  headless: true,
-  args: [
-    '--headless=new', '--no-sandbox', '--disable-gpu', '--no-first-run',
-    '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream',
-    `--use-file-for-fake-audio-capture=${wav}`,
-    '--allow-loopback-in-peer-connection', '--disable-features=WebRtcHideLocalIpsWithMdns',
-    '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1',
-    '--autoplay-policy=no-user-gesture-required',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync',
-  ],
-});
-const browser = await launch(micWav);
+const launchWithMic = (wav) => launch([
+  ...fakeMicrophone(wav), '--disable-gpu', '--autoplay-policy=no-user-gesture-required',
+]);
+const browser = await launchWithMic(micWav);
 let callerBrowser = null;
 let caller = null;
 const failures = [];
@@ -228,11 +178,11 @@ try {
   await agent.click('#btn-ready');
   await agent.waitForSelector('#state[data-state="ready"]', { timeout: TIMEOUT });
   await shot(agent, 'ready-browser-device');
-  await step('ready');
+  await test.step('ready');
 
   if (CALLER_URL) {
     // The caller calls from the "call now" page, in a browser of its own.
-    callerBrowser = await launch(CALLER_MIC);
+    callerBrowser = await launchWithMic(CALLER_MIC);
     caller = await (await callerBrowser.newContext()).newPage();
     caller.on('pageerror', (e) => failures.push(`caller page error: ${e.message}`));
     await caller.goto(CALLER_URL);
@@ -256,7 +206,7 @@ try {
   if (CALLER && !offer.caller.includes(CALLER)) throw new Error(`pop-up caller: expected ${CALLER}, got ${offer.caller}`);
   if (QUEUE && !offer.queue.includes(QUEUE)) throw new Error(`pop-up queue: expected ${QUEUE}, got ${offer.queue}`);
   await shot(agent, 'offer-ringing');
-  await step('offered');
+  await test.step('offered');
 
   // Answer in the page: the peer connection comes up and the bar shows the call connected.
   await agent.click('#btn-answer');
@@ -272,7 +222,7 @@ try {
     return { attached: a.srcObject === window.verdeSoftphone.remote, paused: a.paused };
   });
   if (!audioEl.attached) throw new Error(`<audio id=softphone-remote> does not play verdeSoftphone.remote: ${JSON.stringify(audioEl)}`);
-  await step('connected');
+  await test.step('connected');
 
   // Both directions flow while the page listens: the test cuts what verde sent the caller
   // between `connected` and `heard`.
@@ -284,7 +234,7 @@ try {
   if (callerHeard) console.log(`CALLER_HEARD ${JSON.stringify(callerHeard)}`);
   console.log(`MEDIA ${JSON.stringify(await media(agent))}`);
   await shot(agent, 'on-call');
-  await step('heard');
+  await test.step('heard');
 
   // The agent hangs up from the bar: the call ends for the page too.
   await agent.click('#btn-hangup');
@@ -307,5 +257,5 @@ try {
 } finally {
   if (callerBrowser) await callerBrowser.close();
   await browser.close();
-  stdin.close();
+  test.close();
 }

@@ -21,75 +21,33 @@
 // Any failed expectation throws: the exit status is non-zero and the message says what was
 // expected and what the page showed.
 
-import { chromium } from 'playwright-core';
-import { createInterface } from 'node:readline';
-import { join } from 'node:path';
+import { fakeMicrophone, fromTest, launch, screenshots, TIMEOUT, waiter } from './harness.mjs';
 
 const [base, number, micWav, shots] = process.argv.slice(2);
 if (!shots) {
   console.error('usage: webrtc_caller.mjs BASE_URL NUMBER MIC_WAV SHOT_DIR');
   process.exit(2);
 }
-const TIMEOUT = 30_000;
 /** Analyser window: 2048 samples (about 43 ms at 48 kHz), 23 Hz bins. */
 const FFT = 2048;
 /** Spectrum bins kept per snapshot: up to 4 kHz, all G.711 can carry. */
 const MAX_HZ = 4000;
 const SNAPSHOT_MS = 20;
 
-const stdin = createInterface({ input: process.stdin });
-const lines = [];
-let waiter = null;
-stdin.on('line', (l) => {
-  if (waiter) { const w = waiter; waiter = null; w(l); } else { lines.push(l); }
-});
-stdin.on('close', () => { if (waiter) { const w = waiter; waiter = null; w('QUIT'); } else { lines.push('QUIT'); } });
-function nextLine() {
-  if (lines.length) return Promise.resolve(lines.shift());
-  return new Promise((resolve) => { waiter = resolve; });
-}
-
-let shotNo = 0;
-async function shot(page, name) {
-  shotNo += 1;
-  const path = join(shots, `${String(shotNo).padStart(2, '0')}-${name}.png`);
-  await page.screenshot({ path, fullPage: true });
-  console.log(`SHOT ${path}`);
-}
+const test = fromTest({ eof: 'QUIT' });
+const shot = screenshots(shots);
 
 /** Waits until `fn()` (run in the page) returns a truthy value; says what it saw on timeout. */
-async function until(page, what, fn, arg, timeout = TIMEOUT) {
-  try {
-    return await (await page.waitForFunction(fn, arg, { timeout, polling: 50 })).jsonValue();
-  } catch (e) {
-    const seen = await page
-      .evaluate(() => ({
-        state: window.verdeCall?.state,
-        reason: document.getElementById('reason')?.textContent,
-        text: document.body.innerText.slice(0, 1500),
-      }))
-      .catch(() => '(page gone)');
-    throw new Error(`${what}: not seen within ${timeout} ms (${e.message.split('\n')[0]}). The page showed: ${JSON.stringify(seen)}`);
-  }
-}
-
-// Exactly the flags of the interop recipes: fake devices with a file as the microphone,
-// loopback candidates allowed and not hidden behind mDNS names, no name resolution but
-// 127.0.0.1, nothing fetched in the background.
-const browser = await chromium.launch({
-  executablePath: '/usr/bin/chromium',
-  headless: true,
-  args: [
-    '--headless=new', '--no-sandbox',
-    '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream',
-    `--use-file-for-fake-audio-capture=${micWav}`,
-    '--allow-loopback-in-peer-connection',
-    '--disable-features=WebRtcHideLocalIpsWithMdns',
-    '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync',
-    '--no-first-run',
-  ],
+const until = waiter({
+  seen: () => ({
+    state: window.verdeCall?.state,
+    reason: document.getElementById('reason')?.textContent,
+    text: document.body.innerText.slice(0, 1500),
+  }),
 });
+
+// Exactly the flags of the interop recipes (harness.mjs).
+const browser = await launch(fakeMicrophone(micWav));
 try {
   const page = await browser.newPage({ viewport: { width: 420, height: 860 } });
   page.on('console', (m) => console.log(`[page ${m.type()}] ${m.text()}`));
@@ -148,7 +106,7 @@ try {
   await shot(page, 'connected');
 
   for (;;) {
-    const line = (await nextLine()).trim();
+    const line = (await test.nextLine()).trim();
     const [cmd, ...args] = line.split(/\s+/);
     if (cmd === 'QUIT') break;
     if (cmd === 'KEY') {
@@ -190,7 +148,5 @@ try {
   console.log('DONE');
 } finally {
   await browser.close();
-  // The open stdin would keep node alive.
-  stdin.close();
-  process.stdin.destroy();
+  test.close();
 }

@@ -12,18 +12,16 @@
 //! are listed at the end of the output for a person to look at.
 
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 use verde_interop::acd::{
     agent_voice, assert_reached_queue, inps_caller_scenario, variable, wait_agent, write_config,
 };
 use verde_interop::baresip::{AgentAccount, Baresip};
 use verde_interop::flows::INPS;
+use verde_interop::node::{screenshot_dir, NodeScript};
 use verde_interop::sipp::Sipp;
 use verde_interop::verde::{field, Verde, VerdeOptions};
-use verde_interop::{repo_root, require_private_netns, TestDir};
+use verde_interop::{require_private_netns, TestDir};
 
 const AGENT: &str = "a1";
 const CALLER: &str = "0633000777";
@@ -66,74 +64,26 @@ fn agent_answers_from_the_bar_transfers_and_the_wallboard_follows() {
         a["registered"] == Value::Bool(true)
     });
 
-    // Outside the test's scratch dir (removed when the test passes): kept for people to look at.
-    let shots = verde_interop::target_dir().join("screenshots/browser_agent_bar");
-    let _ = std::fs::remove_dir_all(&shots);
-    std::fs::create_dir_all(&shots).expect("screenshot dir");
-    let browser_dir = repo_root().join("tests/browser");
-    assert!(
-        browser_dir.join("node_modules/playwright-core").is_dir(),
-        "playwright-core is not installed in tests/browser (tests/run.sh runs `npm ci` there)"
+    let shots = screenshot_dir("browser_agent_bar");
+    let mut node = NodeScript::start(
+        "agent_bar_wallboard.mjs",
+        &[
+            &format!("http://{}", verde.http),
+            &shots,
+            &AGENT,
+            &"bar-secret",
+            &"sup1",
+            &"wall-secret",
+        ],
+        &[("VERDE_CALLER", &CALLER)],
     );
-    let mut node = Command::new("node")
-        .current_dir(&browser_dir)
-        .arg("agent_bar_wallboard.mjs")
-        .arg(format!("http://{}", verde.http))
-        .arg(&shots)
-        .args([AGENT, "bar-secret", "sup1", "wall-secret"])
-        .env("VERDE_CALLER", CALLER)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("cannot start node (install Node.js)");
-    let mut to_node = node.stdin.take().expect("node stdin");
-    let (tx, rx) = mpsc::channel::<String>();
-    let out = node.stdout.take().expect("node stdout");
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            println!("browser: {line}");
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let err = node.stderr.take().expect("node stderr");
-    let stderr = std::thread::spawn(move || {
-        let mut s = String::new();
-        for line in BufReader::new(err).lines().map_while(Result::ok) {
-            eprintln!("browser stderr: {line}");
-            s.push_str(&line);
-            s.push('\n');
-        }
-        s
-    });
     let mut screenshots = Vec::new();
     let mut offer: Option<Value> = None;
-    // What the browser waits for at each step: every wait is on an event, with a deadline.
-    let next_step = |screenshots: &mut Vec<String>, offer: &mut Option<Value>| -> Option<String> {
-        loop {
-            let line = rx.recv_timeout(Duration::from_secs(90)).ok()?;
-            if let Some(p) = line.strip_prefix("SHOT ") {
-                screenshots.push(p.to_string());
-            } else if let Some(o) = line.strip_prefix("OFFER ") {
-                *offer = serde_json::from_str(o).ok();
-            } else if let Some(s) = line.strip_prefix("STEP ") {
-                return Some(s.to_string());
-            } else if line == "DONE" {
-                return Some("DONE".into());
-            }
-        }
-    };
-    let go = |to: &mut std::process::ChildStdin| {
-        writeln!(to, "GO")
-            .and_then(|_| to.flush())
-            .expect("write to node")
-    };
+    let go = |node: &mut NodeScript| node.send("GO").expect("write to node");
 
     let mut caller = None;
     let mut steps = Vec::new();
-    while let Some(step) = next_step(&mut screenshots, &mut offer) {
+    while let Some(step) = next_step(&node, &mut screenshots, &mut offer) {
         steps.push(step.clone());
         match step.as_str() {
             "call" => {
@@ -142,7 +92,7 @@ fn agent_answers_from_the_bar_transfers_and_the_wallboard_follows() {
                     .service(INPS)
                     .timeout(longest + Duration::from_secs(30));
                 caller = Some(sipp.spawn(&dir));
-                go(&mut to_node);
+                go(&mut node);
             }
             "offered" => {
                 // answer_from: bar: the offer rang the bar only; the phone has not been called.
@@ -154,7 +104,7 @@ fn agent_answers_from_the_bar_transfers_and_the_wallboard_follows() {
                 );
                 let a = verde_interop::acd::agent(&verde, AGENT);
                 assert_eq!(a["state"], "ringing", "the bar offer shows as ringing: {a}");
-                go(&mut to_node);
+                go(&mut node);
             }
             "answered" => {
                 let ev = phone
@@ -165,15 +115,16 @@ fn agent_answers_from_the_bar_transfers_and_the_wallboard_follows() {
                     CALLER,
                     "the phone auto-answered the caller's call: {ev}"
                 );
-                go(&mut to_node);
+                go(&mut node);
             }
-            "ready-again" => go(&mut to_node),
+            "ready-again" => go(&mut node),
             "DONE" => break,
             other => panic!("unknown step from the browser script: {other}"),
         }
     }
-    let status = node.wait().expect("node exit");
-    let stderr = stderr.join().unwrap_or_default();
+    // A script that stopped short of DONE may still wait for a GO.
+    let done = steps.last().map(String::as_str) == Some("DONE");
+    let (status, stderr) = node.finish(!done);
     println!(
         "\nScreenshots for a person to look at ({}):",
         shots.display()
@@ -182,7 +133,7 @@ fn agent_answers_from_the_bar_transfers_and_the_wallboard_follows() {
         println!("  {s}");
     }
     assert!(
-        status.success() && steps.last().map(String::as_str) == Some("DONE"),
+        status.success() && done,
         "the browser script failed ({status}) after steps {steps:?}:\n{stderr}"
     );
     assert!(
@@ -243,4 +194,26 @@ fn agent_answers_from_the_bar_transfers_and_the_wallboard_follows() {
         logs.contains("answer-after=0") || logs.contains("calling its phone to auto-answer"),
         "verde logged the answer from the bar"
     );
+}
+
+/// The script's next `STEP <name>` (or `DONE`), keeping its screenshots and the pop-up's
+/// content on the way; `None` when it stopped talking. Every wait in the browser is on an
+/// event, with a deadline.
+fn next_step(
+    node: &NodeScript,
+    screenshots: &mut Vec<String>,
+    offer: &mut Option<Value>,
+) -> Option<String> {
+    loop {
+        let line = node.next_line(Duration::from_secs(90)).ok()?;
+        if let Some(p) = line.strip_prefix("SHOT ") {
+            screenshots.push(p.to_string());
+        } else if let Some(o) = line.strip_prefix("OFFER ") {
+            *offer = serde_json::from_str(o).ok();
+        } else if let Some(s) = line.strip_prefix("STEP ") {
+            return Some(s.to_string());
+        } else if line == "DONE" {
+            return Some(line);
+        }
+    }
 }

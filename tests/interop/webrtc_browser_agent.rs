@@ -16,10 +16,7 @@
 //! The agent never registered a phone; verde's log says it rang the agent's browser.
 
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 use verde_interop::acd::{agent, call_log, first_call_log, heard_by_sipp_when, variable};
 use verde_interop::acd::{wait_agent_state, write_config};
@@ -27,12 +24,13 @@ use verde_interop::callbacks::rfc3339_ms;
 use verde_interop::media_checks::{
     check_hearing, epoch_now, tone_dbfs, verde_direct_queue, Voice, ABSENT_DBFS, PRESENT_DBFS,
 };
+use verde_interop::node::{screenshot_dir, NodeScript};
 use verde_interop::pcap::{rtp_packet, write_udp_pcap};
 use verde_interop::sipp::{play_pcap_after, scenario, Sipp};
 use verde_interop::survey::wait_call_log;
 use verde_interop::verde::field;
 use verde_interop::wav::Audio;
-use verde_interop::{repo_root, require_private_netns, target_dir, TestDir};
+use verde_interop::{require_private_netns, TestDir};
 
 const AGENT: &str = "a1";
 const AGENT_PASSWORD: &str = "pw-a1";
@@ -127,79 +125,43 @@ fn received_requests(messages: &str) -> Vec<String> {
     out
 }
 
-/// The browser script's output, line by line, as it comes.
+/// `webrtc_agent.mjs` and what it reported so far.
 struct Script {
-    rx: mpsc::Receiver<String>,
-    to: std::process::ChildStdin,
-    child: std::process::Child,
-    stderr: Option<std::thread::JoinHandle<String>>,
+    node: NodeScript,
+    shots: PathBuf,
     screenshots: Vec<String>,
     reports: Vec<(String, Value)>,
 }
 
 impl Script {
-    /// `web_caller`: the caller's `/call/{did}` page and microphone when the caller is a
-    /// browser too (the script then drives it), else the test's SIPp calls.
-    fn start(shots: &Path, mic: &Path, base: &str, web_caller: Option<(&str, &Path)>) -> Script {
-        let browser_dir = repo_root().join("tests/browser");
-        assert!(
-            browser_dir.join("node_modules/playwright-core").is_dir(),
-            "playwright-core is not installed in tests/browser (tests/run.sh runs `npm ci` there)"
+    /// `shots`: the name of its screenshot directory. `web_caller`: the caller's `/call/{did}`
+    /// page and microphone when the caller is a browser too (the script then drives it), else
+    /// the test's SIPp calls.
+    fn start(shots: &str, mic: &Path, base: &str, web_caller: Option<(&str, &Path)>) -> Script {
+        let shots = screenshot_dir(shots);
+        let caller = if web_caller.is_some() {
+            WEB_CALLER
+        } else {
+            CALLER
+        };
+        let node = NodeScript::start(
+            "webrtc_agent.mjs",
+            &[&base, &shots, &mic, &AGENT, &AGENT_PASSWORD],
+            &[
+                ("VERDE_CALLER", &caller),
+                ("VERDE_QUEUE", &"pensions"),
+                ("VERDE_CALLER_URL", &web_caller.map(|w| w.0).unwrap_or("")),
+                (
+                    "VERDE_CALLER_MIC",
+                    &web_caller.map(|w| w.1.as_os_str()).unwrap_or_default(),
+                ),
+                ("VERDE_LISTEN_HZ", &format!("{CALLER_HZ},{AGENT_HZ}")),
+                ("VERDE_LISTEN_MS", &LISTEN_MS.to_string()),
+            ],
         );
-        let mut child = Command::new("node")
-            .current_dir(&browser_dir)
-            .arg("webrtc_agent.mjs")
-            .arg(base)
-            .arg(shots)
-            .arg(mic)
-            .args([AGENT, AGENT_PASSWORD])
-            .env(
-                "VERDE_CALLER",
-                if web_caller.is_some() {
-                    WEB_CALLER
-                } else {
-                    CALLER
-                },
-            )
-            .env("VERDE_QUEUE", "pensions")
-            .env("VERDE_CALLER_URL", web_caller.map(|w| w.0).unwrap_or(""))
-            .env(
-                "VERDE_CALLER_MIC",
-                web_caller.map(|w| w.1.as_os_str()).unwrap_or_default(),
-            )
-            .env("VERDE_LISTEN_HZ", format!("{CALLER_HZ},{AGENT_HZ}"))
-            .env("VERDE_LISTEN_MS", LISTEN_MS.to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("cannot start node (install Node.js)");
-        let to = child.stdin.take().expect("node stdin");
-        let (tx, rx) = mpsc::channel::<String>();
-        let out = child.stdout.take().expect("node stdout");
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                println!("browser: {line}");
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let err = child.stderr.take().expect("node stderr");
-        let stderr = std::thread::spawn(move || {
-            let mut s = String::new();
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                eprintln!("browser stderr: {line}");
-                s.push_str(&line);
-                s.push('\n');
-            }
-            s
-        });
         Script {
-            rx,
-            to,
-            child,
-            stderr: Some(stderr),
+            node,
+            shots,
             screenshots: Vec::new(),
             reports: Vec::new(),
         }
@@ -209,7 +171,7 @@ impl Script {
     /// `None` when the script stopped talking (it failed: its stderr says why).
     fn next_step(&mut self) -> Option<String> {
         loop {
-            let line = self.rx.recv_timeout(Duration::from_secs(60)).ok()?;
+            let line = self.node.next_line(Duration::from_secs(60)).ok()?;
             if let Some(p) = line.strip_prefix("SHOT ") {
                 self.screenshots.push(p.to_string());
             } else if let Some(s) = line.strip_prefix("STEP ") {
@@ -224,25 +186,33 @@ impl Script {
         }
     }
 
-    fn go(&mut self) {
-        writeln!(self.to, "GO")
-            .and_then(|_| self.to.flush())
-            .expect("write to node");
-    }
-
-    /// Waits for the script to exit (killing it first when it did not reach `DONE`: it may
-    /// still wait for a `GO`) and returns its status and stderr.
-    fn finish(&mut self, done: bool) -> (std::process::ExitStatus, String) {
-        if !done {
-            let _ = self.child.kill();
+    /// Runs the script to its end: at every `STEP`, `act` does the test's part (it panics on
+    /// a step it does not know), then the script goes on. Lists the screenshots for a person
+    /// to look at, and fails unless the script reached `DONE` and exited cleanly.
+    fn run(&mut self, mut act: impl FnMut(&str)) {
+        let mut steps = Vec::new();
+        while let Some(step) = self.next_step() {
+            steps.push(step.clone());
+            if step == "DONE" {
+                break;
+            }
+            act(&step);
+            self.node.send("GO").expect("write to node");
         }
-        let status = self.child.wait().expect("node exit");
-        let stderr = self
-            .stderr
-            .take()
-            .and_then(|h| h.join().ok())
-            .unwrap_or_default();
-        (status, stderr)
+        let done = steps.last().map(String::as_str) == Some("DONE");
+        // A script that stopped short of DONE may still wait for a GO.
+        let (status, stderr) = self.node.finish(!done);
+        println!(
+            "\nScreenshots for a person to look at ({}):",
+            self.shots.display()
+        );
+        for s in &self.screenshots {
+            println!("  {s}");
+        }
+        assert!(
+            status.success() && done,
+            "the browser script failed ({status}) after steps {steps:?}:\n{stderr}"
+        );
     }
 
     fn report(&self, kind: &str) -> Value {
@@ -283,12 +253,8 @@ fn browser_agent_answers_a_sipp_caller_audio_both_ways() {
     };
     not_registered("at start");
 
-    // Outside the test's scratch dir (removed when the test passes): kept for people to look at.
-    let shots = target_dir().join("screenshots/webrtc_browser_agent");
-    let _ = std::fs::remove_dir_all(&shots);
-    std::fs::create_dir_all(&shots).expect("screenshot dir");
     let mut script = Script::start(
-        &shots,
+        "webrtc_browser_agent",
         &burst_mic(&dir, "agent-mic.wav", AGENT_HZ),
         &format!("http://{}", verde.http),
         None,
@@ -306,75 +272,51 @@ fn browser_agent_answers_a_sipp_caller_audio_both_ways() {
     let mut caller = None;
     let mut call_id = String::new();
     let (mut talk_from, mut talk_to) = (0.0, 0.0);
-    let mut steps = Vec::new();
-    while let Some(step) = script.next_step() {
-        steps.push(step.clone());
-        match step.as_str() {
-            "ready" => {
-                verde.wait_log("offers ring the browser softphone", Duration::from_secs(5));
-                wait_agent_state(&verde, AGENT, "ready", Duration::from_secs(5));
-                let sipp = Sipp::new(&scen, verde.sip)
-                    .service(DID)
-                    .timeout(Duration::from_millis(CALLER_LISTEN_MS) + Duration::from_secs(30));
-                let run = sipp.spawn(&dir);
-                call_id = run.call_id().to_string();
-                caller = Some(run);
-                script.go();
-            }
-            "offered" => {
-                // The offer rang the page: verde made a WebRTC offer, not a SIP INVITE.
-                first_call_log(&verde, &call_id, "offering the call to the agent's browser");
-                first_call_log(&verde, &call_id, "ringing the agent's browser");
-                wait_agent_state(&verde, AGENT, "ringing", Duration::from_secs(5));
-                script.go();
-            }
-            "connected" => {
-                talk_from = epoch_now();
-                // The page saw its side connect; verde's may follow a moment later.
-                let answered = wait_call_log(
-                    &verde,
-                    &call_id,
-                    "agent answers in the browser",
-                    "verde taking the page's answer",
-                    Duration::from_secs(5),
-                );
-                let bridged = wait_call_log(
-                    &verde,
-                    &call_id,
-                    "agent answered; bridging",
-                    "verde bridging the caller with the connected browser",
-                    Duration::from_secs(5),
-                );
-                assert!(
-                    bridged.time >= answered.time,
-                    "verde bridged ({}) before the page answered ({})",
-                    bridged.text,
-                    answered.text
-                );
-                wait_agent_state(&verde, AGENT, "oncall", Duration::from_secs(5));
-                script.go();
-            }
-            "heard" => {
-                talk_to = epoch_now();
-                script.go();
-            }
-            "DONE" => break,
-            other => panic!("unknown step from the browser script: {other}"),
+    script.run(|step| match step {
+        "ready" => {
+            verde.wait_log("offers ring the browser softphone", Duration::from_secs(5));
+            wait_agent_state(&verde, AGENT, "ready", Duration::from_secs(5));
+            let sipp = Sipp::new(&scen, verde.sip)
+                .service(DID)
+                .timeout(Duration::from_millis(CALLER_LISTEN_MS) + Duration::from_secs(30));
+            let run = sipp.spawn(&dir);
+            call_id = run.call_id().to_string();
+            caller = Some(run);
         }
-    }
-    let done = steps.last().map(String::as_str) == Some("DONE");
-    let (status, stderr) = script.finish(done);
-    println!(
-        "\nScreenshots for a person to look at ({}):",
-        shots.display()
-    );
-    for s in &script.screenshots {
-        println!("  {s}");
-    }
-    assert!(
-        status.success() && done,
-        "the browser script failed ({status}) after steps {steps:?}:\n{stderr}"
-    );
+        "offered" => {
+            // The offer rang the page: verde made a WebRTC offer, not a SIP INVITE.
+            first_call_log(&verde, &call_id, "offering the call to the agent's browser");
+            first_call_log(&verde, &call_id, "ringing the agent's browser");
+            wait_agent_state(&verde, AGENT, "ringing", Duration::from_secs(5));
+        }
+        "connected" => {
+            talk_from = epoch_now();
+            // The page saw its side connect; verde's may follow a moment later.
+            let answered = wait_call_log(
+                &verde,
+                &call_id,
+                "agent answers in the browser",
+                "verde taking the page's answer",
+                Duration::from_secs(5),
+            );
+            let bridged = wait_call_log(
+                &verde,
+                &call_id,
+                "agent answered; bridging",
+                "verde bridging the caller with the connected browser",
+                Duration::from_secs(5),
+            );
+            assert!(
+                bridged.time >= answered.time,
+                "verde bridged ({}) before the page answered ({})",
+                bridged.text,
+                answered.text
+            );
+            wait_agent_state(&verde, AGENT, "oncall", Duration::from_secs(5));
+        }
+        "heard" => talk_to = epoch_now(),
+        other => panic!("unknown step from the browser script: {other}"),
+    });
 
     // The caller: verde hung it up when the agent did (SIPp answered verde's BYE).
     let out = caller.expect("the caller was started").wait();
@@ -592,45 +534,28 @@ fn browser_caller_is_answered_by_a_browser_agent() {
     require_private_netns();
     let dir = TestDir::new("webrtc_browser_to_browser");
     let (verde, _cap) = verde_direct_queue(&dir, agent_config(&dir));
-    let shots = target_dir().join("screenshots/webrtc_browser_to_browser");
-    let _ = std::fs::remove_dir_all(&shots);
-    std::fs::create_dir_all(&shots).expect("screenshot dir");
     let caller_mic = burst_mic(&dir, "caller-mic.wav", CALLER_HZ);
     let caller_url = format!("http://{}/call/{DID}", verde.http);
     let mut script = Script::start(
-        &shots,
+        "webrtc_browser_to_browser",
         &burst_mic(&dir, "agent-mic.wav", AGENT_HZ),
         &format!("http://{}", verde.http),
         Some((&caller_url, &caller_mic)),
     );
-    let mut steps = Vec::new();
-    while let Some(step) = script.next_step() {
-        steps.push(step.clone());
-        match step.as_str() {
-            "ready" => {
-                verde.wait_log("offers ring the browser softphone", Duration::from_secs(5));
-                wait_agent_state(&verde, AGENT, "ready", Duration::from_secs(5));
-                script.go();
-            }
-            "offered" => {
-                verde.wait_log("ringing the agent's browser", Duration::from_secs(5));
-                script.go();
-            }
-            "connected" => {
-                verde.wait_log("agent answered; bridging", Duration::from_secs(5));
-                script.go();
-            }
-            "heard" => script.go(),
-            "DONE" => break,
-            other => panic!("unknown step from the browser script: {other}"),
+    script.run(|step| match step {
+        "ready" => {
+            verde.wait_log("offers ring the browser softphone", Duration::from_secs(5));
+            wait_agent_state(&verde, AGENT, "ready", Duration::from_secs(5));
         }
-    }
-    let done = steps.last().map(String::as_str) == Some("DONE");
-    let (status, stderr) = script.finish(done);
-    assert!(
-        status.success() && done,
-        "the browser script failed ({status}) after steps {steps:?}:\n{stderr}"
-    );
+        "offered" => {
+            verde.wait_log("ringing the agent's browser", Duration::from_secs(5));
+        }
+        "connected" => {
+            verde.wait_log("agent answered; bridging", Duration::from_secs(5));
+        }
+        "heard" => {}
+        other => panic!("unknown step from the browser script: {other}"),
+    });
     let offer = script.report("OFFER");
     assert!(
         offer["caller"].as_str().unwrap_or("").contains(WEB_CALLER),

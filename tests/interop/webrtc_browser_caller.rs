@@ -20,9 +20,6 @@
 //! analyser's clock) with a deadline; nothing sleeps for a guessed time.
 
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{self, Receiver};
 use std::time::Duration;
 use verde_interop::acd::{
     agent_voice, call_log, queue, queue_wait_ms, recording_after_login, uri_user, variable,
@@ -31,9 +28,10 @@ use verde_interop::acd::{
 use verde_interop::baresip::{AgentAccount, Baresip};
 use verde_interop::flows::{self, INPS, NODE_PENSIONS_QUEUE};
 use verde_interop::media_checks::{tone_dbfs, PRESENT_DBFS};
+use verde_interop::node::{screenshot_dir, NodeScript};
 use verde_interop::verde::{assert_record_branch, field, Verde, VerdeOptions};
 use verde_interop::wav::{envelope_correlation, Audio};
-use verde_interop::{repo_root, require_private_netns, tail, try_wait_for, TestDir};
+use verde_interop::{require_private_netns, tail, try_wait_for, TestDir};
 
 const AGENT: &str = "a1";
 const AGENT_PASSWORD: &str = "web-secret";
@@ -94,9 +92,7 @@ fn browser_calls_803164_hears_the_prompt_walks_the_ivr_and_talks_to_an_agent() {
     let mic = dir.join("browser-mic.wav");
     mic_voice.save(&mic);
 
-    let shots = verde_interop::target_dir().join("screenshots/webrtc_browser_caller");
-    let _ = std::fs::remove_dir_all(&shots);
-    std::fs::create_dir_all(&shots).expect("screenshot dir");
+    let shots = screenshot_dir("webrtc_browser_caller");
     let mut browser = Browser::start(&format!("http://{}", verde.http), INPS, &mic, &shots);
 
     // 1. Connected: the flow starts with the welcome prompt.
@@ -681,63 +677,15 @@ fn first_log_between(verde: &Verde, call_id: &str, needle: &str, from: f64, to: 
         })
 }
 
-/// The browser script, driven line by line.
+/// `webrtc_caller.mjs`, driven line by line.
 struct Browser {
-    child: Child,
-    to: ChildStdin,
-    from: Receiver<String>,
-    stderr: Option<std::thread::JoinHandle<String>>,
+    node: NodeScript,
 }
 
 impl Browser {
     fn start(base: &str, number: &str, mic: &std::path::Path, shots: &std::path::Path) -> Browser {
-        let browser_dir = repo_root().join("tests/browser");
-        assert!(
-            browser_dir.join("node_modules/playwright-core").is_dir(),
-            "playwright-core is not installed in tests/browser (tests/run.sh runs `npm ci` there)"
-        );
-        let mut child = Command::new("node")
-            .current_dir(&browser_dir)
-            .arg("webrtc_caller.mjs")
-            .arg(base)
-            .arg(number)
-            .arg(mic)
-            .arg(shots)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("cannot start node (install Node.js)");
-        let to = child.stdin.take().expect("node stdin");
-        let (tx, from) = mpsc::channel::<String>();
-        let out = child.stdout.take().expect("node stdout");
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if line.starts_with("SNAPSHOTS ") {
-                    println!("browser: SNAPSHOTS ({} bytes)", line.len());
-                } else {
-                    println!("browser: {line}");
-                }
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let err = child.stderr.take().expect("node stderr");
-        let stderr = std::thread::spawn(move || {
-            let mut s = String::new();
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                eprintln!("browser stderr: {line}");
-                s.push_str(&line);
-                s.push('\n');
-            }
-            s
-        });
         Browser {
-            child,
-            to,
-            from,
-            stderr: Some(stderr),
+            node: NodeScript::start("webrtc_caller.mjs", &[&base, &number, &mic, &shots], &[]),
         }
     }
 
@@ -746,7 +694,7 @@ impl Browser {
         let deadline = std::time::Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match self.from.recv_timeout(left) {
+            match self.node.next_line(left) {
                 Ok(line) => {
                     if let Some(rest) = line.strip_prefix(prefix) {
                         return rest.trim_start().to_string();
@@ -758,7 +706,7 @@ impl Browser {
     }
 
     fn send(&mut self, line: &str) {
-        if let Err(e) = writeln!(self.to, "{line}").and_then(|_| self.to.flush()) {
+        if let Err(e) = self.node.send(line) {
             self.fail(&format!("sending {line:?} to the browser script: {e}"));
         }
     }
@@ -784,33 +732,20 @@ impl Browser {
     fn quit(&mut self) {
         self.send("QUIT");
         self.expect("DONE", Duration::from_secs(20));
-        let child = &mut self.child;
-        let status = try_wait_for(Duration::from_secs(20), || child.try_wait().ok().flatten());
-        match status {
-            Some(s) if s.success() => {}
-            Some(s) => self.fail(&format!("the browser script exited with {s}")),
-            None => self.fail("the browser script did not exit after DONE"),
-        }
+        let (status, stderr) = self.node.finish(false);
+        assert!(
+            status.success(),
+            "the browser script exited with {status} (ended if it did not exit after DONE); \
+             its stderr:\n{}",
+            tail(&stderr, 40)
+        );
     }
 
     fn fail(&mut self, what: &str) -> ! {
-        let _ = verde_interop::terminate(&mut self.child, Duration::from_secs(5));
-        let stderr = self
-            .stderr
-            .take()
-            .and_then(|h| h.join().ok())
-            .unwrap_or_default();
+        let (_, stderr) = self.node.finish(true);
         panic!(
             "{what}; the browser script's stderr:\n{}",
             tail(&stderr, 40)
         );
-    }
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = verde_interop::terminate(&mut self.child, Duration::from_secs(5));
-        }
     }
 }

@@ -3,6 +3,11 @@ use std::time::{Duration, Instant};
 
 use super::*;
 
+// Shared with the loopback integration test, without a public test API.
+#[path = "../tests/support/tone.rs"]
+mod tone;
+use tone::{assert_tone, db, rms, sine};
+
 /// An audio-only offer shaped like Chrome's: Opus first, G.711 later, telephone-event at
 /// several rates (126 is the 8 kHz one), trickle ICE with no candidates yet.
 const CHROME_OFFER: &str = "v=0\r\n\
@@ -311,49 +316,6 @@ fn parse(bytes: &[u8]) -> rtc::rtp::Packet {
     rtc::rtp::Packet::unmarshal(&mut &bytes[..]).unwrap()
 }
 
-fn sine(freq: f64, rate: u32, amplitude: f64, samples: usize) -> Vec<i16> {
-    (0..samples)
-        .map(|i| {
-            let t = i as f64 / f64::from(rate);
-            (amplitude * (2.0 * std::f64::consts::PI * freq * t).sin()) as i16
-        })
-        .collect()
-}
-
-fn rms(pcm: &[i16]) -> f64 {
-    let sum: f64 = pcm.iter().map(|&s| f64::from(s).powi(2)).sum();
-    (sum / pcm.len() as f64).sqrt()
-}
-
-fn db(ratio: f64) -> f64 {
-    20.0 * ratio.log10()
-}
-
-/// Power of `pcm` at `freq` (Goertzel).
-fn goertzel(pcm: &[i16], freq: f64, rate: u32) -> f64 {
-    let coeff = 2.0 * (2.0 * std::f64::consts::PI * freq / f64::from(rate)).cos();
-    let (mut s1, mut s2) = (0.0, 0.0);
-    for &x in pcm {
-        let s0 = f64::from(x) + coeff * s1 - s2;
-        s2 = s1;
-        s1 = s0;
-    }
-    s1 * s1 + s2 * s2 - coeff * s1 * s2
-}
-
-fn assert_is_1khz_tone(pcm: &[i16], rate: u32, reference_rms: f64, what: &str) {
-    let level = db(rms(pcm) / reference_rms);
-    assert!(level.abs() <= 2.0, "{what}: level off by {level:.2} dB");
-    let tone = goertzel(pcm, 1000.0, rate);
-    for other in [500.0, 2000.0] {
-        let p = goertzel(pcm, other, rate);
-        assert!(
-            tone > 100.0 * p,
-            "{what}: 1 kHz ({tone:.3e}) does not dominate {other} Hz ({p:.3e})"
-        );
-    }
-}
-
 /// An Opus call: `a` is the browser, offering Opus only, and keeps raw Opus (its transcoder
 /// removed, as a browser has none); `b` is verde, accepting G.711 and Opus.
 fn opus_call() -> (Pair, AudioMedia) {
@@ -456,7 +418,13 @@ fn opus_call_carries_a_1khz_tone_from_the_session_to_the_browser() {
         pcm48.extend_from_slice(&out[..n]);
     }
     // Skip the codec's first frames (encoder start-up and look-ahead).
-    assert_is_1khz_tone(&pcm48[960 * 5..], 48000, rms(&sent), "at the browser");
+    assert_tone(
+        &pcm48[960 * 5..],
+        1000.0,
+        48000,
+        rms(&sent),
+        "at the browser",
+    );
 }
 
 #[test]
@@ -492,7 +460,7 @@ fn opus_call_carries_a_1khz_tone_from_the_browser_to_the_session() {
                 .map(|&c| verde_media::g711::ulaw_to_linear(c)),
         );
     }
-    assert_is_1khz_tone(&pcm8[160 * 5..], 8000, rms(&tone), "at the session");
+    assert_tone(&pcm8[160 * 5..], 1000.0, 8000, rms(&tone), "at the session");
 }
 
 /// RFC 4733 digit '5' as three packets of one event: growing duration, end bit on the last.
