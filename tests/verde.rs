@@ -72,7 +72,7 @@ pub struct Verde {
 impl Verde {
     /// Starts verde on fresh loopback ports with a data dir inside `dir` and waits for `/health`.
     pub fn start(dir: &TestDir, opts: VerdeOptions) -> Verde {
-        Verde::launch(dir, opts, 1)
+        Verde::launch(dir, opts, 1, None)
     }
 
     /// Kills verde at once (SIGKILL: no shutdown, no flush, as in a crash or an OOM kill) and
@@ -86,7 +86,7 @@ impl Verde {
     /// to `verde-<n>.log`), after stopping it with SIGTERM if it still runs.
     pub fn restart(&mut self, dir: &TestDir) {
         self.stop();
-        let next = Verde::launch(dir, self.opts.clone(), self.runs + 1);
+        let next = Verde::launch(dir, self.opts.clone(), self.runs + 1, None);
         assert_eq!(
             next.data_dir, self.data_dir,
             "a restarted verde must use the same data dir"
@@ -95,8 +95,16 @@ impl Verde {
         let _ = std::mem::replace(self, next);
     }
 
-    fn launch(dir: &TestDir, opts: VerdeOptions, runs: u32) -> Verde {
-        let sip_port = free_port();
+    /// [`Verde::restart`] on the same SIP port, as a restarted server comes back: carriers and
+    /// phones answer its requests at the address they know.
+    pub fn restart_on_same_sip_port(&mut self, dir: &TestDir) {
+        self.stop();
+        let next = Verde::launch(dir, self.opts.clone(), self.runs + 1, Some(self.sip.port()));
+        let _ = std::mem::replace(self, next);
+    }
+
+    fn launch(dir: &TestDir, opts: VerdeOptions, runs: u32, sip_port: Option<u16>) -> Verde {
+        let sip_port = sip_port.unwrap_or_else(free_port);
         let http_port = free_port();
         let rtp_low = free_ports(opts.rtp_ports);
         let rtp_high = rtp_low + opts.rtp_ports - 1;

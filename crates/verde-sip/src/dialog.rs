@@ -42,7 +42,72 @@ pub struct Dialog {
     remote_cseq: u32,
 }
 
+/// Everything a [`Dialog`] holds, as plain fields: what the binary persists while a call is up
+/// so that, after a crash, it can still address a BYE to the peer ([`Dialog::from_state`]).
+/// The fields mean what the RFC 3261 12.1 dialog state means; `local_cseq` is the last CSeq
+/// number we used (the next request takes one more).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DialogState {
+    pub call_id: String,
+    pub local_tag: String,
+    pub remote_tag: String,
+    /// Our From in requests, tag included.
+    pub local_uri: String,
+    /// Our To in requests, the peer's tag included.
+    pub remote_uri: String,
+    pub remote_target: String,
+    /// Record-Route entries in request order.
+    pub route_set: Vec<String>,
+    pub local_contact: String,
+    /// `UDP` or `TCP`, for our Via.
+    pub via_transport: String,
+    /// `host[:port]` of our Via.
+    pub via_sent_by: String,
+    pub local_cseq: u32,
+    pub last_invite_cseq: u32,
+    pub remote_cseq: u32,
+}
+
 impl Dialog {
+    /// A copy of the dialog state, for storage.
+    pub fn state(&self) -> DialogState {
+        DialogState {
+            call_id: self.call_id.clone(),
+            local_tag: self.local_tag.clone(),
+            remote_tag: self.remote_tag.clone(),
+            local_uri: self.local_uri.clone(),
+            remote_uri: self.remote_uri.clone(),
+            remote_target: self.remote_target.clone(),
+            route_set: self.route_set.clone(),
+            local_contact: self.local_contact.clone(),
+            via_transport: self.via_transport.clone(),
+            via_sent_by: self.via_sent_by.clone(),
+            local_cseq: self.local_cseq,
+            last_invite_cseq: self.last_invite_cseq,
+            remote_cseq: self.remote_cseq,
+        }
+    }
+
+    /// The dialog again from a stored [`DialogState`]. Nothing is checked: the state came from
+    /// [`Dialog::state`].
+    pub fn from_state(s: DialogState) -> Dialog {
+        Dialog {
+            call_id: s.call_id,
+            local_tag: s.local_tag,
+            remote_tag: s.remote_tag,
+            local_uri: s.local_uri,
+            remote_uri: s.remote_uri,
+            remote_target: s.remote_target,
+            route_set: s.route_set,
+            local_contact: s.local_contact,
+            via_transport: s.via_transport,
+            via_sent_by: s.via_sent_by,
+            local_cseq: s.local_cseq,
+            last_invite_cseq: s.last_invite_cseq,
+            remote_cseq: s.remote_cseq,
+        }
+    }
+
     /// Builds the UAS dialog state from the dialog-creating INVITE, the To tag we put in our
     /// answers and the Contact URI we advertise (also used as the Via sent-by of our requests).
     pub fn uas(

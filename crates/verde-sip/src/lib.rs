@@ -15,15 +15,18 @@
 //!   timers A–K, RFC 6026 "Accepted" handling of 2xx to INVITE, CANCEL, RFC 3581 `rport`, and
 //!   stateless rejection of malformed requests.
 //! * [`dialog`]: [`Dialog`], both sides of an INVITE dialog, [`OutboundInvite`] to start one,
-//!   plus tag/branch/Call-ID generators.
+//!   [`DialogState`] to store one, plus tag/branch/Call-ID generators.
 //! * [`auth`]: server-side Digest ([`DigestAuth`], MD5 and SHA-256, stateless nonces with
 //!   nonce-count replay protection) and [`FailureLimiter`] for brute-force sources.
+//! * [`flood`]: [`FloodGuard`], per-source token buckets for REGISTER/INVITE and a penalty box
+//!   for scanners and brute-force sources, consulted before a packet is parsed.
 //! * [`registrar`]: [`Registrar`], RFC 3261 10.3 bindings that remember the source address
 //!   of each REGISTER, so calls reach phones behind NAT and over TCP.
 //! * [`refer`]: `Refer-To` parsing and sipfrag NOTIFYs for transfers.
 
 pub mod auth;
 pub mod dialog;
+pub mod flood;
 pub mod message;
 pub mod refer;
 pub mod registrar;
@@ -36,9 +39,10 @@ mod testdata;
 
 pub use auth::{AuthError, Credentials, DigestAuth, FailureLimiter};
 pub use dialog::{
-    name_addr, new_branch, new_call_id, new_tag, uri_socket_addr, Dialog, DialogError,
+    name_addr, new_branch, new_call_id, new_tag, uri_socket_addr, Dialog, DialogError, DialogState,
     OutboundInvite,
 };
+pub use flood::{FloodGuard, Offence, Throttled, Verdict};
 pub use message::{
     frame, Frame, FrameError, Headers, Message, Method, ParseError, Peer, Request, Response,
     Transport, Via,

@@ -25,8 +25,9 @@
 //! The database carries a `schema_version` table and is upgraded on open by an ordered list of
 //! migration steps, each in its own transaction with its version bump (1: call records; 2:
 //! callbacks and their attempts; 3: voicemails; 4: the queue log, call start times as unix
-//! milliseconds for period queries, and period indexes on callbacks and voicemails). A database
-//! written by a newer verde is refused rather than guessed at.
+//! milliseconds for period queries, and period indexes on callbacks and voicemails; 5: the
+//! journal of active dialogs, [`DialogJournal`]). A database written by a newer verde is
+//! refused rather than guessed at.
 //!
 //! # Raw events for KPIs
 //!
@@ -35,12 +36,14 @@
 //! the manner of Asterisk's `queue_log`), callbacks with their attempts and voicemails, each
 //! selectable by a half-open period of unix milliseconds.
 
+mod dialogs;
 mod sqlite;
 mod tasks;
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+pub use dialogs::{ActiveDialog, DialogChange, DialogJournal};
 pub use sqlite::{Durability, SqliteStore};
 pub use tasks::{
     Attempt, AttemptOutcome, CallbackOutcome, CallbackRequest, CallbackState, NewCallback,
@@ -84,6 +87,30 @@ pub enum StoreError {
         state: String,
         action: &'static str,
     },
+}
+
+impl StoreError {
+    /// Whether writing the same data again later may succeed: the database is full,
+    /// unreachable, busy, read-only for now or failing I/O. False when the data itself is
+    /// refused (a constraint, a value too big or of the wrong type, a record that cannot be
+    /// serialized) or the request makes no sense (no such task, wrong state), so that a writer
+    /// that retries does not retry one bad record forever and hold up the ones behind it.
+    ///
+    /// A backend error this crate does not recognise counts as transient: keeping data and
+    /// retrying costs a delay, while giving up on it would lose it.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Open { .. } => true,
+            StoreError::Backend(e) => match e.downcast_ref::<rusqlite::Error>() {
+                Some(e) => sqlite::is_transient(e),
+                None => true,
+            },
+            StoreError::SchemaTooNew { .. }
+            | StoreError::Data(_)
+            | StoreError::NotFound { .. }
+            | StoreError::InvalidState { .. } => false,
+        }
+    }
 }
 
 impl From<rusqlite::Error> for StoreError {

@@ -550,6 +550,14 @@ impl AgentLeg {
         }
     }
 
+    /// The leg's SIP dialog once answered, and where its requests go (None for a browser).
+    pub fn sip_dialog(&self) -> Option<(&Dialog, Peer)> {
+        match &self.io {
+            LegIo::Sip(sip) => sip.dialog.as_ref().map(|d| (d, sip.peer)),
+            LegIo::Browser(_) => None,
+        }
+    }
+
     /// The transport the agent's phone uses (UDP for a browser: never used for SIP).
     pub fn transport(&self) -> Transport {
         match &self.io {

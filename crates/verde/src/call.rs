@@ -250,6 +250,8 @@ struct Call {
     callback_offered: Option<(String, Instant)>,
     /// When the caller left the queue for the callback offer: its place in line.
     callback_place: Option<Instant>,
+    /// A side of this call is in the dialog journal (`crate::dialogs`).
+    journaled: bool,
 }
 
 struct Recording {
@@ -348,6 +350,7 @@ async fn run(
         pending_callbacks: Vec::new(),
         callback_offered: None,
         callback_place: None,
+        journaled: false,
     };
     call.key = call.engine.next_call_key();
     match call.start.task.clone() {
@@ -477,6 +480,10 @@ async fn run(
     let record = call.finish(Instant::now());
     call.engine.cti.call_finished(&record);
     call.engine.records.write(record).await;
+    if call.journaled {
+        // After the record: the journal lets the call go once the record is stored.
+        crate::dialogs::call_closed(&call.start.call_id);
+    }
 }
 
 /// A trunk caller's media: the INVITE's offer answered on an RTP pair of ours; None when the
@@ -903,6 +910,31 @@ impl Call {
         self.phase = Phase::Answered;
         self.answered_at = Some(crate::clock::now());
         tracing::info!("answered");
+        if let (Some(d), Origin::Sip { from, .. }) = (&self.dialog, &self.start.origin) {
+            // Where `send_in_dialog` sends.
+            let peer = match from.transport {
+                Transport::Udp => d.remote_target_peer(Transport::Udp).unwrap_or(*from),
+                _ => *from,
+            };
+            self.journal("caller", d, peer);
+            self.journaled = true;
+        }
+    }
+
+    /// Hands an answered side of the call to the dialog journal, so that a crash can still end
+    /// it towards its peer and record the call.
+    fn journal(&self, leg: &str, dialog: &Dialog, peer: Peer) {
+        let record = base_record(&self.start, self.started_at, "", None);
+        let facts = crate::dialogs::CallFacts {
+            call_id: &self.start.call_id,
+            started_at: self.started_at,
+            did: &record.did,
+            caller: &record.caller,
+            trunk: &record.trunk,
+            channel: &record.channel,
+        };
+        let entry = crate::dialogs::entry(&facts, leg, dialog, peer, crate::clock::now());
+        crate::dialogs::opened(entry);
     }
 
     fn early_media(&mut self) {
@@ -1851,6 +1883,15 @@ impl Call {
     fn leg_event(&mut self, i: usize, event: LegEvent, now: Instant) {
         let agent = self.legs[i].agent.clone();
         let key = CallKey(self.legs[i].acd_key);
+        if let (LegEvent::Answered, Some((d, peer))) = (&event, self.legs[i].sip_dialog()) {
+            let kind = if self.legs[i].number {
+                "number"
+            } else {
+                "agent"
+            };
+            self.journal(&format!("{kind}:{agent}"), d, peer);
+            self.journaled = true;
+        }
         match event {
             LegEvent::None => {}
             LegEvent::HungUp => {
@@ -1969,8 +2010,13 @@ impl Call {
 
     fn drop_ended_legs(&mut self) {
         let sip = self.engine.sip().clone();
+        // At the end of the call its record goes first, then every side leaves the journal.
+        let call_goes_on = self.phase != Phase::Ended;
         self.legs.retain(|l| {
             if l.state == LegState::Ended {
+                if call_goes_on && l.answered_at.is_some() && l.sip_dialog().is_some() {
+                    crate::dialogs::leg_closed(&l.call_id);
+                }
                 if let Some(m) = &l.media {
                     crate::metrics::media_finished(m);
                 }

@@ -118,9 +118,15 @@ async fn webrtc(
 }
 
 async fn health(State(s): State<AppState>) -> Response {
+    // A failing store does not make verde unhealthy (calls go on, records are kept): it shows
+    // here and in the log's ALARM lines, with a 200, so a load balancer keeps sending calls.
+    let records = s.engine.records.health();
     let body = serde_json::json!({
         "status": if s.engine.is_draining() { "draining" } else { "ok" },
         "calls": s.engine.active_calls(),
+        "store": if records.store_failing { "failing" } else { "ok" },
+        "records_pending": records.pending,
+        "records_spooled": records.spooled,
     });
     let code = if s.engine.is_draining() {
         StatusCode::SERVICE_UNAVAILABLE

@@ -3,7 +3,8 @@
 //! Everything that decides (SIP transactions, media timing, the IVR) lives in sans-IO crates;
 //! this binary owns what touches the world: sockets, timers, the clock, files, signals. It runs
 //! one task for the SIP transports and transaction layer ([`sip_core`]), one task per call
-//! ([`call`]), the HTTP server ([`http`]) and the flow watcher ([`flows`]).
+//! ([`call`]), the HTTP server ([`http`]) and the flow watcher ([`flows`]); the journal of
+//! answered dialogs ([`dialogs`]) lets a start after a crash end and record the calls left up.
 
 mod acd_task;
 mod agent_leg;
@@ -12,6 +13,7 @@ mod clock;
 mod config;
 mod cti;
 mod dialer;
+mod dialogs;
 mod flows;
 mod http;
 mod live_stats;
@@ -220,6 +222,7 @@ async fn serve(mut cfg: Config) -> Result<()> {
             .context("cannot open the embedded store")?,
     );
     let store: Arc<dyn verde_store::Store> = sqlite.clone();
+    let journal: Arc<dyn verde_store::DialogJournal> = sqlite.clone();
     let tasks: Arc<dyn verde_store::TaskStore> = sqlite;
     let prompts = Arc::new(verde_media::PromptCache::load(&cfg.sounds).map_err(|errs| {
         let lines: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
@@ -230,7 +233,16 @@ async fn serve(mut cfg: Config) -> Result<()> {
         )
     })?);
     tracing::info!(prompts = prompts.len(), dir = %cfg.sounds.display(), "prompts loaded");
-    let (records, _records_thread) = records::Records::start(store.clone());
+    // Replays what an earlier run left in the spool before anything is served.
+    let (records, _records_thread) = records::Records::open(store.clone(), &cfg.data.join("spool"));
+    // What a crash left up, once the spool's records are in (a call recorded there had ended):
+    // recorded now, before anything new is journaled; the BYEs go once the SIP task runs.
+    let byes = dialogs::recover(&*journal, &*store, clock::now()).unwrap_or_else(|e| {
+        tracing::error!(error = %e,
+            "ALARM: the dialog journal cannot be read: calls a crash left up are neither ended nor recorded");
+        Vec::new()
+    });
+    let _journal_thread = dialogs::start(journal, records.clone())?;
     let flows = flows::FlowsHandle::load(&cfg.flows, &cfg.sounds, &cfg.numbers)?;
     let _watcher = flows.watch()?;
 
@@ -255,6 +267,7 @@ async fn serve(mut cfg: Config) -> Result<()> {
     )?);
     cti_runner.spawn(engine.clone(), store.clone());
     let sip = sip_core::start(engine.clone()).await?;
+    dialogs::send_byes(&engine, byes).await;
     dialer::start(engine.clone());
     reports::install(&engine, store.clone());
     let http = http::start(cfg.http.listen, store, engine.clone()).await?;
@@ -288,8 +301,11 @@ async fn serve(mut cfg: Config) -> Result<()> {
     );
     engine.drain(cfg.shutdown_grace).await;
     sip.abort();
-    // Every call task has ended and handed its record over: wait until they are stored.
-    engine.records.flush().await;
+    // Every call task has ended and handed its record over: store them, or spool them when
+    // the store is failing (the next start replays the spool).
+    engine.records.close().await;
+    // And the journal forgets them, so a clean stop leaves nothing for the next start.
+    dialogs::flush().await;
     tracing::info!("verde stopped");
     Ok(())
 }

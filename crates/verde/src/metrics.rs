@@ -74,10 +74,13 @@ struct Counters {
     requests_received: Family<MethodLabels, Counter>,
     requests_sent: Family<MethodLabels, Counter>,
     malformed: Counter,
+    throttled: Family<ReasonLabels, Counter>,
     web_refused: Family<ReasonLabels, Counter>,
     // Cloned out of their family once: bumping them never touches the family's lock.
     rtp_sent: Counter,
     rtp_received: Counter,
+    /// Set by the record writer (it is the only one who knows), not computed at scrape time.
+    records_pending: Gauge,
 }
 
 impl Counters {
@@ -119,6 +122,12 @@ impl Counters {
             "SIP messages refused as malformed (answered 400 when a response could be built)",
             malformed.clone(),
         );
+        let throttled = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "verde_sip_throttled",
+            "SIP packets dropped unanswered by the per-source flood guard, by reason",
+            throttled.clone(),
+        );
         let web_refused = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "verde_webrtc_refused",
@@ -139,14 +148,22 @@ impl Counters {
                 direction: "received",
             })
             .clone();
+        let records_pending = Gauge::default();
+        registry.register(
+            "verde_records_pending",
+            "Call records and queue events handed to the record writer and not yet in the store (memory and spool)",
+            records_pending.clone(),
+        );
         Counters {
             registry,
+            records_pending,
             calls,
             responses_sent,
             responses_received,
             requests_received,
             requests_sent,
             malformed,
+            throttled,
             web_refused,
             rtp_sent,
             rtp_received,
@@ -197,6 +214,11 @@ pub fn call_finished(disposition: &str, channel: &str) {
     COUNTERS.call_finished(disposition, channel);
 }
 
+/// The record writer's backlog (0 unless the store is failing or catching up).
+pub fn records_pending(n: u64) {
+    COUNTERS.records_pending.set(n.min(i64::MAX as u64) as i64);
+}
+
 /// RTP packets a call leg sent and received (deltas: call once per leg when it ends, or
 /// periodically with what was added since the last call).
 pub fn rtp_packets(sent: u64, received: u64) {
@@ -231,6 +253,15 @@ pub fn webrtc_refused(reason: &'static str) {
 /// The transaction layer refused a message as malformed.
 pub fn sip_malformed() {
     COUNTERS.malformed.inc();
+}
+
+/// The flood guard dropped a packet (reason from `verde_sip::flood::Reason::as_str`, a fixed
+/// set).
+pub fn sip_throttled(reason: &'static str) {
+    COUNTERS
+        .throttled
+        .get_or_create(&ReasonLabels { reason })
+        .inc();
 }
 
 /// Methods counted by name; anything else is `other` (bounds the label's values).

@@ -282,6 +282,8 @@ pub async fn start(engine: Arc<Engine>) -> Result<tokio::task::JoinHandle<()>> {
             outbound_invites: HashMap::new(),
             auth,
             limiter: verde_sip::FailureLimiter::default(),
+            flood: verde_sip::FloodGuard::default(),
+            malformed_log: (Instant::now(), 0, 0),
             registrar,
             accounts,
         }
@@ -302,6 +304,11 @@ struct SipTask {
     outbound_invites: HashMap<String, ClientTxId>,
     auth: verde_sip::DigestAuth,
     limiter: verde_sip::FailureLimiter,
+    /// Per-source rate limits and penalty box, consulted before parsing (trunks exempt).
+    flood: verde_sip::FloodGuard,
+    /// (this second's start, malformed-message lines logged in it, lines left out since the
+    /// last one logged).
+    malformed_log: (Instant, u32, u64),
     registrar: verde_sip::Registrar,
     accounts: HashMap<String, Credentials>,
 }
@@ -325,9 +332,12 @@ impl SipTask {
                 r = async { udp.as_ref().unwrap().recv_from(&mut buf).await }, if udp.is_some() => {
                     match r {
                         Ok((n, from)) => {
-                            let peer = Peer { transport: Transport::Udp, addr: from };
-                            crate::metrics::sip_received(&buf[..n]);
-                            self.endpoint.handle_bytes(&buf[..n], peer, Instant::now());
+                            let now = Instant::now();
+                            if self.admit(from.ip(), &buf[..n], now) {
+                                let peer = Peer { transport: Transport::Udp, addr: from };
+                                crate::metrics::sip_received(&buf[..n]);
+                                self.endpoint.handle_bytes(&buf[..n], peer, now);
+                            }
                         }
                         // ICMP port unreachable from an earlier send surfaces here on Linux;
                         // it concerns one peer, never the socket.
@@ -393,6 +403,9 @@ impl SipTask {
                 self.outbound_invites.remove(&call_id);
             }
             SipCmd::TcpIn { from, bytes } => {
+                if !self.admit(from.ip(), &bytes, now) {
+                    return;
+                }
                 let peer = Peer {
                     transport: Transport::Tcp,
                     addr: from,
@@ -524,10 +537,56 @@ impl SipTask {
             }
             Event::Malformed { from, reason } => {
                 crate::metrics::sip_malformed();
-                tracing::warn!(from = %from.addr, transport = ?from.transport, %reason, "malformed SIP message refused");
+                self.offence(from.addr.ip(), verde_sip::Offence::Malformed, now);
+                // The penalty box silences a garbage source after a few messages, but a flood
+                // from ever-new (spoofed) addresses never reaches it: cap the lines instead.
+                let (second, logged, skipped) = &mut self.malformed_log;
+                if now.saturating_duration_since(*second) >= Duration::from_secs(1) {
+                    (*second, *logged) = (now, 0);
+                }
+                if *logged < MALFORMED_LOGS_PER_S {
+                    *logged += 1;
+                    let suppressed = std::mem::take(skipped);
+                    tracing::warn!(from = %from.addr, transport = ?from.transport, %reason, suppressed, "malformed SIP message refused");
+                } else {
+                    *skipped += 1;
+                }
             }
             #[allow(unreachable_patterns)]
             _ => {}
+        }
+    }
+
+    /// Trunks are exempt from the flood guard: one carrier address carries every call, so a
+    /// per-source limit would refuse real callers at a peak, and silence would make the
+    /// carrier retransmit and re-route. Their volume is bounded by `sip.max_calls` (503).
+    fn guarded(&self, ip: IpAddr) -> bool {
+        self.engine.cfg.trunk_for(ip).is_none()
+    }
+
+    /// Whether a packet from `ip` goes on to the parser; a throttled one is dropped unanswered.
+    fn admit(&mut self, ip: IpAddr, bytes: &[u8], now: Instant) -> bool {
+        if !self.guarded(ip) {
+            return true;
+        }
+        match self.flood.check(ip, bytes, now) {
+            verde_sip::Verdict::Pass => true,
+            verde_sip::Verdict::Drop { reason, report } => {
+                crate::metrics::sip_throttled(reason.as_str());
+                if let Some(t) = report {
+                    log_throttled(&t);
+                }
+                false
+            }
+        }
+    }
+
+    /// Counts what a source's message revealed against it (trunks exempt, see [`Self::guarded`]).
+    fn offence(&mut self, ip: IpAddr, offence: verde_sip::Offence, now: Instant) {
+        if self.guarded(ip) {
+            if let Some(t) = self.flood.offence(ip, offence, now) {
+                log_throttled(&t);
+            }
         }
     }
 
@@ -560,6 +619,13 @@ impl SipTask {
             return;
         }
         match req.method {
+            // A draining node says so to a proxy's keep-alive probes (Kamailio's ds_ping), which
+            // then stops sending it calls before the first one is refused.
+            Method::Options if self.engine.is_draining() => {
+                let mut resp = req.response(503, "Service Unavailable");
+                resp.headers.push("Retry-After", "30");
+                self.send(tx, resp, now);
+            }
             Method::Options => {
                 let mut resp = req.response(200, "OK");
                 resp.headers.push("Allow", call::ALLOW);
@@ -623,6 +689,7 @@ impl SipTask {
         }
         let Some(trunk) = engine.cfg.trunk_for(from.addr.ip()) else {
             tracing::warn!(from = %from.addr, "refused: source is not a configured trunk");
+            self.offence(from.addr.ip(), verde_sip::Offence::Rejected, now);
             return self.reply(tx, &req, 403, "Forbidden", now);
         };
         let Some(flow) = engine.flows.for_number(&did) else {
@@ -685,6 +752,8 @@ impl SipTask {
     ) -> Option<String> {
         let ip = from.addr.ip();
         if !self.limiter.check(ip, now) {
+            // Still guessing while the failure limiter refuses it: one more failed attempt.
+            self.offence(ip, verde_sip::Offence::AuthFailure, now);
             self.reply(tx, req, 403, "Forbidden", now);
             return None;
         }
@@ -699,6 +768,7 @@ impl SipTask {
         {
             Ok(user) => {
                 self.limiter.record_success(ip);
+                self.flood.forgive(ip);
                 Some(user)
             }
             Err(e) => {
@@ -709,6 +779,7 @@ impl SipTask {
                     if self.limiter.record_failure(ip, now) {
                         tracing::warn!(source = %ip, "too many authentication failures: source blocked");
                     }
+                    self.offence(ip, verde_sip::Offence::AuthFailure, now);
                     self.reply(tx, req, 403, "Forbidden", now);
                     return None;
                 }
@@ -733,6 +804,7 @@ impl SipTask {
         };
         if verde_sip::registrar::aor_user(&req) != Some(user.as_str()) {
             tracing::warn!(%user, "refused: REGISTER for another user's address");
+            self.offence(from.addr.ip(), verde_sip::Offence::Rejected, now);
             return self.reply(tx, &req, 403, "Forbidden", now);
         }
         let resp = self.registrar.register(&req, from, &user, now);
@@ -798,6 +870,12 @@ impl SipTask {
     }
 }
 
+/// One line per throttled source per period (see `verde_sip::flood`), never one per packet.
+fn log_throttled(t: &verde_sip::Throttled) {
+    let silenced_s = t.silenced_for.map_or(0, |d| d.as_secs());
+    tracing::warn!(source = %t.source, reason = %t.reason.as_str(), dropped = t.dropped, silenced_s, "SIP source throttled");
+}
+
 /// The challenges in the configured order, without the algorithms left out. Phones take the
 /// first challenge they support, and some (baresip 1.0, older desk phones) give up at the first
 /// one they do not, so the order is the site's choice.
@@ -856,6 +934,10 @@ fn request_user(uri: &str) -> String {
         .filter(|c| !matches!(c, '-' | '.' | '(' | ')' | ' '))
         .collect()
 }
+
+/// Malformed-message warnings logged per second at most; the next line logged says how many
+/// were left out (`suppressed`), and `verde_sip_malformed_total` counts them all.
+const MALFORMED_LOGS_PER_S: u32 = 20;
 
 /// Largest SIP message accepted on a stream; a peer past it without completing a message is
 /// cut off (bounded memory per connection).

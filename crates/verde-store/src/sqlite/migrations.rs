@@ -93,6 +93,33 @@ pub(super) const MIGRATIONS: &[&str] = &[
     CREATE INDEX queue_log_at ON queue_log(at_ms);
     CREATE INDEX callbacks_requested ON callbacks(requested_at_ms);
     CREATE INDEX voicemails_recorded ON voicemails(recorded_at_ms);",
+    // 5: the journal of active dialogs, one row per answered side of a call in progress.
+    // `route_set` is a JSON array of strings. Rows live for the length of a call, so the table
+    // stays as small as the number of calls up.
+    "CREATE TABLE active_dialogs (
+        sip_call_id TEXT PRIMARY KEY,
+        call_id TEXT NOT NULL,
+        leg TEXT NOT NULL,
+        local_tag TEXT NOT NULL,
+        remote_tag TEXT NOT NULL,
+        local_uri TEXT NOT NULL,
+        remote_uri TEXT NOT NULL,
+        remote_target TEXT NOT NULL,
+        route_set TEXT NOT NULL,
+        local_contact TEXT NOT NULL,
+        via_transport TEXT NOT NULL,
+        via_sent_by TEXT NOT NULL,
+        local_cseq INTEGER NOT NULL,
+        transport TEXT NOT NULL,
+        peer TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        answered_at TEXT NOT NULL,
+        did TEXT NOT NULL,
+        caller TEXT NOT NULL,
+        trunk TEXT NOT NULL,
+        channel TEXT NOT NULL
+    );
+    CREATE INDEX active_dialogs_call ON active_dialogs(call_id);",
 ];
 
 /// Brings the database to the latest version; returns that version.

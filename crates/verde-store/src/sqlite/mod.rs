@@ -3,6 +3,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
 use std::sync::Mutex;
 
+mod dialogs;
 mod migrations;
 mod tasks;
 
@@ -69,6 +70,21 @@ impl SqliteStore {
         // A panic while holding the lock cannot leave SQLite half-written (transactions
         // roll back), so a poisoned lock is still safe to use.
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// See [`StoreError::is_transient`]: SQLite's own result codes say whether the database or the
+/// data is at fault.
+pub(crate) fn is_transient(e: &rusqlite::Error) -> bool {
+    use rusqlite::ErrorCode as C;
+    match e {
+        rusqlite::Error::SqliteFailure(f, _) => !matches!(
+            f.code,
+            C::ConstraintViolation | C::TooBig | C::TypeMismatch | C::ParameterOutOfRange
+        ),
+        // Everything else rusqlite reports is about the values or the statement (conversions,
+        // parameter counts, a NUL in a string), which a retry cannot change.
+        _ => false,
     }
 }
 
@@ -226,6 +242,62 @@ mod tests {
             dtmf: "12".into(),
             ..Default::default()
         }
+    }
+
+    /// `max_page_count` makes SQLite answer SQLITE_FULL exactly as a full disk does: the batch
+    /// must fail whole, be reported as transient (worth retrying) and go in once there is room.
+    #[test]
+    fn a_full_database_refuses_the_whole_batch_as_transient_then_takes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("verde.db")).unwrap();
+        s.record_call(&record("before")).unwrap();
+        let pages: i64 = s
+            .lock()
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap();
+        s.lock()
+            .pragma_update(None, "max_page_count", pages)
+            .unwrap();
+        let mut big = record("big");
+        big.variables.insert("blob".into(), "x".repeat(64 * 1024));
+        let batch = [record("small"), big];
+        let events = [QueueEvent {
+            at_ms: 1,
+            call_id: "small".into(),
+            ..Default::default()
+        }];
+        let err = s.record_batch(&batch, &events).unwrap_err();
+        assert!(err.is_transient(), "{err}");
+        assert!(err.to_string().contains("full"), "{err}");
+        assert_eq!(s.call("small").unwrap(), None, "half a batch was stored");
+        assert!(s.queue_events(0, 10).unwrap().is_empty());
+
+        s.lock()
+            .pragma_update(None, "max_page_count", 1_000_000)
+            .unwrap();
+        s.record_batch(&batch, &events).unwrap();
+        assert_eq!(s.call("big").unwrap().unwrap(), batch[1]);
+        assert_eq!(s.queue_events(0, 10).unwrap(), events);
+    }
+
+    #[test]
+    fn refused_data_is_not_transient() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t (x INTEGER NOT NULL)")
+            .unwrap();
+        let e: StoreError = conn
+            .execute("INSERT INTO t VALUES (NULL)", [])
+            .unwrap_err()
+            .into();
+        assert!(!e.is_transient(), "{e}");
+        let e: StoreError = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+            None,
+        )
+        .into();
+        assert!(e.is_transient(), "{e}");
+        let e: StoreError = serde_json::from_str::<u8>("x").unwrap_err().into();
+        assert!(!e.is_transient(), "{e}");
     }
 
     #[test]
