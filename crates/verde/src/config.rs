@@ -350,6 +350,10 @@ pub struct MediaConfig {
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
     pub listen: SocketAddr,
+    /// Reverse proxies (nginx for TLS) whose `X-Forwarded-For` names the client: per-address
+    /// limits and "this host only" checks then apply to the client, not to the proxy.
+    #[serde(default)]
+    pub trusted_proxies: Vec<IpNet>,
 }
 
 /// A carrier trunk: INVITEs to our numbers are accepted only from these addresses.

@@ -113,8 +113,12 @@ async fn webrtc(
         return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
     }
     let engine = s.engine.clone();
+    let client = SocketAddr::new(
+        client_ip(peer.ip(), &headers, &engine.cfg.http.trusted_proxies),
+        peer.port(),
+    );
     ws.max_message_size(64 * 1024)
-        .on_upgrade(move |socket| crate::web_call::serve(socket, peer, engine))
+        .on_upgrade(move |socket| crate::web_call::serve(socket, client, engine))
 }
 
 async fn health(State(s): State<AppState>) -> Response {
@@ -279,12 +283,43 @@ struct NewCallbackBody {
 
 /// Books a callback as the IVR would (for operators' tools and tests). Until the CTI brings
 /// authenticated supervisors, only local clients may write.
+/// The client's address: the TCP peer, or behind a trusted proxy the last address its
+/// `X-Forwarded-For` chain adds that is not itself a trusted proxy.
+pub fn client_ip(
+    peer: std::net::IpAddr,
+    headers: &axum::http::HeaderMap,
+    trusted: &[ipnet::IpNet],
+) -> std::net::IpAddr {
+    let is_trusted = |ip: &std::net::IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let chain: Vec<std::net::IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|a| a.trim().parse().ok())
+        .collect();
+    // Right to left: the nearest hops are ours; the first one that is not is the client (what
+    // is further left was written by the client and proves nothing).
+    chain
+        .iter()
+        .rev()
+        .find(|ip| !is_trusted(ip))
+        .copied()
+        .unwrap_or(peer)
+}
+
 async fn new_callback(
     State(s): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: axum::http::HeaderMap,
     Json(body): Json<NewCallbackBody>,
 ) -> Response {
-    if !peer.ip().is_loopback() {
+    // For a backend on this host, never through the public proxy: behind nginx every request
+    // comes from loopback, but a proxied one says where it came from.
+    if !peer.ip().is_loopback() || headers.contains_key("x-forwarded-for") {
         return (
             StatusCode::FORBIDDEN,
             "callbacks can be booked over HTTP from this host only",
@@ -423,4 +458,47 @@ async fn metrics(State(s): State<AppState>, headers: axum::http::HeaderMap) -> R
         body,
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod client_ip_tests {
+    use super::client_ip;
+    use axum::http::HeaderMap;
+
+    fn headers(xff: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in xff {
+            h.append("x-forwarded-for", v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn the_client_is_the_first_untrusted_hop_from_the_right() {
+        let proxies = vec![
+            "127.0.0.1/32".parse().unwrap(),
+            "10.0.0.0/8".parse().unwrap(),
+        ];
+        let lo = "127.0.0.1".parse().unwrap();
+        // Through nginx on this host: the address nginx saw.
+        assert_eq!(
+            client_ip(lo, &headers(&["203.0.113.9"]), &proxies),
+            "203.0.113.9".parse::<std::net::IpAddr>().unwrap()
+        );
+        // A client that forges its own header is still judged by the hop nginx saw.
+        assert_eq!(
+            client_ip(lo, &headers(&["198.51.100.1, 203.0.113.9"]), &proxies),
+            "203.0.113.9".parse::<std::net::IpAddr>().unwrap()
+        );
+        // Two proxies of ours, one header per hop.
+        assert_eq!(
+            client_ip(lo, &headers(&["203.0.113.9", "10.1.2.3"]), &proxies),
+            "203.0.113.9".parse::<std::net::IpAddr>().unwrap()
+        );
+        // Not from a trusted proxy: the header is ignored.
+        let peer = "192.0.2.50".parse().unwrap();
+        assert_eq!(client_ip(peer, &headers(&["203.0.113.9"]), &proxies), peer);
+        // No proxies configured: always the peer.
+        assert_eq!(client_ip(lo, &headers(&["203.0.113.9"]), &[]), lo);
+    }
 }
