@@ -172,8 +172,11 @@ fn writer(
             match store.journal_dialogs(&changes) {
                 Ok(()) => {
                     if let Some(since) = failing_since.take() {
-                        tracing::warn!(outage_s = since.elapsed().as_secs(), changes = changes.len(),
-                            "ALARM cleared: the dialog journal is written again");
+                        tracing::warn!(
+                            outage_s = since.elapsed().as_secs(),
+                            changes = changes.len(),
+                            "ALARM cleared: the dialog journal is written again"
+                        );
                     }
                     for c in changes.drain(..) {
                         if let DialogChange::Opened(d) = c {
