@@ -539,6 +539,17 @@ impl AgentLeg {
         }
     }
 
+    /// Whether a request from the agent's side carries this leg's dialog tags (its From tag is
+    /// the phone's, its To tag ours). No dialog yet (still ringing): nothing can be in it.
+    pub fn owns(&self, req: &Request) -> bool {
+        match &self.io {
+            LegIo::Sip(SipIo {
+                dialog: Some(d), ..
+            }) => req.from_tag() == Some(d.remote_tag()) && req.to_tag() == Some(d.local_tag()),
+            _ => false,
+        }
+    }
+
     pub fn local_tag(&self) -> String {
         match &self.io {
             LegIo::Sip(sip) => sip

@@ -1153,6 +1153,14 @@ impl Call {
             call_id.and_then(|id| call.legs.iter().position(|l| l.call_id == id))
         };
         match input {
+            // The Call-ID routes a request here; only the dialog's tags make it the peer's. A
+            // stranger who learnt a Call-ID must not hang up (or re-INVITE) someone's call.
+            CallInput::Request { tx, request } if !self.tags_match(&request) => {
+                tracing::warn!(method = %request.method, from_tag = ?request.from_tag(), to_tag = ?request.to_tag(),
+                    "in-dialog request with tags of no dialog of this call refused");
+                let resp = request.response(481, "Call/Transaction Does Not Exist");
+                self.respond(tx, resp);
+            }
             CallInput::Request { tx, request } if self.is_supervisor_leg(request.call_id()) => {
                 self.supervisor_request(tx, request, now)
             }
@@ -1247,6 +1255,26 @@ impl Call {
                 self.hangup(now, "shutdown");
             }
         }
+    }
+
+    /// Whether an in-dialog request carries the tags of the dialog its Call-ID names: the
+    /// caller's (its INVITE's From tag, our tag as To), an agent leg's or the supervisor's.
+    fn tags_match(&self, req: &Request) -> bool {
+        let call_id = req.call_id();
+        if call_id == Some(self.start.call_id.as_str()) {
+            let Origin::Sip { invite, .. } = &self.start.origin else {
+                return false;
+            };
+            return req.from_tag() == invite.from_tag()
+                && req.to_tag() == Some(self.local_tag.as_str());
+        }
+        let leg = self
+            .legs
+            .iter()
+            .chain(self.sup.as_ref().map(|s| &s.leg))
+            .find(|l| Some(l.call_id.as_str()) == call_id);
+        // A leg already let go: answered below as before.
+        leg.is_none_or(|l| l.owns(req))
     }
 
     /// The caller hung up (a BYE, a browser closing its page).

@@ -503,7 +503,11 @@ async fn connection(mut socket: WebSocket, conn: u64, engine: Arc<Engine>) {
                 Some(Ok(Message::Text(text))) => session.handle_text(text.as_str(), Instant::now()),
                 Some(Ok(Message::Binary(_))) => session.handle_text("\u{0}binary", Instant::now()),
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                Some(Err(e)) => {
+                    close = crate::http::too_big_close(&e);
+                    break;
+                }
+                Some(Ok(Message::Close(_))) | None => break,
             },
             ev = recv_opt(&mut events) => match ev {
                 Some(ev) => session.handle_event(&ev),

@@ -70,6 +70,7 @@ async fn cti(
 ) -> Response {
     let engine = s.engine.clone();
     ws.max_message_size(64 * 1024)
+        .max_frame_size(64 * 1024)
         .on_upgrade(move |socket| crate::cti::serve(socket, peer, engine))
 }
 
@@ -118,6 +119,7 @@ async fn webrtc(
         peer.port(),
     );
     ws.max_message_size(64 * 1024)
+        .max_frame_size(64 * 1024)
         .on_upgrade(move |socket| crate::web_call::serve(socket, client, engine))
 }
 
@@ -283,6 +285,18 @@ struct NewCallbackBody {
 
 /// Books a callback as the IVR would (for operators' tools and tests). Until the CTI brings
 /// authenticated supervisors, only local clients may write.
+/// The close frame for a websocket read that failed because the peer sent a frame or message
+/// over our limit (1009, RFC 6455 7.4.1): the page then knows it was refused, not cut off.
+pub fn too_big_close(e: &axum::Error) -> Option<axum::extract::ws::CloseFrame> {
+    // tungstenite's capacity errors ("Space limit exceeded: ...") reach us only as text.
+    e.to_string()
+        .contains("Space limit exceeded")
+        .then(|| axum::extract::ws::CloseFrame {
+            code: 1009,
+            reason: "message larger than 64 KiB".into(),
+        })
+}
+
 /// The client's address: the TCP peer, or behind a trusted proxy the last address its
 /// `X-Forwarded-For` chain adds that is not itself a trusted proxy.
 pub fn client_ip(

@@ -225,7 +225,7 @@ pub async fn start(engine: Arc<Engine>) -> Result<tokio::task::JoinHandle<()>> {
         let l = TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot bind SIP TCP {listen}"))?;
-        tokio::spawn(accept_loop(l, engine.sip().clone()));
+        tokio::spawn(accept_loop(l, engine.clone()));
     }
     let rx = engine
         .sip_rx
@@ -943,12 +943,73 @@ const MALFORMED_LOGS_PER_S: u32 = 20;
 /// cut off (bounded memory per connection).
 const MAX_TCP_MESSAGE: usize = 65_536;
 
-async fn accept_loop(listener: TcpListener, sip: mpsc::Sender<SipCmd>) {
+/// Connections one address may hold (a phone needs one, an office NAT some dozens); carrier
+/// trunks are not counted. Each costs a descriptor and a task for up to the idle timeout.
+const TCP_PER_SOURCE: usize = 64;
+/// Connections in all: what is left of the descriptors after calls' sockets.
+const TCP_TOTAL: usize = 8192;
+
+/// Counts a connection while it lives.
+struct TcpSlot {
+    counts: Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl Drop for TcpSlot {
+    fn drop(&mut self) {
+        if let Ok(mut c) = self.counts.lock() {
+            if let Some(n) = c.get_mut(&self.ip) {
+                *n -= 1;
+                if *n == 0 {
+                    c.remove(&self.ip);
+                }
+            }
+        }
+    }
+}
+
+async fn accept_loop(listener: TcpListener, engine: Arc<Engine>) {
+    let counts: Arc<std::sync::Mutex<HashMap<IpAddr, usize>>> = Arc::default();
+    let total = Arc::new(());
+    let mut refused_logged: Option<Instant> = None;
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
+                let ip = peer.ip();
+                let trunk = engine.cfg.trunk_for(ip).is_some();
+                let full = {
+                    let mut c = counts.lock().expect("tcp counts");
+                    let n = c.entry(ip).or_insert(0);
+                    let over =
+                        (!trunk && *n >= TCP_PER_SOURCE) || Arc::strong_count(&total) > TCP_TOTAL;
+                    if !over {
+                        *n += 1;
+                    } else if *n == 0 {
+                        c.remove(&ip);
+                    }
+                    over
+                };
+                if full {
+                    // Closed at once: the descriptor comes back before the next accept.
+                    drop(stream);
+                    if refused_logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                        tracing::warn!(%peer, per_source = TCP_PER_SOURCE, total = TCP_TOTAL,
+                            "tcp connection refused: too many connections");
+                        refused_logged = Some(Instant::now());
+                    }
+                    continue;
+                }
+                let slot = TcpSlot {
+                    counts: counts.clone(),
+                    ip,
+                };
+                let held = total.clone();
                 let _ = stream.set_nodelay(true);
-                tokio::spawn(tcp_connection(stream, peer, sip.clone()));
+                let sip = engine.sip().clone();
+                tokio::spawn(async move {
+                    tcp_connection(stream, peer, sip).await;
+                    drop((slot, held));
+                });
             }
             Err(e) => {
                 tracing::warn!(error = %e, "tcp accept failed");
@@ -981,9 +1042,25 @@ async fn tcp_connection(stream: TcpStream, peer: SocketAddr, sip: mpsc::Sender<S
     });
     let mut buf = BytesMut::with_capacity(8192);
     const IDLE: Duration = Duration::from_secs(300);
+    // A message once begun must be complete within this, however slowly its bytes trickle in
+    // (slowloris): the idle timeout alone restarts with every byte.
+    const MESSAGE_DEADLINE: Duration = Duration::from_secs(20);
+    let mut begun: Option<tokio::time::Instant> = None;
     'conn: loop {
-        match tokio::time::timeout(IDLE, rd.read_buf(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+        let wait = match begun {
+            Some(t) => {
+                (t + MESSAGE_DEADLINE).saturating_duration_since(tokio::time::Instant::now())
+            }
+            None => IDLE,
+        };
+        match tokio::time::timeout(wait, rd.read_buf(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Err(_) if begun.is_some() => {
+                tracing::warn!(%peer, pending = buf.len(), deadline_s = MESSAGE_DEADLINE.as_secs(),
+                    "tcp message not completed in time; connection closed");
+                break;
+            }
+            Err(_) => break,
             Ok(Ok(_)) => {}
         }
         loop {
@@ -1013,8 +1090,13 @@ async fn tcp_connection(stream: TcpStream, peer: SocketAddr, sip: mpsc::Sender<S
                 Err(e) => {
                     tracing::warn!(%peer, error = %e, "tcp stream refused");
                     // The head alone still names the request: the endpoint answers it 400
-                    // before the stream, which cannot be framed any more, is closed.
-                    if e == verde_sip::FrameError::BadContentLength {
+                    // (its body falls short of its Content-Length) before the stream, which
+                    // cannot be framed any more, is closed.
+                    if matches!(
+                        e,
+                        verde_sip::FrameError::BadContentLength
+                            | verde_sip::FrameError::TooLarge { .. }
+                    ) {
                         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
                             let head = buf.split_to(end + 4).freeze();
                             let _ = sip
@@ -1029,6 +1111,12 @@ async fn tcp_connection(stream: TcpStream, peer: SocketAddr, sip: mpsc::Sender<S
                 }
             }
         }
+        // The clock of a message starts at its first byte.
+        begun = match (buf.is_empty(), begun) {
+            (true, _) => None,
+            (false, None) => Some(tokio::time::Instant::now()),
+            (false, t) => t,
+        };
     }
     let _ = sip.send(SipCmd::TcpClosed { peer }).await;
     // Let what is queued (a last 400) reach the peer before the socket goes.

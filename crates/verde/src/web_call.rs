@@ -305,7 +305,21 @@ pub async fn serve(mut socket: WebSocket, peer: SocketAddr, engine: Arc<Engine>)
                 let text = match msg {
                     Some(Ok(Message::Text(t))) => t,
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                    // Closed, broken or binary: the page is gone.
+                    Some(Ok(Message::Binary(_))) => {
+                        let close = axum::extract::ws::CloseFrame {
+                            code: 1003,
+                            reason: "text frames only".into(),
+                        };
+                        let _ = socket.send(Message::Close(Some(close))).await;
+                        break;
+                    }
+                    Some(Err(e)) => {
+                        if let Some(close) = crate::http::too_big_close(&e) {
+                            let _ = socket.send(Message::Close(Some(close))).await;
+                        }
+                        break;
+                    }
+                    // Closed: the page is gone.
                     _ => break,
                 };
                 if text.len() > 32 * 1024 {

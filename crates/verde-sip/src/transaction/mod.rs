@@ -992,6 +992,15 @@ impl Endpoint {
 
 /// The first problem that prevents a request from starting a transaction.
 fn validate(req: &Request) -> Option<String> {
+    // RFC 3261 25.1: header values are text, with no control characters but HTAB (a NUL
+    // echoed back in a response is at best garbage to the peer).
+    if let Some((name, _)) = req
+        .headers
+        .iter()
+        .find(|(_, v)| v.chars().any(|c| c.is_control() && c != '\t'))
+    {
+        return Some(format!("Control character in {name} header"));
+    }
     for name in ["From", "To", "Call-ID", "CSeq"] {
         if req.headers.get(name).is_none_or(|v| v.trim().is_empty()) {
             return Some(format!("Missing {name} header"));
