@@ -264,21 +264,10 @@ pub fn bye_for(d: &ActiveDialog) -> Option<(Request, Peer)> {
             "journaled dialog has no usable peer address; no BYE");
         return None;
     };
-    let mut dialog = Dialog::from_state(DialogState {
-        call_id: d.sip_call_id.clone(),
-        local_tag: d.local_tag.clone(),
-        remote_tag: d.remote_tag.clone(),
-        local_uri: d.local_uri.clone(),
-        remote_uri: d.remote_uri.clone(),
-        remote_target: d.remote_target.clone(),
-        route_set: d.route_set.clone(),
-        local_contact: d.local_contact.clone(),
-        via_transport: d.via_transport.clone(),
-        via_sent_by: d.via_sent_by.clone(),
-        local_cseq: d.local_cseq.saturating_add(CSEQ_GAP),
-        last_invite_cseq: d.local_cseq,
-        remote_cseq: 0,
-    });
+    // The CSeq moves on: a REFER or NOTIFY may have used numbers after the row was written.
+    let mut state = state_of(d);
+    state.local_cseq = d.local_cseq.saturating_add(CSEQ_GAP);
+    let mut dialog = Dialog::from_state(state);
     let bye = dialog
         .request(Method::Bye)
         // RFC 3326: why the call ends, for the peer's own records (Q.850 41, temporary failure).
