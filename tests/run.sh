@@ -30,8 +30,8 @@ as_root() {
 }
 
 # --- 1. peers ---------------------------------------------------------------------------------
-PACKAGES=(cmake sip-tester baresip linphone-cli sox libsox-fmt-all espeak-ng tshark iproute2 chromium)
-COMMANDS=(cmake sipp baresip linphonec sox espeak-ng dumpcap tshark ip unshare chromium node npm)
+PACKAGES=(cmake g++ sip-tester baresip linphone-cli sox libsox-fmt-all espeak-ng tshark iproute2 chromium)
+COMMANDS=(cmake g++ sipp baresip linphonec sox espeak-ng dumpcap tshark ip unshare chromium node npm)
 missing=()
 if command -v dpkg-query >/dev/null 2>&1; then
     for p in "${PACKAGES[@]}"; do
@@ -107,5 +107,11 @@ fi
 
 step "interop tests in a private network namespace (${NS[*]})"
 "${NS[@]}" bash -c 'ip link set lo up && exec cargo test -p verde-interop --offline --no-fail-fast "$@" -- --test-threads=1' _ "$@"
+
+# Bounded fuzzing of every parser a stranger reaches (docs/fuzzing.md); longer runs by hand.
+if [ "$#" -eq 0 ]; then
+    step "fuzz: every target 30 s (fuzz/run.sh)"
+    bash fuzz/run.sh 30
+fi
 
 step "all tests passed"

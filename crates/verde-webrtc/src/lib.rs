@@ -591,7 +591,9 @@ fn push_marshalled(queue: &mut VecDeque<Bytes>, packet: &rtc::rtp::Packet) {
     }
 }
 
-mod offer;
+/// Offer clean-up, public only so `fuzz/` can drive it; not part of the crate's API.
+#[doc(hidden)]
+pub mod offer;
 mod transcode;
 
 pub use transcode::OpusTranscoder;

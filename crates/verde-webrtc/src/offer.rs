@@ -38,7 +38,7 @@ fn codec_of(sdp: &str, pt: &str) -> Option<AudioCodec> {
 }
 
 /// Reorders the audio line's formats: ours first, in `codecs` order, then the rest as offered.
-pub(crate) fn prefer(sdp: &str, codecs: &[AudioCodec]) -> String {
+pub fn prefer(sdp: &str, codecs: &[AudioCodec]) -> String {
     let eol = if sdp.contains("\r\n") { "\r\n" } else { "\n" };
     let mut out = String::with_capacity(sdp.len());
     for line in sdp.lines() {
@@ -47,14 +47,20 @@ pub(crate) fn prefer(sdp: &str, codecs: &[AudioCodec]) -> String {
                 let mut fields = rest.split(' ');
                 let (port, proto) = (fields.next().unwrap_or(""), fields.next().unwrap_or(""));
                 let fmts: Vec<&str> = fields.collect();
-                let rank = |pt: &&str| {
-                    codec_of(sdp, pt)
-                        .and_then(|c| codecs.iter().position(|o| *o == c))
-                        .unwrap_or(codecs.len())
-                };
-                let mut sorted = fmts.clone();
+                // One pass over the SDP per format, not per comparison: a 64 KiB offer with
+                // thousands of formats must not cost seconds (found by timing fuzz inputs).
+                let ranks: Vec<usize> = fmts
+                    .iter()
+                    .map(|pt| {
+                        codec_of(sdp, pt)
+                            .and_then(|c| codecs.iter().position(|o| *o == c))
+                            .unwrap_or(codecs.len())
+                    })
+                    .collect();
+                let mut order: Vec<usize> = (0..fmts.len()).collect();
                 // Stable: formats of one codec, and all the others, keep the browser's order.
-                sorted.sort_by_key(rank);
+                order.sort_by_key(|&i| ranks[i]);
+                let sorted: Vec<&str> = order.into_iter().map(|i| fmts[i]).collect();
                 out.push_str(&format!("m=audio {port} {proto} {}", sorted.join(" ")));
             }
             None => out.push_str(line),
@@ -66,7 +72,7 @@ pub(crate) fn prefer(sdp: &str, codecs: &[AudioCodec]) -> String {
 
 /// Clock rate of the codec rtc will pick from this offer: the first format on the audio
 /// line that is one of `codecs`. 8000 when there is none (the answer fails later anyway).
-pub(crate) fn chosen_clock_rate(sdp: &str, codecs: &[AudioCodec]) -> u32 {
+pub fn chosen_clock_rate(sdp: &str, codecs: &[AudioCodec]) -> u32 {
     let Some(formats) = sdp.lines().find_map(|l| l.strip_prefix("m=audio ")) else {
         return 8000;
     };
@@ -79,7 +85,7 @@ pub(crate) fn chosen_clock_rate(sdp: &str, codecs: &[AudioCodec]) -> u32 {
 }
 
 /// Removes every `telephone-event` whose clock rate is not `rate` from the audio sections.
-pub(crate) fn keep_telephone_events_at(sdp: &str, rate: u32) -> String {
+pub fn keep_telephone_events_at(sdp: &str, rate: u32) -> String {
     let rate = rate.to_string();
     let eol = if sdp.contains("\r\n") { "\r\n" } else { "\n" };
     let lines: Vec<&str> = sdp.lines().collect();

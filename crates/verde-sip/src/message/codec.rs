@@ -27,6 +27,10 @@ fn via_rsip(bytes: &[u8]) -> Option<Message> {
     use rsip::message::sip_message::Tokenizer;
     let (_, tokens) = Tokenizer::tokenize(bytes).ok()?;
     let start = strip_cr(&bytes[..find(bytes, b"\r\n")?]);
+    // rsip ends lines at CRLF only; a bare LF is a line end to our reader and to `frame`.
+    if start.contains(&b'\n') {
+        return None;
+    }
     let (header_tokens, raw_body) = match &tokens {
         Tokenizer::Request(t) => (&t.headers, t.body),
         Tokenizer::Response(t) => (&t.headers, t.body),
@@ -35,6 +39,9 @@ fn via_rsip(bytes: &[u8]) -> Option<Message> {
     for h in header_tokens {
         // A continuation line (folding) or an odd name: our reader handles those.
         if h.name.is_empty() || !h.name.iter().copied().all(is_token) {
+            return None;
+        }
+        if h.value.contains(&b'\n') {
             return None;
         }
         let name = utf8(h.name).ok()?;
@@ -48,6 +55,13 @@ fn via_rsip(bytes: &[u8]) -> Option<Message> {
     Some(match tokens {
         Tokenizer::Request(_) => {
             let (method, uri) = request_line(start).ok()?;
+            // rsip reads any other scheme up to the next "://" in the whole message, swallowing
+            // header lines on the way: those URIs are ours to read.
+            if !super::syntax::scheme(&uri)
+                .is_some_and(|s| ["sip", "sips"].iter().any(|k| s.eq_ignore_ascii_case(k)))
+            {
+                return None;
+            }
             Message::Request(Request {
                 method,
                 uri,
@@ -325,6 +339,47 @@ mod tests {
         let head = b"A: x  \r\n   y\r\nB: z";
         assert_eq!(&unfold(head)[..], b"A: x y\r\nB: z");
         assert!(matches!(unfold(b"A: x\r\nB: y"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn a_bare_lf_ends_a_header_line_as_in_framing() {
+        // Found by fuzz/ (sip_message): rsip kept "\nl:" as the value of `o` (Event) and read a
+        // message with no empty line; re-serialized, the LF became a line of its own.
+        let msg = b"S i:u SIP/2.0\r\no:\nl:\r\n";
+        assert!(via_rsip(msg).is_none());
+        assert!(parse(msg).is_err());
+        let msg = b"OPTIONS sip:a@b SIP/2.0\r\nTo: <sip:a@b>\nl: 0\r\n\r\nabc";
+        let Ok(Message::Request(req)) = parse(msg) else {
+            panic!("a bare LF between headers is tolerated");
+        };
+        assert_eq!(req.headers.get("To"), Some("<sip:a@b>"));
+        assert!(req.body.is_empty(), "l: 0 is a header, not part of To");
+        // The same in the status line: the reason phrase ends at the LF.
+        let msg = b"SIP/2.0 100 Trying\nl: 0\r\n\r\nabc";
+        let Ok(Message::Response(resp)) = parse(msg) else {
+            panic!("a bare LF after the status line is tolerated");
+        };
+        assert_eq!(resp.reason, "Trying");
+        assert!(resp.body.is_empty());
+    }
+
+    #[test]
+    fn rsip_does_not_read_past_the_request_line_of_a_non_sip_uri() {
+        // Found by fuzz/ (sip_message): rsip took "s:5060 SIP/2.0\r\nSubject: " as the scheme
+        // of a URI ending at the "://" of the next line, and the Subject header was lost.
+        let msg = b"OPTIONS s:5060 SIP/2.0\r\nSubject: ://2 SIP/2.0\r\nContent-Length: 0\r\n\r\n";
+        assert!(via_rsip(msg).is_none());
+        let Ok(Message::Request(req)) = parse(msg) else {
+            panic!("an unknown URI scheme is still a request");
+        };
+        assert_eq!(req.uri, "s:5060");
+        assert_eq!(req.headers.get("Subject"), Some("://2 SIP/2.0"));
+        let tel =
+            b"INVITE tel:+39800123456 SIP/2.0\r\nCall-Info: <http://x> SIP/2.0\r\nl: 0\r\n\r\n";
+        let Ok(Message::Request(req)) = parse(tel) else {
+            panic!("a tel: request parses");
+        };
+        assert_eq!(req.headers.get("Call-Info"), Some("<http://x> SIP/2.0"));
     }
 
     #[test]
