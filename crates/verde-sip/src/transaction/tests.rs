@@ -547,7 +547,11 @@ fn missing_or_inconsistent_headers_get_400_with_reason() {
     let (resp, _) = malformed(&mut ep, &base.replacen("From: ", "X-From: ", 1));
     assert_eq!(resp.reason, "Missing From header");
     // A NUL in a value (found by the hostile-input test: it was echoed back in a 200).
-    let nul = base.replacen("CSeq: 1 INVITE\r\n", "CSeq: 1 INVITE\r\nSubject: a\0b\r\n", 1);
+    let nul = base.replacen(
+        "CSeq: 1 INVITE\r\n",
+        "CSeq: 1 INVITE\r\nSubject: a\0b\r\n",
+        1,
+    );
     let (resp, _) = malformed(&mut ep, &nul);
     assert_eq!(resp.reason, "Control character in Subject header");
     assert_eq!(ep.transaction_count(), (0, 0));
