@@ -25,6 +25,9 @@ pub(super) fn parse(bytes: &[u8]) -> Result<Message, ParseError> {
 /// error) to [`own`].
 fn via_rsip(bytes: &[u8]) -> Option<Message> {
     use rsip::message::sip_message::Tokenizer;
+    // A head with no empty line after it (a truncated datagram) is refused by our reader,
+    // whose refusal still echoes From, To, Call-ID and CSeq; rsip would keep only some headers.
+    find(bytes, b"\r\n\r\n")?;
     let (_, tokens) = Tokenizer::tokenize(bytes).ok()?;
     let start = strip_cr(&bytes[..find(bytes, b"\r\n")?]);
     // rsip ends lines at CRLF only; a bare LF is a line end to our reader and to `frame`.

@@ -991,14 +991,29 @@ impl Endpoint {
 }
 
 /// The first problem that prevents a request from starting a transaction.
+/// A control character (other than HTAB) that is not the escaped half of a quoted-pair.
+fn has_raw_control(value: &str) -> bool {
+    let (mut quoted, mut escaped) = (false, false);
+    for c in value.chars() {
+        if escaped {
+            escaped = false;
+            continue;
+        }
+        match c {
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            c if c.is_control() && c != '\t' => return true,
+            _ => {}
+        }
+    }
+    false
+}
+
 fn validate(req: &Request) -> Option<String> {
-    // RFC 3261 25.1: header values are text, with no control characters but HTAB (a NUL
-    // echoed back in a response is at best garbage to the peer).
-    if let Some((name, _)) = req
-        .headers
-        .iter()
-        .find(|(_, v)| v.chars().any(|c| c.is_control() && c != '\t'))
-    {
+    // RFC 3261 25.1: header values are text, with no control characters but HTAB, except as a
+    // quoted-pair inside a quoted string (RFC 4475 3.1.1.13 escapes BEL, NUL and DEL so); a raw
+    // NUL echoed back in a response is at best garbage to the peer.
+    if let Some((name, _)) = req.headers.iter().find(|(_, v)| has_raw_control(v)) {
         return Some(format!("Control character in {name} header"));
     }
     for name in ["From", "To", "Call-ID", "CSeq"] {
