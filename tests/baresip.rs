@@ -235,6 +235,10 @@ pub struct AgentAccount {
     /// verde's SIP address: the registrar and where the phone's calls go.
     pub registrar: std::net::SocketAddr,
     pub answer: AnswerMode,
+    /// Register (and so be called) over TLS: `registrar` is then verde's `sip.tls.listen`.
+    /// baresip 1.0 does not verify the server's certificate, and it listens for TLS on its SIP
+    /// port + 1 (an odd port, which `free_port` never hands out).
+    pub tls: bool,
 }
 
 impl AgentAccount {
@@ -244,11 +248,18 @@ impl AgentAccount {
             password: password.to_string(),
             registrar,
             answer: AnswerMode::Auto,
+            tls: false,
         }
     }
 
     pub fn answer(mut self, mode: AnswerMode) -> AgentAccount {
         self.answer = mode;
+        self
+    }
+
+    /// Over TLS (see [`AgentAccount::tls`]).
+    pub fn over_tls(mut self) -> AgentAccount {
+        self.tls = true;
         self
     }
 
@@ -259,8 +270,9 @@ impl AgentAccount {
             AnswerMode::Auto => "auto",
             AnswerMode::Manual => "manual",
         };
+        let transport = if self.tls { ";transport=tls" } else { "" };
         format!(
-            "<sip:{}@{}>;auth_pass={};regint=60;answermode={mode};audio_codecs=PCMU",
+            "<sip:{}@{}{transport}>;auth_pass={};regint=60;answermode={mode};audio_codecs=PCMU",
             self.id, self.registrar, self.password
         )
     }

@@ -5,6 +5,8 @@
 #
 # 1. installs the interop peers when missing (Debian/Ubuntu, apt-get; needs root or sudo):
 #    sip-tester (sipp), baresip, linphone-cli (linphonec), sox, espeak-ng, tshark (dumpcap), iproute2,
+#    kamailio (kamcmd) and postgresql (store_postgres and multi-node tests; its server stays off PATH, in
+#    /usr/lib/postgresql/*/bin),
 #    chromium (driven by playwright-core from npm, installed in tests/browser with `npm ci`; no
 #    browser is ever downloaded), and Node.js with npm when missing;
 # 2. cargo fmt --check, cargo clippy -D warnings, the unit and integration tests;
@@ -30,7 +32,7 @@ as_root() {
 }
 
 # --- 1. peers ---------------------------------------------------------------------------------
-PACKAGES=(cmake g++ sip-tester baresip linphone-cli sox libsox-fmt-all espeak-ng tshark iproute2 chromium)
+PACKAGES=(cmake g++ sip-tester baresip linphone-cli sox libsox-fmt-all espeak-ng tshark iproute2 chromium kamailio postgresql)
 COMMANDS=(cmake g++ sipp baresip linphonec sox espeak-ng dumpcap tshark ip unshare chromium node npm)
 missing=()
 if command -v dpkg-query >/dev/null 2>&1; then
@@ -60,6 +62,13 @@ for c in "${COMMANDS[@]}"; do
     command -v "$c" >/dev/null 2>&1 \
         || die "$c not found; the interop tests need: ${PACKAGES[*]} (Debian package names)"
 done
+# Debian installs these in /usr/sbin, off a non-root user's PATH; the harness looks there too.
+for c in kamailio kamcmd; do
+    command -v "$c" >/dev/null 2>&1 || [ -x "/usr/sbin/$c" ] \
+        || die "$c not found: the multi-node test needs the kamailio package"
+done
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
+    || die "no PostgreSQL server in /usr/lib/postgresql/*/bin: the PostgreSQL store tests (store_postgres, multinode_kamailio) need the postgresql package"
 [ -f /usr/share/sip-tester/dtmf_2833_1.pcap ] \
     || die "/usr/share/sip-tester/dtmf_2833_*.pcap missing: reinstall the sip-tester package"
 

@@ -41,6 +41,8 @@ pub struct VerdeOptions {
     /// Size of the `--rtp-ports` range.
     pub rtp_ports: u16,
     pub extra_args: Vec<String>,
+    /// The config serves HTTPS (`http.tls`): start-up is checked over TLS trusting this CA.
+    pub https_ca: Option<PathBuf>,
 }
 
 impl Default for VerdeOptions {
@@ -51,6 +53,7 @@ impl Default for VerdeOptions {
             config: None,
             rtp_ports: 40,
             extra_args: Vec::new(),
+            https_ca: None,
         }
     }
 }
@@ -176,15 +179,22 @@ impl Verde {
                     tail(&self.logs(), 80)
                 );
             }
-            let last = match http::get(self.http, "/health", Duration::from_secs(2)) {
-                Ok(r) if r.status == 200 => {
-                    if let Err(e) = r.json() {
-                        panic!("GET /health returned 200 but {e}");
+            let last = match &self.opts.https_ca {
+                Some(ca) => match https_get(self.http, "/health", ca) {
+                    Ok((200, _)) => return,
+                    Ok((status, body)) => format!("status {status}: {body}"),
+                    Err(e) => e,
+                },
+                None => match http::get(self.http, "/health", Duration::from_secs(2)) {
+                    Ok(r) if r.status == 200 => {
+                        if let Err(e) = r.json() {
+                            panic!("GET /health returned 200 but {e}");
+                        }
+                        return;
                     }
-                    return;
-                }
-                Ok(r) => format!("status {}: {}", r.status, r.text()),
-                Err(e) => e,
+                    Ok(r) => format!("status {}: {}", r.status, r.text()),
+                    Err(e) => e,
+                },
             };
             if Instant::now() >= deadline {
                 panic!(
@@ -313,6 +323,131 @@ impl Drop for Verde {
                 self.log_path.display(),
                 tail(&self.logs(), 150)
             );
+        }
+    }
+}
+
+/// `GET https://<addr><path>` with curl, trusting only `ca` (no `-k`: the certificate must
+/// verify for 127.0.0.1): the status and the body.
+pub fn https_get(addr: SocketAddr, path: &str, ca: &Path) -> Result<(u16, String), String> {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "5", "--cacert"])
+        .arg(ca)
+        .args(["-w", "\n%{http_code}"])
+        .arg(format!("https://{addr}{path}"))
+        .output()
+        .map_err(|e| format!("cannot run curl: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        return Err(format!(
+            "curl https://{addr}{path}: {} {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    let code = code
+        .trim()
+        .parse()
+        .map_err(|_| format!("curl printed no status: {text}"))?;
+    Ok((code, body.to_string()))
+}
+
+/// A test CA and a server certificate it signed for 127.0.0.1 and localhost, made with the
+/// openssl CLI: `cert` is the full chain (server certificate, then the CA), `key` its key.
+pub struct TestCerts {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl TestCerts {
+    pub fn make(dir: &crate::TestDir) -> TestCerts {
+        let d = dir.subdir("tls");
+        let run = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(&d)
+                .output()
+                .unwrap_or_else(|e| panic!("cannot run openssl: {e}"));
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ];
+        run(&[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=verde test CA",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ],
+        ]
+        .concat());
+        run(&[
+            &["req"][..],
+            &ec,
+            &[
+                "-keyout",
+                "key.pem",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=localhost",
+            ],
+        ]
+        .concat());
+        std::fs::write(
+            d.join("server.ext"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
+             keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+        )
+        .expect("write server.ext");
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+        ]);
+        let chain = [
+            std::fs::read_to_string(d.join("server.pem")).expect("server.pem"),
+            std::fs::read_to_string(d.join("ca.pem")).expect("ca.pem"),
+        ]
+        .concat();
+        std::fs::write(d.join("fullchain.pem"), chain).expect("write fullchain.pem");
+        TestCerts {
+            ca: d.join("ca.pem"),
+            cert: d.join("fullchain.pem"),
+            key: d.join("key.pem"),
         }
     }
 }

@@ -26,26 +26,12 @@ while getopts "a:r:d:m:h" o; do
     esac
 done
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-ROOT=$(cd "$HERE/../.." && pwd)
+source "$HERE/common.sh"
+LOAD_TOOLS=(sipp sox)
+load_enter_ns "$@"
 
-if [ -z "${VERDE_LOAD_IN_NS:-}" ]; then
-    for c in sipp sox ip unshare; do
-        command -v "$c" >/dev/null || { echo "missing $c: run tests/run.sh once (it installs the peers)" >&2; exit 1; }
-    done
-    [ -n "${VERDE_BIN:-}" ] || (cd "$ROOT" && cargo build --release -p verde)
-    NS=(unshare -n); [ "$(id -u)" -eq 0 ] || NS=(unshare -r -n)
-    exec "${NS[@]}" env VERDE_LOAD_IN_NS=1 bash "$0" "$@"
-fi
-
-ip link set lo up
-WORK="$ROOT/target/load/bridge-$(date +%Y%m%d-%H%M%S)"
-mkdir -p "$WORK/data" "$WORK/flows"
-cd "$WORK"
-BIN="${VERDE_BIN:-$ROOT/target/release/verde}"
-HTTP=127.0.0.1:8080
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
+load_workdir "bridge-$(load_ts)"
+mkdir -p "$WORK/flows"
 
 sox -n -r 8000 -c 1 -t ul "$WORK/tone.ulaw" synth 4 sine 440 vol 0.5
 cp "$HERE/bridge/flow.yaml" "$WORK/flows/"
@@ -60,21 +46,15 @@ done
 } > "$WORK/bench.yaml"
 { echo SEQUENTIAL; for i in $(seq 1 "$AGENTS"); do echo "$((2000 + i));[authentication username=$((2000 + i)) password=bench]"; done; } > "$WORK/agents.csv"
 
-"$BIN" --config "$WORK/bench.yaml" --sip 127.0.0.1:5060 --http "$HTTP" --data "$WORK/data" \
-    --flows "$WORK/flows" --sounds "$ROOT/sounds" --rtp-ports 20000-39999 2> "$WORK/verde.log" &
-VPID=$!; pids+=($VPID)
-get() {
-    exec 3<>"/dev/tcp/${HTTP%:*}/${HTTP#*:}" || return 1
-    printf 'GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n' "$1" >&3
-    cat <&3; exec 3<&- 3>&-
-}
+verde_start verde.log --config "$WORK/bench.yaml" --flows "$WORK/flows" --rtp-ports 20000-29999
+get() { http_get "$@"; }
 # Agents in a state, from /api/agents (0 when none: grep finding nothing is not an error here).
 agents_in() { { get /api/agents 2>/dev/null || true; } | { grep -o "\"state\":\"$1\"" || true; } | wc -l; }
-for _ in $(seq 1 200); do get /health 2>/dev/null | grep -q '"ok"' && break; sleep 0.1; done
 
 # The agents' phones, then their registrations and logins.
 sipp -sf "$WORK/uas_agent.xml" -i 127.0.0.1 -p 5080 -mp 40000 -buff_size 4194304 -nostdin \
-    -bg > "$WORK/sipp-agents.out" 2>&1 || true
+    > "$WORK/sipp-agents.out" 2>&1 &
+pids+=($!)
 sleep 0.5
 sipp -sf "$WORK/uac_agent_login.xml" 127.0.0.1:5060 -i 127.0.0.1 -p 5081 -mp 45000 -key uas_port 5080 \
     -inf "$WORK/agents.csv" -m "$AGENTS" -r 50 -l 200 -nostdin -timeout 120s > "$WORK/sipp-login.out" 2>&1 \
@@ -95,8 +75,7 @@ for _ in $(seq 1 $(( AGENTS / RATE * 10 + 100 ))); do
     sleep 0.1
 done
 echo "bridged calls on the plateau: $oncall"
-ticks() { awk '{print $14 + $15}' "/proc/$VPID/stat"; }
-HZ=$(getconf CLK_TCK)
+ticks() { cpu_ticks "$VPID"; }
 t0=$(ticks); s0=$(date +%s.%N)
 sleep "$MEASURE"
 t1=$(ticks); s1=$(date +%s.%N)

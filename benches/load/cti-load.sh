@@ -40,35 +40,16 @@ while getopts "a:s:r:t:d:w:i:mnh" o; do
     esac
 done
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-ROOT=$(cd "$HERE/../.." && pwd)
-
-if [ -z "${VERDE_LOAD_IN_NS:-}" ]; then
-    for c in sipp dumpcap tshark ip unshare; do
-        command -v "$c" >/dev/null || { echo "missing $c: run tests/run.sh once (it installs the peers)" >&2; exit 1; }
-    done
-    [ "$MEDIA" = 0 ] || command -v sox >/dev/null || { echo "missing sox (needed by -m)" >&2; exit 1; }
-    [ -n "${VERDE_BIN:-}" ] || (cd "$ROOT" && cargo build --release -p verde)
-    [ -n "${CTI_LOAD_BIN:-}" ] || [ "$NOWS" = 1 ] || (cd "$ROOT" && cargo build --release -p verde-cti-load)
-    # The run happens in its work folder: binaries given relative to here must still be found.
-    [ -z "${VERDE_BIN:-}" ] || export VERDE_BIN=$(realpath "$VERDE_BIN")
-    [ -z "${CTI_LOAD_BIN:-}" ] || export CTI_LOAD_BIN=$(realpath "$CTI_LOAD_BIN")
-    NS=(unshare -n); [ "$(id -u)" -eq 0 ] || NS=(unshare -r -n)
-    exec "${NS[@]}" env VERDE_LOAD_IN_NS=1 bash "$0" "$@"
-fi
+source "$HERE/common.sh"
+LOAD_TOOLS=(sipp dumpcap tshark)
+[ "$MEDIA" = 0 ] || LOAD_TOOLS+=(sox)
+[ "$NOWS" = 1 ] || LOAD_PKGS=(verde-cti-load:CTI_LOAD_BIN)
+load_enter_ns "$@"
 
 # ---- inside the namespace ----
-ip link set lo up
-# 700 websockets, two SIP legs per call and their RTP sockets: more than the usual 1024 files.
-ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-WORK="$ROOT/target/load/cti-$(date +%Y%m%d-%H%M%S)$([ "$NOWS" = 1 ] && echo -nows || true)"
-mkdir -p "$WORK/data" "$WORK/flows"
-cd "$WORK"
-BIN="${VERDE_BIN:-$ROOT/target/release/verde}"
+load_workdir "cti-$(load_ts)$([ "$NOWS" = 1 ] && echo -nows || true)"
+mkdir -p "$WORK/flows"
 LOAD="${CTI_LOAD_BIN:-$ROOT/target/release/verde-cti-load}"
-HTTP=127.0.0.1:8080
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
 
 # Scenarios: the bridge bench's, with the caller's INVITE -> 200 timed (rtd 1) and, unless -m,
 # without the tone (the RTP relay would compete with the signaling measured here).
@@ -95,21 +76,14 @@ cp "$HERE/bridge/flow.yaml" "$WORK/flows/"
 } > "$WORK/bench.yaml"
 { echo SEQUENTIAL; for i in $(seq 1 "$AGENTS"); do echo "a$i;[authentication username=a$i password=bench]"; done; } > "$WORK/agents.csv"
 
-"$BIN" --config "$WORK/bench.yaml" --sip 127.0.0.1:5060 --http "$HTTP" --data "$WORK/data" \
-    --flows "$WORK/flows" --sounds "$ROOT/sounds" --rtp-ports 20000-39999 2> "$WORK/verde.log" &
-VPID=$!; pids+=($VPID)
-get() {
-    exec 3<>"/dev/tcp/${HTTP%:*}/${HTTP#*:}" || return 1
-    printf 'GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n' "$1" >&3
-    cat <&3; exec 3<&- 3>&-
-}
+verde_start verde.log --config "$WORK/bench.yaml" --flows "$WORK/flows" --rtp-ports 20000-29999
+get() { http_get "$@"; }
 agents_in() { { get /api/agents 2>/dev/null || true; } | { grep -o "\"state\":\"$1\"" || true; } | wc -l; }
-for _ in $(seq 1 200); do get /health 2>/dev/null | grep -q '"ok"' && break; sleep 0.1; done
-get /health 2>/dev/null | grep -q '"ok"' || { echo "verde did not become healthy; log:" >&2; tail -30 "$WORK/verde.log" >&2; exit 1; }
 
 # The agents' phones, then their registrations and *11 logins.
 sipp -sf "$WORK/uas_agent.xml" -i 127.0.0.1 -p 5080 -mp 40000 -buff_size 4194304 -nostdin \
-    -bg > "$WORK/sipp-agents.out" 2>&1 || true
+    > "$WORK/sipp-agents.out" 2>&1 &
+pids+=($!)
 sleep 0.5
 sipp -sf "$WORK/uac_agent_login.xml" 127.0.0.1:5060 -i 127.0.0.1 -p 5081 -mp 45000 -key uas_port 5080 \
     -inf "$WORK/agents.csv" -m "$AGENTS" -r 100 -l 300 -nostdin -timeout 180s > "$WORK/sipp-login.out" 2>&1 \
@@ -147,8 +121,7 @@ echo "load: $CALLS calls at $RATE/s, each held ${HOLD} ms, wrap-up ${WRAP} ms; $
 # and the dispatch figure becomes the queue's wait.
 busy=$(( RATE * (HOLD + WRAP + 100) / 1000 ))
 [ "$busy" -lt "$AGENTS" ] || echo "warning: about $busy agents needed at once, $AGENTS configured: callers will wait in line" >&2
-ticks() { awk '{print $14 + $15}' "/proc/$VPID/stat"; }
-HZ=$(getconf CLK_TCK)
+ticks() { cpu_ticks "$VPID"; }
 t0=$(ticks); s0=$(date +%s.%N)
 set +e
 sipp -sf "$WORK/uac_caller.xml" -s 800000001 127.0.0.1:5060 -i 127.0.0.1 -p 5090 -mp 50000 \
@@ -168,7 +141,7 @@ kill "$DPID" 2>/dev/null || true; wait "$DPID" 2>/dev/null || true
 STAT=$(ls "$WORK"/uac_caller_*_.csv 2>/dev/null | head -1 || true)
 RTT=$(ls "$WORK"/uac_caller_*_rtt.csv 2>/dev/null | head -1 || true)
 [ -n "$STAT" ] || { echo "SIPp wrote no statistics (exit $SIPP_RC):" >&2; tail -20 "$WORK/sipp-callers.out" >&2; exit 1; }
-last() { awk -F';' -v name="$1" 'NR==1{for(i=1;i<=NF;i++) if($i==name) c=i; next} {v=$c} END{print v}' "$STAT"; }
+last() { sipp_last "$STAT" "$1"; }
 TOTAL=$(last 'OutgoingCall(C)'); OK=$(last 'SuccessfulCall(C)'); FAIL=$(last 'FailedCall(C)')
 pct() { grep . | sort -n | awk -v q="$1" '{v[NR]=$1} END{ if (NR==0) {print "n/a"; exit} i=int(q*NR+0.999999); if (i<1) i=1; if (i>NR) i=NR; printf "%.1f", v[i] }'; }
 

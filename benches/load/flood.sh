@@ -34,45 +34,20 @@ while getopts "r:t:d:g:S:R:Bh" o; do
 done
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-ROOT=$(cd "$HERE/../.." && pwd)
-
-if [ -z "${VERDE_LOAD_IN_NS:-}" ]; then
-    for c in sipp python3 ip unshare; do
-        command -v "$c" >/dev/null || { echo "missing $c: run tests/run.sh once (it installs the peers)" >&2; exit 1; }
-    done
-    [ -n "${VERDE_BIN:-}" ] || (cd "$ROOT" && cargo build --release -p verde)
-    NS=(unshare -n); [ "$(id -u)" -eq 0 ] || NS=(unshare -r -n)
-    exec "${NS[@]}" env VERDE_LOAD_IN_NS=1 bash "$0" "$@"
-fi
+source "$HERE/common.sh"
+LOAD_TOOLS=(sipp python3)
+load_enter_ns "$@"
 
 # ---- inside the namespace ----
-ip link set lo up
-WORK="$ROOT/target/load/flood-$(date +%Y%m%d-%H%M%S)"
-mkdir -p "$WORK/data"
-cd "$WORK"
-BIN="${VERDE_BIN:-$ROOT/target/release/verde}"
-SIP_PORT=5060 SIP=127.0.0.1:5060 HTTP_PORT=8080
+load_workdir "flood-$(load_ts)"
+SIP_PORT=5060 SIP=127.0.0.1:5060
 NEED=$(( RATE * (HOLD / 1000 + 2) * 4 + 100 ))
 RTP_HIGH=$(( 20000 + (NEED > 40000 ? 40000 : NEED) ))
 
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
-
 printf 'sip:\n  max_calls: 30000\n' > "$WORK/flood.yaml"
-"$BIN" --config "$WORK/flood.yaml" --sip "$SIP" --http "127.0.0.1:$HTTP_PORT" --data "$WORK/data" --media-ip 127.0.0.1 \
-    --rtp-ports "20000-$RTP_HIGH" --flows "$ROOT/ivr-flows" --sounds "$ROOT/sounds" \
-    2> "$WORK/verde.log" &
-VERDE_PID=$!
-pids+=($VERDE_PID)
-
-http_get() {
-    exec 3<>"/dev/tcp/127.0.0.1/$HTTP_PORT" || return 1
-    printf 'GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n' "$1" >&3
-    cat <&3; exec 3<&- 3>&-
-}
-for _ in $(seq 1 200); do http_get /health 2>/dev/null | head -1 | grep -q " 200" && break; sleep 0.1; done
-http_get /health 2>/dev/null | head -1 | grep -q " 200" || { echo "verde did not become healthy; log:" >&2; tail -30 "$WORK/verde.log" >&2; exit 1; }
+verde_start verde.log --config "$WORK/flood.yaml" --media-ip 127.0.0.1 \
+    --rtp-ports "20000-$RTP_HIGH" --flows "$ROOT/ivr-flows"
+VERDE_PID=$VPID
 
 # The scanners: REGISTER, then a wrong answer to the challenge; a silenced one moves on after
 # 300 ms without an answer.
@@ -148,24 +123,22 @@ while True:
 print(sent, "%.1f" % (time.perf_counter() - start))
 EOF
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$VERDE_PID/stat"; }
-HZ=$(getconf CLK_TCK)
 
 # Legit calls for one phase; prints "attempted successful failed cpu%".
 calls_phase() {
     local name=$1 calls=$(( RATE * SECS ))
     local t0 c0 t1 c1
-    t0=$(date +%s.%N); c0=$(cpu_ticks)
+    t0=$(date +%s.%N); c0=$(cpu_ticks "$VERDE_PID")
     set +e
     sipp -sf "$HERE/uac_load.xml" -s 803164 "$SIP" -i 127.0.0.1 -p 5070 -mp 16000 \
         -r "$RATE" -m "$calls" -d "$HOLD" -buff_size 4194304 -nostdin -trace_stat -fd 1 \
         -timeout "$(( SECS + HOLD / 1000 + 60 ))s" > "$WORK/sipp-$name.out" 2>&1
     set -e
-    t1=$(date +%s.%N); c1=$(cpu_ticks)
+    t1=$(date +%s.%N); c1=$(cpu_ticks "$VERDE_PID")
     local stat; stat=$(ls -t "$WORK"/uac_load_*_.csv | head -1)
     mv "$stat" "$WORK/stat-$name.csv"
-    last() { awk -F';' -v name="$1" 'NR==1{for(i=1;i<=NF;i++) if($i==name) c=i; next} {v=$c} END{print v}' "$WORK/stat-$name.csv"; }
-    echo "$(last 'OutgoingCall(C)') $(last 'SuccessfulCall(C)') $(last 'FailedCall(C)') $(awk -v a="$c0" -v b="$c1" -v s="$t0" -v e="$t1" -v hz="$HZ" 'BEGIN{printf "%.1f", 100*(b-a)/hz/(e-s)}')"
+    last() { sipp_last "$WORK/stat-$name.csv" "$1"; }
+    echo "$(last 'OutgoingCall(C)') $(last 'SuccessfulCall(C)') $(last 'FailedCall(C)') $(cpu_pct "$c0" "$c1" "$t0" "$t1")"
 }
 
 report() {

@@ -31,47 +31,21 @@ while getopts "r:t:d:n:s:h" o; do
 done
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-ROOT=$(cd "$HERE/../.." && pwd)
-
-if [ -z "${VERDE_LOAD_IN_NS:-}" ]; then
-    for c in sipp dumpcap tshark ip unshare; do
-        command -v "$c" >/dev/null || { echo "missing $c: run tests/run.sh once (it installs the peers)" >&2; exit 1; }
-    done
-    [ -n "${VERDE_BIN:-}" ] || (cd "$ROOT" && cargo build --release -p verde)
-    NS=(unshare -n); [ "$(id -u)" -eq 0 ] || NS=(unshare -r -n)
-    exec "${NS[@]}" env VERDE_LOAD_IN_NS=1 bash "$0" "$@"
-fi
+source "$HERE/common.sh"
+LOAD_TOOLS=(sipp dumpcap tshark)
+load_enter_ns "$@"
 
 # ---- inside the namespace ----
-ip link set lo up
-WORK="$ROOT/target/load/$(date +%Y%m%d-%H%M%S)"
-mkdir -p "$WORK/data"
-cd "$WORK"
-BIN="${VERDE_BIN:-$ROOT/target/release/verde}"
-SIP=127.0.0.1:5060 HTTP_PORT=8080 MEDIA_PORT=16000
+load_workdir "$(load_ts)"
+SIP=127.0.0.1:5060 MEDIA_PORT=16000
 # Enough RTP ports for every call alive at once (rate x hold), twice over for ports being freed.
 NEED=$(( RATE * (HOLD / 1000 + 2) * 4 + 100 ))
 RTP_HIGH=$(( 20000 + (NEED > 40000 ? 40000 : NEED) ))
 
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
-
 # Capacity is what is measured here, not the default guard rail of 2000 concurrent calls.
 printf 'sip:\n  max_calls: 30000\n' > "$WORK/load.yaml"
-"$BIN" --config "$WORK/load.yaml" --sip "$SIP" --http "127.0.0.1:$HTTP_PORT" --data "$WORK/data" --media-ip 127.0.0.1 \
-    --rtp-ports "20000-$RTP_HIGH" --flows "$ROOT/ivr-flows" --sounds "$ROOT/sounds" \
-    2> "$WORK/verde.log" &
-pids+=($!)
-
-health() {
-    exec 3<>"/dev/tcp/127.0.0.1/$HTTP_PORT" || return 1
-    printf 'GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n' >&3
-    local line; IFS= read -r -t 2 line <&3 || true; exec 3<&- 3>&-
-    [[ "$line" == *" 200"* ]]
-}
-for _ in $(seq 1 200); do health 2>/dev/null && break; sleep 0.1; done
-health 2>/dev/null || { echo "verde did not become healthy; log:" >&2; tail -30 "$WORK/verde.log" >&2; exit 1; }
+verde_start verde.log --config "$WORK/load.yaml" --media-ip 127.0.0.1 \
+    --rtp-ports "20000-$RTP_HIGH" --flows "$ROOT/ivr-flows"
 
 if [ "$SAMPLE" != 0 ]; then
     dumpcap -i lo -P -q -a "duration:$SAMPLE" -f "udp and (port 5060 or portrange 20000-$RTP_HIGH)" \
@@ -96,7 +70,7 @@ RTT=$(ls "$WORK"/uac_load_*_rtt.csv 2>/dev/null | head -1 || true)
 [ -n "$STAT" ] || { echo "SIPp wrote no statistics (exit $SIPP_RC):" >&2; tail -20 "$WORK/sipp.out" >&2; exit 1; }
 
 # Last line of the cumulative statistics, columns looked up by name.
-last() { awk -F';' -v name="$1" 'NR==1{for(i=1;i<=NF;i++) if($i==name) c=i; next} {v=$c} END{print v}' "$STAT"; }
+last() { sipp_last "$STAT" "$1"; }
 TOTAL=$(last 'OutgoingCall(C)'); OK=$(last 'SuccessfulCall(C)'); FAIL=$(last 'FailedCall(C)')
 pct() { grep . | sort -n | awk -v q="$1" '{v[NR]=$1} END{ if (NR==0) {print "n/a"; exit} i=int(q*(NR-1)+0.5)+1; printf "%.1f", v[i] }'; }
 

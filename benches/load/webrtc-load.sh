@@ -51,36 +51,14 @@ if [ $(( CALLS * RAMP_MS / 1000 + SETTLE + WINDOW + 2 )) -gt "$HOLD" ]; then
     exit 2
 fi
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-ROOT=$(cd "$HERE/../.." && pwd)
-
-if [ -z "${VERDE_LOAD_IN_NS:-}" ]; then
-    for c in sipp python3 ip unshare; do
-        command -v "$c" >/dev/null || { echo "missing $c: run tests/run.sh once (it installs the peers)" >&2; exit 1; }
-    done
-    pkgs=()
-    [ -n "${VERDE_BIN:-}" ] || pkgs+=(-p verde)
-    [ -n "${WEBRTC_LOAD_BIN:-}" ] || pkgs+=(-p verde-webrtc-load)
-    [ ${#pkgs[@]} -eq 0 ] || (cd "$ROOT" && cargo build --release "${pkgs[@]}")
-    # The run happens in its work folder: binaries given relative to here must still be found.
-    [ -z "${VERDE_BIN:-}" ] || export VERDE_BIN=$(realpath "$VERDE_BIN")
-    [ -z "${WEBRTC_LOAD_BIN:-}" ] || export WEBRTC_LOAD_BIN=$(realpath "$WEBRTC_LOAD_BIN")
-    NS=(unshare -n); [ "$(id -u)" -eq 0 ] || NS=(unshare -r -n)
-    exec "${NS[@]}" env VERDE_LOAD_IN_NS=1 bash "$0" "$@"
-fi
+source "$HERE/common.sh"
+LOAD_TOOLS=(sipp python3)
+LOAD_PKGS=(verde-webrtc-load:WEBRTC_LOAD_BIN)
+load_enter_ns "$@"
 
 # ---- inside the namespace ----
-ip link set lo up
-ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-WORK="$ROOT/target/load/webrtc-$(date +%Y%m%d-%H%M%S)"
-mkdir -p "$WORK"
-cd "$WORK"
-BIN="${VERDE_BIN:-$ROOT/target/release/verde}"
+load_workdir "webrtc-$(load_ts)"
 LOAD="${WEBRTC_LOAD_BIN:-$ROOT/target/release/verde-webrtc-load}"
-HTTP=127.0.0.1:8080
-HZ=$(getconf CLK_TCK)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
 
 # Capacity is measured here, not the guard rails: one address places every web call.
 cat > "$WORK/load.yaml" <<EOF
@@ -134,31 +112,17 @@ sed "s|<pause/>|<nop><action><exec play_pcap_audio=\"$WORK/caller.pcap\"/></acti
     "$HERE/uac_load.xml" > "$WORK/uac_media.xml"
 grep -q play_pcap_audio "$WORK/uac_media.xml" || { echo "could not add the caller's media to uac_load.xml" >&2; exit 1; }
 
-get() {
-    exec 3<>"/dev/tcp/${HTTP%:*}/${HTTP#*:}" || return 1
-    printf 'GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n' "$1" >&3
-    cat <&3; exec 3<&- 3>&-
-}
+get() { http_get "$@"; }
 health_calls() { { get /health 2>/dev/null || true; } | grep -o '"calls":[0-9]*' | cut -d: -f2; }
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
-rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+ticks() { cpu_ticks "$1"; }
 
-VPID=
 start_verde() { # $1: log name
     rm -rf "$WORK/data"; mkdir -p "$WORK/data"
-    "$BIN" --config "$WORK/load.yaml" --sip 127.0.0.1:5060 --http "$HTTP" --data "$WORK/data" \
-        --media-ip 127.0.0.1 --rtp-ports 20000-29999 --flows "$ROOT/ivr-flows" --sounds "$ROOT/sounds" \
-        2> "$WORK/$1" &
-    VPID=$!; pids+=($VPID)
-    for _ in $(seq 1 200); do get /health 2>/dev/null | grep -q '"ok"' && break; sleep 0.1; done
-    get /health 2>/dev/null | grep -q '"ok"' || { echo "verde did not become healthy; log:" >&2; tail -30 "$WORK/$1" >&2; exit 1; }
+    verde_start "$1" --config "$WORK/load.yaml" --media-ip 127.0.0.1 --rtp-ports 20000-29999 \
+        --flows "$ROOT/ivr-flows"
     sleep 1 # idle RSS after start-up, not during it
 }
-stop_verde() {
-    kill -TERM "$VPID" 2>/dev/null || true
-    for _ in $(seq 1 100); do kill -0 "$VPID" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$VPID" 2>/dev/null || true; wait "$VPID" 2>/dev/null || true
-}
+stop_verde() { verde_stop; }
 # Over the window: verde's and the generator's CPU ticks, verde's RSS and /health's calls.
 # Prints "cpu_pct gen_pct rss_idle_kb rss_kb calls_start calls_end".
 measure() { # $1: generator pid, $2: idle rss

@@ -35,6 +35,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 use tungstenite::{HandshakeError, Message, WebSocket};
 use verde_interop::flows::INPS;
+use verde_interop::raw_sip::{recv_udp, Got, SipStream as Stream, SipText as Sip};
 use verde_interop::sipp::{scenario, Sipp, Transport};
 use verde_interop::verde::{Verde, VerdeOptions};
 use verde_interop::{require_private_netns, try_wait_for, TestDir};
@@ -493,7 +494,7 @@ fn udp_drops(sip: SocketAddr) -> u64 {
 
 /// (c) Messages past the 64 KiB limit: refused and closed at once. One just below is answered.
 fn tcp_oversized(verde: &Verde, report: &mut Report) {
-    let mut c = Stream::connect(verde.sip);
+    let mut c = Stream::connect(verde.sip, ANSWER);
     let id = "tcp-just-below";
     let head = c.head("OPTIONS", id);
     let msg = padded(head, MAX_TCP_MESSAGE - 100);
@@ -525,7 +526,7 @@ fn tcp_oversized(verde: &Verde, report: &mut Report) {
         ),
     ];
     for (what, build) in &cases {
-        let mut c = Stream::connect(verde.sip);
+        let mut c = Stream::connect(verde.sip, ANSWER);
         let msg = build(&c);
         let t = Instant::now();
         c.send_lossy(&msg);
@@ -566,7 +567,7 @@ fn tcp_oversized(verde: &Verde, report: &mut Report) {
     // Repeated, for the memory bound: 100 connections of 70 KB each.
     let t = Instant::now();
     for _ in 0..100 {
-        let mut c = Stream::connect(verde.sip);
+        let mut c = Stream::connect(verde.sip, ANSWER);
         let msg = padded(c.head("OPTIONS", "tcp-big-repeat"), MAX_TCP_MESSAGE + 5000);
         c.send_lossy(&msg);
         assert!(
@@ -609,7 +610,7 @@ fn tcp_idle_connections(
         base.fds,
         held.fds
     );
-    let mut c = Stream::connect(verde.sip);
+    let mut c = Stream::connect(verde.sip, ANSWER);
     c.send(&c.options("tcp-beside-idle"));
     match c.next(ANSWER) {
         Got::Message(m) => assert_eq!(m.status(), Some(200), "{}", m.0),
@@ -680,9 +681,9 @@ fn tcp_garbage(verde: &Verde, report: &mut Report) {
         .into_iter()
         .map(|b| if b == b'\r' { b'.' } else { b })
         .collect();
-    let mut a = Stream::connect(verde.sip);
+    let mut a = Stream::connect(verde.sip, ANSWER);
     a.send(&garbage);
-    let mut b = Stream::connect(verde.sip);
+    let mut b = Stream::connect(verde.sip, ANSWER);
     b.send(&b.options("tcp-after-garbage"));
     match b.next(ANSWER) {
         Got::Message(m) => assert_eq!(m.status(), Some(200), "{}", m.0),
@@ -696,7 +697,7 @@ fn tcp_garbage(verde: &Verde, report: &mut Report) {
 
     // Garbage ending in a blank line is one message that cannot be parsed (no answer: nothing
     // names it); the stream is framed again right after it.
-    let mut c = Stream::connect(verde.sip);
+    let mut c = Stream::connect(verde.sip, ANSWER);
     let mut msg = b"\x01\x02 junk \xff\xfe\0 more junk\r\n\r\n".to_vec();
     msg.extend_from_slice(&c.options("tcp-same-conn"));
     c.send(&msg);
@@ -710,7 +711,7 @@ fn tcp_garbage(verde: &Verde, report: &mut Report) {
         other => panic!("OPTIONS behind garbage on the same connection: {other:?}"),
     }
     // A request missing From: 400 on the stream, which stays usable.
-    let mut d = Stream::connect(verde.sip);
+    let mut d = Stream::connect(verde.sip, ANSWER);
     let local = d.local();
     let mut msg = format!(
         "OPTIONS sip:{INPS}@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP {local};branch=z9hG4bKnofrom\r\nTo: <sip:{INPS}@127.0.0.1>\r\nCall-ID: tcp-no-from\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
@@ -747,7 +748,7 @@ fn slowloris_partial(
     sip: SocketAddr,
     stop: Arc<AtomicBool>,
 ) -> thread::JoinHandle<Option<Duration>> {
-    let mut c = Stream::connect(sip);
+    let mut c = Stream::connect(sip, ANSWER);
     let mut head = c.head("OPTIONS", "slowloris-partial");
     head.extend_from_slice(b"Subject: and then noth");
     c.send(&head);
@@ -760,7 +761,7 @@ fn slowloris_trickle(
     sip: SocketAddr,
     stop: Arc<AtomicBool>,
 ) -> thread::JoinHandle<(usize, Option<Duration>)> {
-    let c = Stream::connect(sip);
+    let c = Stream::connect(sip, ANSWER);
     let head = c.head("OPTIONS", "slowloris-trickle");
     let opened = Instant::now();
     thread::spawn(move || {
@@ -1061,30 +1062,6 @@ fn frame_header(opcode: u8, len: usize) -> Vec<u8> {
 
 // ---- SIP helpers ----
 
-/// A SIP message received, as text.
-#[derive(Debug, Clone)]
-struct Sip(String);
-
-impl Sip {
-    fn status(&self) -> Option<u16> {
-        self.0.strip_prefix("SIP/2.0 ")?.get(..3)?.parse().ok()
-    }
-
-    fn header(&self, full: &str, compact: &str) -> Option<String> {
-        let head = self.0.split("\r\n\r\n").next()?;
-        head.split("\r\n").skip(1).find_map(|l| {
-            let (n, v) = l.split_once(':')?;
-            let n = n.trim();
-            (n.eq_ignore_ascii_case(full) || n.eq_ignore_ascii_case(compact))
-                .then(|| v.trim().to_string())
-        })
-    }
-
-    fn call_id(&self) -> Option<String> {
-        self.header("Call-ID", "i")
-    }
-}
-
 /// The one final answer carrying `call_id` among `got`, which must hold nothing else.
 fn only_final(got: &[Sip], call_id: &str, what: &str) -> u16 {
     let finals: Vec<&Sip> = got
@@ -1152,12 +1129,7 @@ impl Udp {
     }
 
     fn recv(&self, wait: Duration) -> Option<Sip> {
-        self.sock
-            .set_read_timeout(Some(wait.max(Duration::from_millis(1))))
-            .unwrap();
-        let mut buf = vec![0u8; 65_536];
-        let (n, _) = self.sock.recv_from(&mut buf).ok()?;
-        Some(Sip(String::from_utf8_lossy(&buf[..n]).into_owned()))
+        recv_udp(&self.sock, wait)
     }
 
     /// The first message satisfying `want` within [`ANSWER`] (others are dropped).
@@ -1217,33 +1189,13 @@ impl Udp {
     }
 }
 
-/// A TCP connection to verde reading whole SIP messages.
-struct Stream {
-    tcp: TcpStream,
-    buf: Vec<u8>,
+/// Requests written on a TCP connection name it in their Via.
+trait TcpRequests {
+    fn head(&self, method: &str, call_id: &str) -> Vec<u8>;
+    fn options(&self, call_id: &str) -> Vec<u8>;
 }
 
-#[derive(Debug)]
-enum Got {
-    Message(Sip),
-    Closed,
-    TimedOut,
-}
-
-impl Stream {
-    fn connect(to: SocketAddr) -> Stream {
-        let tcp = TcpStream::connect_timeout(&to, ANSWER)
-            .unwrap_or_else(|e| panic!("cannot connect to verde at {to}: {e}"));
-        Stream {
-            tcp,
-            buf: Vec::new(),
-        }
-    }
-
-    fn local(&self) -> String {
-        self.tcp.local_addr().unwrap().to_string()
-    }
-
+impl TcpRequests for Stream {
     fn head(&self, method: &str, call_id: &str) -> Vec<u8> {
         request_head(method, "TCP", &self.local(), call_id, next_branch())
     }
@@ -1252,49 +1204,6 @@ impl Stream {
         let mut m = self.head("OPTIONS", call_id);
         m.extend_from_slice(b"Content-Length: 0\r\n\r\n");
         m
-    }
-
-    fn send(&mut self, bytes: &[u8]) {
-        self.tcp.write_all(bytes).expect("write to verde");
-    }
-
-    /// Writes what verde lets through before it closes the connection.
-    fn send_lossy(&mut self, bytes: &[u8]) {
-        let _ = self.tcp.write_all(bytes);
-    }
-
-    fn next(&mut self, wait: Duration) -> Got {
-        let deadline = Instant::now() + wait;
-        loop {
-            while self.buf.starts_with(b"\r\n") {
-                self.buf.drain(..2);
-            }
-            if let Some(head) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                let m = Sip(String::from_utf8_lossy(&self.buf[..head + 4]).into_owned());
-                let len: usize = m
-                    .header("Content-Length", "l")
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(0);
-                if self.buf.len() >= head + 4 + len {
-                    let m: Vec<u8> = self.buf.drain(..head + 4 + len).collect();
-                    return Got::Message(Sip(String::from_utf8_lossy(&m).into_owned()));
-                }
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Got::TimedOut;
-            }
-            self.tcp.set_read_timeout(Some(left)).unwrap();
-            let mut chunk = [0u8; 65536];
-            match self.tcp.read(&mut chunk) {
-                Ok(0) => return Got::Closed,
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                    return Got::TimedOut
-                }
-                Err(_) => return Got::Closed,
-            }
-        }
     }
 }
 

@@ -20,96 +20,6 @@ use verde_interop::sipp::{scenario, Sipp};
 use verde_interop::verde::{Verde, VerdeOptions};
 use verde_interop::{free_port, require_private_netns, tail, TestDir};
 
-/// A password guesser or scanner: REGISTER, and if challenged, a wrong answer. Waits for a
-/// response at most 300 ms at each step, so a silenced scanner just moves on.
-const SCANNER_XML: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
-<!DOCTYPE scenario SYSTEM "sipp.dtd">
-<scenario name="scanner_register">
-  <send>
-    <![CDATA[
-
-      REGISTER sip:[remote_ip]:[remote_port] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      From: <sip:1001@[remote_ip]:[remote_port]>;tag=[pid]S[call_number]
-      To: <sip:1001@[remote_ip]:[remote_port]>
-      Call-ID: [call_id]
-      CSeq: 1 REGISTER
-      Contact: <sip:1001@[local_ip]:[local_port]>
-      User-Agent: __UA__
-      Expires: 3600
-      Max-Forwards: 70
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <recv response="401" auth="true" timeout="300" ontimeout="done"/>
-  <send>
-    <![CDATA[
-
-      REGISTER sip:[remote_ip]:[remote_port] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      From: <sip:1001@[remote_ip]:[remote_port]>;tag=[pid]S[call_number]
-      To: <sip:1001@[remote_ip]:[remote_port]>
-      Call-ID: [call_id]
-      CSeq: 2 REGISTER
-      Contact: <sip:1001@[local_ip]:[local_port]>
-      [authentication username=1001 password=not-the-password]
-      User-Agent: __UA__
-      Expires: 3600
-      Max-Forwards: 70
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <recv response="403" timeout="300" ontimeout="done"/>
-  <label id="done"/>
-</scenario>
-"#;
-
-/// An agent's phone registering with the right password (retransmitting like a phone).
-const PHONE_XML: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
-<!DOCTYPE scenario SYSTEM "sipp.dtd">
-<scenario name="phone_register">
-  <send retrans="500">
-    <![CDATA[
-
-      REGISTER sip:[remote_ip]:[remote_port] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      From: <sip:1001@[remote_ip]:[remote_port]>;tag=[pid]P[call_number]
-      To: <sip:1001@[remote_ip]:[remote_port]>
-      Call-ID: [call_id]
-      CSeq: 1 REGISTER
-      Contact: <sip:1001@[local_ip]:[local_port]>
-      User-Agent: Yealink SIP-T46S 66.86.0.15
-      Expires: 3600
-      Max-Forwards: 70
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <recv response="401" auth="true"/>
-  <send retrans="500">
-    <![CDATA[
-
-      REGISTER sip:[remote_ip]:[remote_port] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      From: <sip:1001@[remote_ip]:[remote_port]>;tag=[pid]P[call_number]
-      To: <sip:1001@[remote_ip]:[remote_port]>
-      Call-ID: [call_id]
-      CSeq: 2 REGISTER
-      Contact: <sip:1001@[local_ip]:[local_port]>
-      [authentication username=1001 password=secret1]
-      User-Agent: Yealink SIP-T46S 66.86.0.15
-      Expires: 3600
-      Max-Forwards: 70
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <recv response="200"/>
-</scenario>
-"#;
-
 const TRUNK_CALLS: u32 = 40;
 const GUESSER_CALLS: u32 = 3000;
 const SCANNER_CALLS: u32 = 300;
@@ -155,20 +65,25 @@ fn scanners_are_silenced_while_trunk_calls_and_a_phone_get_through() {
         },
     );
 
-    let write = |name: &str, text: String| {
-        let path = dir.join(name);
-        std::fs::write(&path, text).expect("write scenario");
-        path
+    let scanner = |ua: &str| {
+        scenario(
+            &dir,
+            "uac_register_scanner.xml",
+            &[("USER_AGENT", ua.into())],
+        )
     };
-    let guesser_xml = write(
-        "scanner_guess.xml",
-        SCANNER_XML.replace("__UA__", "Yealink SIP-T46S 66.86.0.15"),
+    let guesser_xml = scanner("Yealink SIP-T46S 66.86.0.15");
+    let scanner_xml = scanner("friendly-scanner");
+    let phone_xml = scenario(
+        &dir,
+        "uac_register.xml",
+        &[
+            ("AGENT", "1001".into()),
+            ("PASSWORD", "secret1".into()),
+            ("USER_AGENT", "Yealink SIP-T46S 66.86.0.15".into()),
+            ("STATUS", "200".into()),
+        ],
     );
-    let scanner_xml = write(
-        "scanner_friendly.xml",
-        SCANNER_XML.replace("__UA__", "friendly-scanner"),
-    );
-    let phone_xml = write("phone_register.xml", PHONE_XML.to_string());
 
     // The floods first, then the legitimate traffic while they run.
     let guesser = Sipp::new(&guesser_xml, verde.sip)

@@ -19,11 +19,11 @@
 //! UDP copy's transaction (the key does not include the transport).
 
 use std::collections::HashSet;
-use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use verde_interop::flows::INPS;
+use verde_interop::raw_sip::{header_values, recv_udp, Got, SipStream as Stream, SipText as Msg};
 use verde_interop::sipp::{scenario, Sipp, Transport};
 use verde_interop::verde::{Verde, VerdeOptions};
 use verde_interop::{fixtures_dir, require_private_netns, TestDir};
@@ -113,52 +113,6 @@ const CASES: &[(&str, Want, Want)] = &[
 fn fixture(tag: &str) -> Vec<u8> {
     let p = fixtures_dir().join("rfc4475").join(format!("{tag}.dat"));
     std::fs::read(&p).unwrap_or_else(|e| panic!("cannot read {}: {e}", p.display()))
-}
-
-/// A received message, kept as text (the responses verde sends are UTF-8).
-#[derive(Debug, Clone)]
-struct Msg(String);
-
-impl Msg {
-    fn status(&self) -> Option<u16> {
-        let line = self.0.lines().next()?;
-        let rest = line.strip_prefix("SIP/2.0 ")?;
-        rest.get(..3)?.parse().ok()
-    }
-
-    /// Values of a header (full or compact name), in order.
-    fn headers(&self, full: &str, compact: &str) -> Vec<String> {
-        header_values(&self.0, full, compact)
-    }
-
-    fn header(&self, full: &str, compact: &str) -> Option<String> {
-        self.headers(full, compact).into_iter().next()
-    }
-}
-
-/// Header values of a message head, folded lines joined; names matched case-insensitively.
-fn header_values(text: &str, full: &str, compact: &str) -> Vec<String> {
-    let head = text.split("\r\n\r\n").next().unwrap_or("");
-    let mut lines: Vec<String> = Vec::new();
-    for line in head.split("\r\n").skip(1) {
-        if line.starts_with([' ', '\t']) {
-            if let Some(last) = lines.last_mut() {
-                last.push(' ');
-                last.push_str(line.trim());
-            }
-        } else {
-            lines.push(line.to_string());
-        }
-    }
-    lines
-        .iter()
-        .filter_map(|l| {
-            let (name, value) = l.split_once(':')?;
-            let name = name.trim();
-            (name.eq_ignore_ascii_case(full) || name.eq_ignore_ascii_case(compact))
-                .then(|| value.trim().to_string())
-        })
-        .collect()
 }
 
 /// What the test needs to know about a message it sends.
@@ -303,80 +257,6 @@ Call-ID: probe-{transport}-{n}@127.0.0.1\r\nCSeq: {n} OPTIONS\r\nContent-Length:
     .into_bytes()
 }
 
-/// Reads whole SIP messages from a TCP connection (Content-Length framing).
-struct Stream {
-    tcp: TcpStream,
-    buf: Vec<u8>,
-}
-
-enum Got {
-    Message(Msg),
-    Closed,
-    TimedOut,
-}
-
-impl Stream {
-    fn connect(to: SocketAddr) -> Stream {
-        let tcp = TcpStream::connect_timeout(&to, ANSWER)
-            .unwrap_or_else(|e| panic!("cannot connect to verde at {to}: {e}"));
-        Stream {
-            tcp,
-            buf: Vec::new(),
-        }
-    }
-
-    fn send(&mut self, bytes: &[u8]) {
-        self.tcp.write_all(bytes).expect("write to verde");
-    }
-
-    fn next(&mut self, wait: Duration) -> Got {
-        let deadline = Instant::now() + wait;
-        loop {
-            while self.buf.starts_with(b"\r\n") {
-                self.buf.drain(..2);
-            }
-            if let Some(head) = find(&self.buf, b"\r\n\r\n") {
-                let text = String::from_utf8_lossy(&self.buf[..head]).into_owned();
-                let len: usize = header_values(&text, "Content-Length", "l")
-                    .first()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(0);
-                if self.buf.len() >= head + 4 + len {
-                    let m: Vec<u8> = self.buf.drain(..head + 4 + len).collect();
-                    return Got::Message(Msg(String::from_utf8_lossy(&m).into_owned()));
-                }
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Got::TimedOut;
-            }
-            self.tcp.set_read_timeout(Some(left)).unwrap();
-            let mut chunk = [0u8; 65536];
-            match self.tcp.read(&mut chunk) {
-                Ok(0) => return Got::Closed,
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                    return Got::TimedOut
-                }
-                Err(_) => return Got::Closed,
-            }
-        }
-    }
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
-fn recv_udp(sock: &UdpSocket, wait: Duration) -> Option<Msg> {
-    sock.set_read_timeout(Some(wait.max(Duration::from_millis(1))))
-        .unwrap();
-    let mut buf = [0u8; 65535];
-    sock.recv_from(&mut buf)
-        .ok()
-        .map(|(n, _)| Msg(String::from_utf8_lossy(&buf[..n]).into_owned()))
-}
-
 /// Everything one message over one transport produced, for the failure report.
 struct Outcome {
     what: String,
@@ -475,7 +355,7 @@ fn extra_before_probe(
 }
 
 fn run_tcp(verde: &Verde, tag: &str, out: &Outgoing, n: u32, want: Want) -> Outcome {
-    let mut conn = Stream::connect(verde.sip);
+    let mut conn = Stream::connect(verde.sip, ANSWER);
     conn.send(&out.bytes);
     let mut o = Outcome {
         what: format!("{tag} over TCP"),
@@ -539,7 +419,7 @@ fn run_tcp(verde: &Verde, tag: &str, out: &Outgoing, n: u32, want: Want) -> Outc
 }
 
 fn probe_tcp(verde: &Verde, n: u32) {
-    let mut conn = Stream::connect(verde.sip);
+    let mut conn = Stream::connect(verde.sip, ANSWER);
     let local = conn.tcp.local_addr().unwrap();
     conn.send(&options(local, "TCP", 10_000 + n, false));
     match conn.next(ANSWER) {

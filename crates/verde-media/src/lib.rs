@@ -7,6 +7,8 @@
 //! a third leg (a supervisor listening, whispering to the agent or barging in), the
 //! [`Recorder`] that writes a leg's received audio to a WAV file (voicemail), and the
 //! [`StereoRecorder`] that writes a call with the caller on the left and the agent on the right.
+//! SIP legs may be SRTP keyed by SDES ([`srtp`]): the session protects and unprotects at its
+//! edge, so bridging, DTMF and recording always see plain RTP.
 //!
 //! It is sans-IO: callers pass `now: Instant` (and wall-clock time where RTCP needs it) and
 //! move datagrams in and out; nothing here opens sockets, sleeps or reads the clock. The
@@ -25,6 +27,7 @@ pub mod record;
 pub mod rtp;
 pub mod sdp;
 pub mod session;
+pub mod srtp;
 pub mod stereo;
 #[cfg(test)]
 mod testaudio;
@@ -33,9 +36,10 @@ pub use bridge::bridge_step;
 pub use mixer::{Mixer, Party, SupervisorMode};
 pub use prompt::{Prompt, PromptCache, PromptError};
 pub use record::{RecordError, RecordStatus, Recorder};
-pub use sdp::{answer, Codec, Direction, LocalSdp, Negotiated, SdpError};
+pub use sdp::{answer, redact_keys, Codec, Direction, LocalSdp, Negotiated, SdpError, SrtpPolicy};
 pub use session::{
     DtmfSource, InbandDtmf, MediaConfig, MediaEvent, MediaSession, MediaStats, Relay, RelayFrame,
     Socket, TapDirection, TapFrame, Transmit,
 };
+pub use srtp::{CryptoSuite, SrtpError, SrtpKeys};
 pub use stereo::{Channel, StereoRecorder};

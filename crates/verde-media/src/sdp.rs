@@ -9,13 +9,24 @@
 //! order and the mandatory `v=`/`o=`/`s=`/`t=` lines, which is what we want from trunks.
 //! The answer itself is written by hand: it is a dozen fixed lines and we need exact control
 //! of the `o=` version and the attribute order.
+//!
+//! SRTP keyed by SDES (RFC 4568): an `RTP/SAVP` stream carries `a=crypto` lines; we answer
+//! with the first suite we support and our own key (one fresh key per [`LocalSdp`], i.e. per
+//! leg), and offer `RTP/SAVP` only when the leg's [`SrtpPolicy`] requires it. There is no
+//! standard way to offer SRTP *optionally* in a single `m=` line (`RTP/AVP` with `a=crypto`
+//! is a common hack that some peers refuse and others silently ignore, leaving media in
+//! clear), so an offer is either plainly `RTP/AVP` or `RTP/SAVP`. The keys are in the SDP
+//! body: never log a body (use [`redact_keys`]); `Negotiated`'s `Debug` does so already.
 
 use std::fmt::Write as _;
 use std::io::Cursor;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
+use base64::Engine as _;
 use rtc_sdp::description::media::MediaDescription;
 use rtc_sdp::description::session::SessionDescription;
+
+use crate::srtp::{CryptoSuite, MasterKey, SrtpKeys, MASTER_LEN};
 
 /// The audio codecs verde speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -121,10 +132,33 @@ pub enum SdpError {
     /// caller, not in the remote's SDP.
     #[error("SDP answer without an outstanding offer")]
     NoPendingOffer,
+    /// An `RTP/SAVP` stream whose `a=crypto` lines name no suite we support (or have unusable
+    /// keys), SRTP offered to a leg whose policy is off, or an answer to our `RTP/SAVP` offer
+    /// that drops SRTP or picks a crypto line we did not offer (maps to 488).
+    #[error("no supported SRTP crypto suite")]
+    NoCryptoSuite,
+    /// A plain `RTP/AVP` offer on a leg whose policy requires SRTP (maps to 488).
+    #[error("SRTP required but the offer is plain RTP")]
+    SrtpRequired,
+}
+
+/// Whether a leg speaks SRTP (SDES).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum SrtpPolicy {
+    /// Plain RTP only: an `RTP/SAVP` offer is refused.
+    Off,
+    /// Answer `RTP/SAVP` when offered, plain otherwise; our own offers are plain.
+    #[default]
+    Accept,
+    /// Only `RTP/SAVP`: plain offers are refused and our offers are `RTP/SAVP`.
+    Require,
 }
 
 /// The outcome of one offer/answer exchange.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// SRTP keys, when negotiated, are read from [`LocalSdp::srtp`] (kept out of this struct so
+/// that code building one by hand, e.g. for a WebRTC leg, needs no change).
+#[derive(Clone, PartialEq, Eq)]
 pub struct Negotiated {
     /// Our SDP for this exchange: the answer to send for [`LocalSdp::answer`]; for
     /// [`LocalSdp::accept_answer`], the offer that was already sent (kept for the record).
@@ -143,6 +177,37 @@ pub struct Negotiated {
     pub direction: Direction,
 }
 
+impl std::fmt::Debug for Negotiated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Negotiated")
+            .field("answer", &redact_keys(&self.answer))
+            .field("codec", &self.codec)
+            .field("payload_type", &self.payload_type)
+            .field("dtmf_pt", &self.dtmf_pt)
+            .field("remote", &self.remote)
+            .field("remote_rtcp", &self.remote_rtcp)
+            .field("direction", &self.direction)
+            .finish()
+    }
+}
+
+/// `sdp` with every `inline:` key replaced by `<redacted>`, for logs.
+pub fn redact_keys(sdp: &str) -> String {
+    let mut out = String::with_capacity(sdp.len());
+    let mut rest = sdp;
+    while let Some(i) = rest.find("inline:") {
+        out.push_str(&rest[..i + "inline:".len()]);
+        rest = &rest[i + "inline:".len()..];
+        let end = rest
+            .find(|c: char| c.is_ascii_whitespace() || c == '|' || c == ';')
+            .unwrap_or(rest.len());
+        out.push_str("<redacted>");
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Our side of the SDP exchange across the dialog: keeps the `o=` session id and bumps the
 /// version when a re-answer changes the body (RFC 3264 §8), e.g. on hold/unhold re-INVITEs.
 #[derive(Debug, Clone)]
@@ -155,12 +220,27 @@ pub struct LocalSdp {
     last_body: Option<String>,
     /// What our last offer proposed, until a remote offer supersedes it.
     pending_offer: Option<PendingOffer>,
+    srtp_policy: SrtpPolicy,
+    /// Our master key for this leg, made the first time SRTP is offered or answered and kept
+    /// across re-INVITEs (a re-answer that repeats the body must not bump the version).
+    local_key: Option<MasterKey>,
+    /// The SRTP of the last completed exchange; `None` when it was plain RTP.
+    srtp: Option<SrtpKeys>,
 }
 
 #[derive(Debug, Clone)]
 struct PendingOffer {
     direction: Direction,
     sdp: String,
+    secure: bool,
+}
+
+/// The tag of each crypto line in our offers, by suite.
+fn offer_tag(suite: CryptoSuite) -> u32 {
+    match suite {
+        CryptoSuite::AesCm128HmacSha1_80 => 1,
+        CryptoSuite::AesCm128HmacSha1_32 => 2,
+    }
 }
 
 /// The payload type we offer for telephone-event/8000 (the de-facto common choice).
@@ -177,7 +257,26 @@ impl LocalSdp {
             version: session_id,
             last_body: None,
             pending_offer: None,
+            srtp_policy: SrtpPolicy::default(),
+            local_key: None,
+            srtp: None,
         }
+    }
+
+    /// Sets the leg's SRTP policy (the default is [`SrtpPolicy::Accept`]).
+    pub fn with_srtp(mut self, policy: SrtpPolicy) -> Self {
+        self.srtp_policy = policy;
+        self
+    }
+
+    /// The suite and keys of the last completed exchange, for [`crate::MediaSession::set_srtp`];
+    /// `None` when the media is plain RTP.
+    pub fn srtp(&self) -> Option<&SrtpKeys> {
+        self.srtp.as_ref()
+    }
+
+    fn local_key(&mut self) -> MasterKey {
+        self.local_key.get_or_insert_with(MasterKey::random).clone()
     }
 
     /// The current `o=` version.
@@ -187,9 +286,31 @@ impl LocalSdp {
 
     /// Answers an (initial or re-) offer.
     pub fn answer(&mut self, offer: &str) -> Result<Negotiated, SdpError> {
-        let remote = parse_offer(offer, &self.supported)?;
-        let body = self.body(&remote);
+        let want = match self.srtp_policy {
+            SrtpPolicy::Off => Want::Plain,
+            SrtpPolicy::Accept => Want::Either,
+            SrtpPolicy::Require => Want::Secure,
+        };
+        let remote = parse_offer(offer, &self.supported, want)?;
+        if let (Some(now), Some(c)) = (&self.srtp, &remote.crypto) {
+            if now.suite != c.suite {
+                // Our key under another suite would restart its packet indexes: new key.
+                self.local_key = None;
+            }
+        }
+        let srtp = remote.crypto.as_ref().map(|c| {
+            (
+                c.tag,
+                SrtpKeys {
+                    suite: c.suite,
+                    local: self.local_key(),
+                    remote: c.key.clone(),
+                },
+            )
+        });
+        let body = self.body(&remote, srtp.as_ref());
         let answer = self.commit(body);
+        self.srtp = srtp.map(|(_, k)| k);
         // A remote offer supersedes ours (glare is resolved by SIP, not here).
         self.pending_offer = None;
         Ok(Negotiated {
@@ -213,12 +334,15 @@ impl LocalSdp {
     /// stops media both ways, `SendRecv` resumes. Use it for re-INVITEs too; the `o=` version
     /// is bumped when the body differs from the last SDP we sent.
     pub fn offer_with_direction(&mut self, direction: Direction) -> String {
+        let secure = self.srtp_policy == SrtpPolicy::Require;
         let mut s = String::with_capacity(256);
         let at = self.addr_type();
         let _ = write!(
             s,
-            "s=verde\r\nc=IN {at} {}\r\nt=0 0\r\nm=audio {} RTP/AVP",
-            self.local_ip, self.local_port
+            "s=verde\r\nc=IN {at} {}\r\nt=0 0\r\nm=audio {} {}",
+            self.local_ip,
+            self.local_port,
+            if secure { "RTP/SAVP" } else { "RTP/AVP" }
         );
         for c in &self.supported {
             let _ = write!(s, " {}", c.static_payload_type());
@@ -238,10 +362,18 @@ impl LocalSdp {
              a=ptime:20\r\na={}\r\n",
             direction.attribute()
         );
+        if secure {
+            // One key for both lines: only the suite the answer picks is ever used.
+            let key = self.local_key();
+            for suite in CryptoSuite::ALL {
+                write_crypto(&mut s, offer_tag(suite), suite, &key);
+            }
+        }
         let sdp = self.commit(s);
         self.pending_offer = Some(PendingOffer {
             direction,
             sdp: sdp.clone(),
+            secure,
         });
         sdp
     }
@@ -253,14 +385,25 @@ impl LocalSdp {
     ///
     /// We send with the answer's payload types (they say what the remote expects to receive).
     pub fn accept_answer(&mut self, answer: &str) -> Result<Negotiated, SdpError> {
-        let offer = self
-            .pending_offer
-            .as_ref()
-            .ok_or(SdpError::NoPendingOffer)?;
-        let remote = parse_offer(answer, &self.supported)?;
-        let direction = intersect(offer.direction, remote.answer_direction);
+        let (secure, offered_direction, offered_sdp) = match &self.pending_offer {
+            Some(o) => (o.secure, o.direction, o.sdp.clone()),
+            None => return Err(SdpError::NoPendingOffer),
+        };
+        let want = if secure { Want::Secure } else { Want::Plain };
+        let remote = parse_offer(answer, &self.supported, want)?;
+        let srtp = match &remote.crypto {
+            Some(c) if offer_tag(c.suite) == c.tag => Some(SrtpKeys {
+                suite: c.suite,
+                local: self.local_key.clone().ok_or(SdpError::NoPendingOffer)?,
+                remote: c.key.clone(),
+            }),
+            Some(_) => return Err(SdpError::NoCryptoSuite),
+            None => None,
+        };
+        let direction = intersect(offered_direction, remote.answer_direction);
+        self.srtp = srtp;
         Ok(Negotiated {
-            answer: offer.sdp.clone(),
+            answer: offered_sdp,
             codec: remote.codec,
             payload_type: remote.payload_type,
             dtmf_pt: remote.dtmf_pt,
@@ -289,14 +432,19 @@ impl LocalSdp {
     }
 
     /// Everything after the `o=` line; compared across re-answers to decide on a version bump.
-    fn body(&self, r: &OfferSummary) -> String {
+    fn body(&self, r: &OfferSummary, srtp: Option<&(u32, SrtpKeys)>) -> String {
         let mut s = String::with_capacity(256);
         let at = self.addr_type();
         let _ = write!(s, "s=verde\r\nc=IN {at} {}\r\nt=0 0\r\n", self.local_ip);
         for rejected in &r.rejected_before {
             let _ = write!(s, "m={rejected}\r\n");
         }
-        let _ = write!(s, "m=audio {} RTP/AVP {}", self.local_port, r.payload_type);
+        let proto = if srtp.is_some() {
+            "RTP/SAVP"
+        } else {
+            "RTP/AVP"
+        };
+        let _ = write!(s, "m=audio {} {proto} {}", self.local_port, r.payload_type);
         if let Some(dtmf) = r.dtmf_pt {
             let _ = write!(s, " {dtmf}");
         }
@@ -314,6 +462,9 @@ impl LocalSdp {
             );
         }
         let _ = write!(s, "a=ptime:20\r\na={}\r\n", r.answer_direction.attribute());
+        if let Some((tag, keys)) = srtp {
+            write_crypto(&mut s, *tag, keys.suite, &keys.local);
+        }
         for rejected in &r.rejected_after {
             let _ = write!(s, "m={rejected}\r\n");
         }
@@ -329,6 +480,15 @@ impl LocalSdp {
             self.local_ip
         )
     }
+}
+
+fn write_crypto(s: &mut String, tag: u32, suite: CryptoSuite, key: &MasterKey) {
+    let _ = write!(
+        s,
+        "a=crypto:{tag} {} inline:{}\r\n",
+        suite.name(),
+        base64::engine::general_purpose::STANDARD.encode(key.0)
+    );
 }
 
 /// What two directions both allow.
@@ -354,7 +514,77 @@ pub fn answer(
     LocalSdp::new(local_ip, local_port, supported, session_id).answer(offer)
 }
 
+/// Which transport profiles a stream may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Want {
+    Plain,
+    Secure,
+    Either,
+}
+
+impl Want {
+    fn allows(self, proto: &str) -> bool {
+        matches!(
+            (self, proto),
+            (Want::Plain | Want::Either, "RTP/AVP") | (Want::Secure | Want::Either, "RTP/SAVP")
+        )
+    }
+}
+
+/// The crypto line we chose from an offer (or the one the answer picked).
+struct CryptoChoice {
+    tag: u32,
+    suite: CryptoSuite,
+    key: MasterKey,
+}
+
+/// Parses `a=crypto` values (`tag suite key-params [session-params]`, RFC 4568 §9.1) in
+/// order and returns the first we can use: a supported suite and one inline key of the right
+/// length, no MKI (our SRTP layer does not carry one) and no session parameters (an answerer
+/// must not accept a line whose parameters it does not implement).
+fn choose_crypto(md: &MediaDescription) -> Option<CryptoChoice> {
+    md.attributes
+        .iter()
+        .filter(|a| a.key == "crypto")
+        .filter_map(|a| a.value.as_deref())
+        .find_map(parse_crypto)
+}
+
+fn parse_crypto(value: &str) -> Option<CryptoChoice> {
+    let mut parts = value.split_whitespace();
+    let tag: u32 = parts.next()?.parse().ok()?;
+    if tag > 999_999_999 {
+        return None;
+    }
+    let suite = CryptoSuite::from_name(parts.next()?)?;
+    let key_params = parts.next()?;
+    if parts.next().is_some() || key_params.contains(';') {
+        return None;
+    }
+    let inline = key_params.strip_prefix("inline:")?;
+    let mut fields = inline.split('|');
+    let b64 = fields.next()?;
+    for f in fields {
+        // A lifetime (`2^31` or a number) is fine: we rekey by ending the call long before.
+        // An MKI (`1:4`) is not.
+        if f.contains(':') {
+            return None;
+        }
+    }
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(b64))
+        .ok()?;
+    let key: [u8; MASTER_LEN] = bytes.try_into().ok()?;
+    Some(CryptoChoice {
+        tag,
+        suite,
+        key: MasterKey::from_bytes(key),
+    })
+}
+
 struct OfferSummary {
+    crypto: Option<CryptoChoice>,
     codec: Codec,
     payload_type: u8,
     dtmf_pt: Option<u8>,
@@ -366,7 +596,7 @@ struct OfferSummary {
     rejected_after: Vec<String>,
 }
 
-fn parse_offer(offer: &str, supported: &[Codec]) -> Result<OfferSummary, SdpError> {
+fn parse_offer(offer: &str, supported: &[Codec], want: Want) -> Result<OfferSummary, SdpError> {
     let mut cursor = Cursor::new(offer.as_bytes());
     let sd = SessionDescription::unmarshal(&mut cursor)
         .map_err(|e| SdpError::Malformed(e.to_string()))?;
@@ -382,15 +612,26 @@ fn parse_offer(offer: &str, supported: &[Codec]) -> Result<OfferSummary, SdpErro
 
     // The first usable audio stream wins; any other stream is refused with port 0, keeping the
     // m-line count and order as RFC 3264 §6 requires.
-    let chosen = sd.media_descriptions.iter().position(|m| {
-        m.media_name.media == "audio"
-            && m.media_name.port.value > 0
-            && m.media_name.protos.join("/") == "RTP/AVP"
-    });
-    let Some(chosen) = chosen else {
-        return Err(SdpError::NoAudio);
+    let audio_with = |w: Want| {
+        sd.media_descriptions.iter().position(|m| {
+            m.media_name.media == "audio"
+                && m.media_name.port.value > 0
+                && w.allows(&m.media_name.protos.join("/"))
+        })
+    };
+    let Some(chosen) = audio_with(want) else {
+        return Err(match want {
+            Want::Secure if audio_with(Want::Plain).is_some() => SdpError::SrtpRequired,
+            Want::Plain if audio_with(Want::Secure).is_some() => SdpError::NoCryptoSuite,
+            _ => SdpError::NoAudio,
+        });
     };
     let md = &sd.media_descriptions[chosen];
+    let crypto = if md.media_name.protos.join("/") == "RTP/SAVP" {
+        Some(choose_crypto(md).ok_or(SdpError::NoCryptoSuite)?)
+    } else {
+        None
+    };
 
     let (codec, payload_type, dtmf_pt) = choose_codec(md, supported)?;
 
@@ -446,6 +687,7 @@ fn parse_offer(offer: &str, supported: &[Codec]) -> Result<OfferSummary, SdpErro
         .collect();
 
     Ok(OfferSummary {
+        crypto,
         codec,
         payload_type,
         dtmf_pt,
@@ -612,8 +854,11 @@ mod tests {
     fn no_audio_and_malformed() {
         let video = offer("m=video 30000 RTP/AVP 96", "a=rtpmap:96 H264/90000\r\n");
         assert_eq!(answer(&video, LOCAL, 1, BOTH), Err(SdpError::NoAudio));
+        // SRTP without a usable a=crypto line is a crypto refusal, not a missing stream.
         let srtp = offer("m=audio 30000 RTP/SAVP 0", "");
-        assert_eq!(answer(&srtp, LOCAL, 1, BOTH), Err(SdpError::NoAudio));
+        assert_eq!(answer(&srtp, LOCAL, 1, BOTH), Err(SdpError::NoCryptoSuite));
+        let savpf = offer("m=audio 30000 RTP/SAVPF 0", "");
+        assert_eq!(answer(&savpf, LOCAL, 1, BOTH), Err(SdpError::NoAudio));
         let rejected = offer("m=audio 0 RTP/AVP 0", "");
         assert_eq!(answer(&rejected, LOCAL, 1, BOTH), Err(SdpError::NoAudio));
         assert!(matches!(
@@ -887,5 +1132,217 @@ mod tests {
         let n = answer(o, "2001:db8::2".parse().unwrap(), 4000, BOTH).unwrap();
         assert_eq!(n.remote, "[2001:db8::1]:5000".parse().unwrap());
         assert_eq!(line(&n.answer, "c="), Some("c=IN IP6 2001:db8::2"));
+    }
+
+    mod srtp {
+        use super::*;
+
+        const KEY_A: &str = "WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVzcyBzcGFjZQ==";
+        // 30 bytes each.
+        const KEY_30: &str = "d0RmdmcyQjZFNndkOGVnQnBUS0xLQ3hkcVBXa1NQ";
+
+        fn savp(cryptos: &str) -> String {
+            offer(
+                "m=audio 30000 RTP/SAVP 0 101",
+                &format!("a=rtpmap:101 telephone-event/8000\r\n{cryptos}a=sendrecv\r\n"),
+            )
+        }
+
+        fn inline_key(sdp: &str) -> Vec<u8> {
+            let l = line(sdp, "a=crypto:").expect("a crypto line");
+            let k = l.split("inline:").nth(1).unwrap();
+            base64::engine::general_purpose::STANDARD
+                .decode(k.trim())
+                .unwrap()
+        }
+
+        #[test]
+        fn savp_offer_is_answered_with_the_first_supported_suite_and_a_fresh_key() {
+            assert_eq!(
+                base64::engine::general_purpose::STANDARD
+                    .decode(KEY_30)
+                    .unwrap()
+                    .len(),
+                30
+            );
+            let o = savp(&format!(
+                "a=crypto:1 AES_256_CM_HMAC_SHA1_80 inline:{KEY_A}\r\n\
+                 a=crypto:2 AES_CM_128_HMAC_SHA1_32 inline:{KEY_30}\r\n\
+                 a=crypto:3 AES_CM_128_HMAC_SHA1_80 inline:{KEY_30}\r\n"
+            ));
+            let mut a = LocalSdp::new(LOCAL, 40000, BOTH, 7);
+            let n = a.answer(&o).unwrap();
+            assert_eq!(line(&n.answer, "m="), Some("m=audio 40000 RTP/SAVP 0 101"));
+            let crypto = line(&n.answer, "a=crypto:").unwrap();
+            assert!(
+                crypto.starts_with("a=crypto:2 AES_CM_128_HMAC_SHA1_32 inline:"),
+                "{crypto}"
+            );
+            assert_eq!(n.answer.matches("a=crypto").count(), 1);
+            let ours = inline_key(&n.answer);
+            assert_eq!(ours.len(), 30);
+            let keys = a.srtp().expect("SRTP negotiated");
+            assert_eq!(keys.suite, CryptoSuite::AesCm128HmacSha1_32);
+            assert_eq!(keys.local.0.to_vec(), ours);
+            assert_eq!(
+                keys.remote.0.to_vec(),
+                base64::engine::general_purpose::STANDARD
+                    .decode(KEY_30)
+                    .unwrap()
+            );
+            assert_ne!(keys.local, keys.remote);
+            assert_eq!(n.dtmf_pt, Some(101));
+
+            // Another leg gets another key; a re-offer on this leg keeps ours and the version.
+            let mut b = LocalSdp::new(LOCAL, 40002, BOTH, 8);
+            b.answer(&o).unwrap();
+            assert_ne!(b.srtp().unwrap().local, a.srtp().unwrap().local);
+            let again = a.answer(&o).unwrap();
+            assert_eq!(inline_key(&again.answer), ours);
+            assert_eq!(line(&again.answer, "o="), line(&n.answer, "o="));
+        }
+
+        #[test]
+        fn a_re_offer_that_changes_suite_gets_a_new_key() {
+            let mut a = LocalSdp::new(LOCAL, 40000, BOTH, 7);
+            let o80 = savp(&format!(
+                "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{KEY_30}\r\n"
+            ));
+            let o32 = savp(&format!(
+                "a=crypto:1 AES_CM_128_HMAC_SHA1_32 inline:{KEY_30}\r\n"
+            ));
+            let first = inline_key(&a.answer(&o80).unwrap().answer);
+            let same = inline_key(&a.answer(&o80).unwrap().answer);
+            let other = inline_key(&a.answer(&o32).unwrap().answer);
+            assert_eq!(first, same);
+            assert_ne!(first, other);
+            assert_eq!(a.srtp().unwrap().local.0.to_vec(), other);
+        }
+
+        #[test]
+        fn unusable_crypto_lines_get_no_crypto_suite() {
+            for cryptos in [
+                format!("a=crypto:1 AES_256_CM_HMAC_SHA1_80 inline:{KEY_A}\r\n"),
+                format!("a=crypto:1 F8_128_HMAC_SHA1_80 inline:{KEY_30}\r\n"),
+                // MKI, session parameters, a short key, several keys, no line at all.
+                format!("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{KEY_30}|2^20|1:4\r\n"),
+                format!("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{KEY_30} UNENCRYPTED_SRTP\r\n"),
+                "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:c2hvcnQ=\r\n".to_string(),
+                format!("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{KEY_30};inline:{KEY_30}\r\n"),
+                String::new(),
+            ] {
+                let mut a = LocalSdp::new(LOCAL, 40000, BOTH, 7);
+                assert_eq!(
+                    a.answer(&savp(&cryptos)),
+                    Err(SdpError::NoCryptoSuite),
+                    "{cryptos}"
+                );
+                assert!(a.srtp().is_none());
+            }
+            // A lifetime alone is fine.
+            let mut a = LocalSdp::new(LOCAL, 40000, BOTH, 7);
+            let o = savp(&format!(
+                "a=crypto:9 AES_CM_128_HMAC_SHA1_80 inline:{KEY_30}|2^31\r\n"
+            ));
+            assert!(a
+                .answer(&o)
+                .unwrap()
+                .answer
+                .contains("a=crypto:9 AES_CM_128_HMAC_SHA1_80"));
+        }
+
+        #[test]
+        fn policies_decide_plain_and_secure_offers() {
+            let plain = offer("m=audio 30000 RTP/AVP 0", "");
+            let secure = savp(&format!(
+                "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{KEY_30}\r\n"
+            ));
+            let mut accept = LocalSdp::new(LOCAL, 40000, BOTH, 7);
+            let n = accept.answer(&plain).unwrap();
+            assert_eq!(line(&n.answer, "m="), Some("m=audio 40000 RTP/AVP 0"));
+            assert!(!n.answer.contains("crypto"));
+            assert!(accept.srtp().is_none());
+
+            let mut require = LocalSdp::new(LOCAL, 40000, BOTH, 7).with_srtp(SrtpPolicy::Require);
+            assert_eq!(require.answer(&plain), Err(SdpError::SrtpRequired));
+            assert!(require.answer(&secure).is_ok());
+            assert!(require.srtp().is_some());
+
+            let mut off = LocalSdp::new(LOCAL, 40000, BOTH, 7).with_srtp(SrtpPolicy::Off);
+            assert_eq!(off.answer(&secure), Err(SdpError::NoCryptoSuite));
+            assert!(off.answer(&plain).is_ok());
+            // Plain offers from `Accept` and `Off` legs carry no key.
+            assert!(!accept.offer().contains("crypto"));
+            assert!(!off.offer().contains("RTP/SAVP"));
+        }
+
+        #[test]
+        fn our_savp_offer_and_its_answer_agree_on_keys_both_ways() {
+            let mut offerer = LocalSdp::new(LOCAL, 4000, BOTH, 1).with_srtp(SrtpPolicy::Require);
+            let o = offerer.offer();
+            assert_eq!(line(&o, "m="), Some("m=audio 4000 RTP/SAVP 0 8 101"));
+            assert!(o.contains("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:"));
+            assert!(o.contains("a=crypto:2 AES_CM_128_HMAC_SHA1_32 inline:"));
+            // A phone answering with verde's own answerer.
+            let mut phone = LocalSdp::new(LOCAL, 5004, BOTH, 2);
+            let answer = phone.answer(&o).unwrap().answer;
+            offerer.accept_answer(&answer).unwrap();
+            let ours = offerer.srtp().unwrap();
+            let theirs = phone.srtp().unwrap();
+            assert_eq!(ours.suite, CryptoSuite::AesCm128HmacSha1_80);
+            assert_eq!(ours.local, theirs.remote);
+            assert_eq!(ours.remote, theirs.local);
+        }
+
+        #[test]
+        fn answers_that_drop_or_garble_srtp_are_refused() {
+            let mut offerer = LocalSdp::new(LOCAL, 4000, BOTH, 1).with_srtp(SrtpPolicy::Require);
+            offerer.offer();
+            assert_eq!(
+                offerer.accept_answer(&answer_sdp("m=audio 5004 RTP/AVP 0", "")),
+                Err(SdpError::SrtpRequired)
+            );
+            // Tag 1 was our _80 line: an answer naming tag 1 with _32 is not our offer.
+            let wrong_tag = format!("a=crypto:1 AES_CM_128_HMAC_SHA1_32 inline:{KEY_30}\r\n");
+            assert_eq!(
+                offerer.accept_answer(&answer_sdp("m=audio 5004 RTP/SAVP 0", &wrong_tag)),
+                Err(SdpError::NoCryptoSuite)
+            );
+            let good = format!("a=crypto:2 AES_CM_128_HMAC_SHA1_32 inline:{KEY_30}\r\n");
+            offerer
+                .accept_answer(&answer_sdp("m=audio 5004 RTP/SAVP 0", &good))
+                .unwrap();
+            assert_eq!(
+                offerer.srtp().unwrap().suite,
+                CryptoSuite::AesCm128HmacSha1_32
+            );
+            // A plain offer answered with SAVP is refused too.
+            let mut plain = LocalSdp::new(LOCAL, 4000, BOTH, 1);
+            plain.offer();
+            assert_eq!(
+                plain.accept_answer(&answer_sdp("m=audio 5004 RTP/SAVP 0", &good)),
+                Err(SdpError::NoCryptoSuite)
+            );
+        }
+
+        #[test]
+        fn keys_are_redacted_from_debug_and_logs() {
+            let o = savp(&format!(
+                "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{KEY_30}|2^31\r\n"
+            ));
+            let mut a = LocalSdp::new(LOCAL, 40000, BOTH, 7);
+            let n = a.answer(&o).unwrap();
+            let ours = line(&n.answer, "a=crypto:")
+                .unwrap()
+                .split("inline:")
+                .nth(1)
+                .unwrap();
+            let shown = format!("{n:?} {:?}", a.srtp());
+            assert!(!shown.contains(ours), "{shown}");
+            assert!(shown.contains("inline:<redacted>"), "{shown}");
+            let r = redact_keys(&o);
+            assert!(!r.contains(KEY_30));
+            assert!(r.contains("inline:<redacted>|2^31"), "{r}");
+        }
     }
 }

@@ -26,6 +26,7 @@ use crate::rtp::{
     SAMPLES_PER_FRAME,
 };
 use crate::sdp::{Codec, Direction, Negotiated};
+use crate::srtp::{SrtpContext, SrtpError, SrtpKeys};
 
 /// Which of the leg's two sockets a datagram belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,6 +165,9 @@ pub struct MediaStats {
     pub remote_jitter_ms: Option<f64>,
     /// Round-trip time from the remote's last report (RFC 3550 §6.4.1).
     pub rtt: Option<Duration>,
+    /// On an SRTP leg: datagrams that failed authentication (wrong key, plain RTP, tampered)
+    /// or were replays. Also counted in `ignored_packets`.
+    pub srtp_rejected: u64,
 }
 
 /// A new SSRC from a new address may take over after the current one is silent this long.
@@ -253,6 +257,9 @@ pub struct MediaSession {
     remote_jitter: Option<u32>,
     rtt: Option<Duration>,
     ignored: u64,
+    /// SDES-keyed SRTP: applied to every datagram in and out, below everything else.
+    srtp: Option<SrtpContext>,
+    srtp_rejected: u64,
 
     transmits: VecDeque<Transmit>,
     events: VecDeque<MediaEvent>,
@@ -303,6 +310,8 @@ impl MediaSession {
             remote_jitter: None,
             rtt: None,
             ignored: 0,
+            srtp: None,
+            srtp_rejected: 0,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             tap: VecDeque::new(),
@@ -352,6 +361,24 @@ impl MediaSession {
             self.jitter.reset();
             self.relay_new_stream = true;
         }
+    }
+
+    /// Turns SRTP on (with the keys [`crate::LocalSdp::srtp`] negotiated) or off. Call it
+    /// after every offer/answer exchange, next to [`Self::update`]: a direction whose key is
+    /// unchanged keeps its running context (rollover counter, SRTCP index, replay window), a
+    /// new key starts a fresh one.
+    pub fn set_srtp(&mut self, keys: Option<&SrtpKeys>) -> Result<(), SrtpError> {
+        match (keys, self.srtp.as_mut()) {
+            (None, _) => self.srtp = None,
+            (Some(k), Some(ctx)) => ctx.update(k)?,
+            (Some(k), None) => self.srtp = Some(SrtpContext::new(k)?),
+        }
+        Ok(())
+    }
+
+    /// Whether media on this leg is SRTP.
+    pub fn is_srtp(&self) -> bool {
+        self.srtp.is_some()
     }
 
     /// Our direction (hold/unhold). No RTP is sent unless it includes sending: prompts keep
@@ -605,6 +632,26 @@ impl MediaSession {
 
     /// Feeds one datagram received on `socket` from `from`.
     pub fn handle_packet(&mut self, socket: Socket, bytes: Bytes, from: SocketAddr, now: Instant) {
+        let bytes = match self.srtp.as_mut() {
+            None => bytes,
+            Some(ctx) => {
+                let plain = match socket {
+                    Socket::Rtp => ctx.unprotect_rtp(&bytes),
+                    Socket::Rtcp => ctx.unprotect_rtcp(&bytes),
+                };
+                match plain {
+                    Ok(p) => p,
+                    Err(_) => {
+                        if self.srtp_rejected == 0 {
+                            tracing::debug!(%from, ?socket, "SRTP packet rejected (authentication or replay)");
+                        }
+                        self.srtp_rejected += 1;
+                        self.ignored += 1;
+                        return;
+                    }
+                }
+            }
+        };
         match socket {
             Socket::Rtp => self.handle_rtp(bytes, from, now),
             Socket::Rtcp => self.handle_rtcp(&bytes, from, now),
@@ -970,7 +1017,21 @@ impl MediaSession {
     }
 
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.transmits.pop_front()
+        loop {
+            let mut t = self.transmits.pop_front()?;
+            let Some(ctx) = self.srtp.as_mut() else {
+                return Some(t);
+            };
+            let sealed = match t.socket {
+                Socket::Rtp => ctx.protect_rtp(&t.bytes),
+                Socket::Rtcp => ctx.protect_rtcp(&t.bytes),
+            };
+            // Never fall back to clear text on a secure leg.
+            if let Some(b) = sealed {
+                t.bytes = b;
+                return Some(t);
+            }
+        }
     }
 
     pub fn poll_event(&mut self) -> Option<MediaEvent> {
@@ -1011,6 +1072,7 @@ impl MediaSession {
             remote_fraction_lost: self.remote_fraction_lost,
             remote_jitter_ms: self.remote_jitter.map(|j| f64::from(j) / 8.0),
             rtt: self.rtt,
+            srtp_rejected: self.srtp_rejected,
         }
     }
 }
@@ -1708,5 +1770,202 @@ mod tests {
         assert!(resumed.0 >= t0 + Duration::from_millis(85));
         let event_ts = pkts[3].1.timestamp;
         assert!(resumed.1.timestamp.wrapping_sub(event_ts) >= 320);
+    }
+
+    mod srtp {
+        use super::*;
+        use crate::srtp::{CryptoSuite, MasterKey, SrtpContext, SrtpKeys};
+
+        /// Our keys and the remote peer's context (its send key is our receive key).
+        fn pair(suite: CryptoSuite) -> (SrtpKeys, SrtpContext) {
+            let ours = SrtpKeys {
+                suite,
+                local: MasterKey::random(),
+                remote: MasterKey::random(),
+            };
+            let peer = SrtpContext::new(&SrtpKeys {
+                suite,
+                local: ours.remote.clone(),
+                remote: ours.local.clone(),
+            })
+            .unwrap();
+            (ours, peer)
+        }
+
+        #[test]
+        fn prompt_goes_out_encrypted_and_decrypts_at_the_peer() {
+            let t0 = Instant::now();
+            let (keys, mut peer) = pair(CryptoSuite::AesCm128HmacSha1_80);
+            let mut s = MediaSession::new(&negotiated(None), config(), t0);
+            s.set_srtp(Some(&keys)).unwrap();
+            assert!(s.is_srtp());
+            let prompt = tone_prompt(100);
+            s.play(vec![prompt.clone()], t0);
+            let mut n = 0;
+            while let Some(t) = s
+                .poll_timeout()
+                .filter(|t| *t <= t0 + Duration::from_secs(1))
+            {
+                s.handle_timeout(t);
+                while let Some(tx) = s.poll_transmit() {
+                    if tx.socket != Socket::Rtp {
+                        continue;
+                    }
+                    // The wire payload is not the prompt; the peer recovers it exactly.
+                    let expect = &prompt.ulaw[n * 160..(n + 1) * 160];
+                    assert_ne!(&tx.bytes[12..172], expect);
+                    let plain = peer.unprotect_rtp(&tx.bytes).expect("peer decrypts");
+                    let pkt = RtpPacket::parse(&plain).unwrap();
+                    assert_eq!(&pkt.payload[..], expect, "frame {n}");
+                    n += 1;
+                }
+            }
+            assert_eq!(n, 5);
+            // RTCP is protected too.
+            s.close(t0 + Duration::from_secs(1));
+            let bye = s.poll_transmit().unwrap();
+            assert_eq!(bye.socket, Socket::Rtcp);
+            let clear = rtp::build_bye(0x1234, "verde");
+            // SRTCP: encrypted body, then E flag + index (4 bytes) and an 80-bit tag.
+            assert_eq!(bye.bytes.len(), clear.len() + 14);
+            assert_ne!(&bye.bytes[8..clear.len()], &clear[8..]);
+            let plain = peer
+                .unprotect_rtcp(&bye.bytes)
+                .expect("peer decrypts SRTCP");
+            assert_eq!(plain, clear);
+        }
+
+        #[test]
+        fn digits_and_audio_arrive_through_srtp_and_relay_in_clear() {
+            let t0 = Instant::now();
+            let (keys, mut peer) = pair(CryptoSuite::AesCm128HmacSha1_32);
+            let mut caller = MediaSession::new(&negotiated(Some(101)), config(), t0);
+            caller.set_srtp(Some(&keys)).unwrap();
+            caller.set_relay(true);
+            let from: SocketAddr = "203.0.113.5:40000".parse().unwrap();
+            let mut remote = remote_sender(0, t0);
+            remote.start_talkspurt(t0);
+            let audio = remote.build_frame(&[0x55; 160]).unwrap();
+            caller.handle_packet(Socket::Rtp, peer.protect_rtp(&audio).unwrap(), from, t0);
+            assert_eq!(caller.poll_event(), Some(MediaEvent::RemoteLatched(from)));
+            for p in rfc4733_packets('5', 100, 10).unwrap() {
+                let pkt = remote.build(101, p.marker, 8000, &p.payload);
+                let sealed = peer.protect_rtp(&pkt).unwrap();
+                caller.handle_packet(Socket::Rtp, sealed, from, t0 + p.offset);
+            }
+            assert_eq!(
+                caller.poll_event(),
+                Some(MediaEvent::Dtmf {
+                    digit: '5',
+                    duration_ms: 100,
+                    source: DtmfSource::Rfc4733
+                })
+            );
+            // The bridged plain leg gets the decrypted payload.
+            let Some(Relay::Audio(frame)) = caller.poll_relay() else {
+                panic!("no relayed audio");
+            };
+            assert_eq!(&frame.payload[..], &[0x55; 160]);
+            let mut agent = MediaSession::new(
+                &Negotiated {
+                    remote: "192.0.2.50:6000".parse().unwrap(),
+                    ..negotiated(Some(101))
+                },
+                config(),
+                t0,
+            );
+            assert!(agent.send_relay(&frame, t0));
+            let out = agent.poll_transmit().unwrap();
+            assert_eq!(
+                &RtpPacket::parse(&out.bytes).unwrap().payload[..],
+                &[0x55; 160]
+            );
+            assert_eq!(caller.stats().srtp_rejected, 0);
+        }
+
+        #[test]
+        fn wrong_key_or_plain_packets_are_rejected_and_counted() {
+            let t0 = Instant::now();
+            let (keys, _) = pair(CryptoSuite::AesCm128HmacSha1_80);
+            let (_, mut stranger) = pair(CryptoSuite::AesCm128HmacSha1_80);
+            let mut s = MediaSession::new(&negotiated(Some(101)), config(), t0);
+            s.set_srtp(Some(&keys)).unwrap();
+            let from: SocketAddr = "203.0.113.5:40000".parse().unwrap();
+            let mut remote = remote_sender(0, t0);
+            remote.start_talkspurt(t0);
+            let plain = remote.build_frame(&[0x55; 160]).unwrap();
+            s.handle_packet(Socket::Rtp, plain.clone(), from, t0);
+            s.handle_packet(Socket::Rtp, stranger.protect_rtp(&plain).unwrap(), from, t0);
+            let rr = rtp::build_report(0xABCD, None, None, "x");
+            s.handle_packet(Socket::Rtcp, rr, from, t0);
+            // Nothing got through: no latching, no stream, all counted.
+            assert_eq!(s.poll_event(), None);
+            let st = s.stats();
+            assert_eq!(st.srtp_rejected, 3);
+            assert_eq!(st.ignored_packets, 3);
+            assert_eq!(st.packets_received, 0);
+            assert_eq!(st.remote_ssrc, None);
+            // Turning SRTP off (a plain re-INVITE) accepts clear RTP again.
+            s.set_srtp(None).unwrap();
+            s.handle_packet(Socket::Rtp, plain, from, t0);
+            assert_eq!(s.poll_event(), Some(MediaEvent::RemoteLatched(from)));
+        }
+
+        #[test]
+        fn same_keys_keep_the_context_new_keys_replace_it() {
+            let t0 = Instant::now();
+            let (keys, mut peer) = pair(CryptoSuite::AesCm128HmacSha1_80);
+            let mut s = MediaSession::new(&negotiated(None), config(), t0);
+            s.set_srtp(Some(&keys)).unwrap();
+            let from: SocketAddr = "203.0.113.5:40000".parse().unwrap();
+            let mut remote = remote_sender(0, t0);
+            remote.start_talkspurt(t0);
+            let first = peer
+                .protect_rtp(&remote.build_frame(&[1; 160]).unwrap())
+                .unwrap();
+            s.handle_packet(Socket::Rtp, first.clone(), from, t0);
+            // Re-applying the same keys keeps replay state: the replay is refused.
+            s.set_srtp(Some(&keys)).unwrap();
+            s.handle_packet(Socket::Rtp, first, from, t0);
+            assert_eq!(s.stats().srtp_rejected, 1);
+            let (other, _) = pair(CryptoSuite::AesCm128HmacSha1_80);
+            s.set_srtp(Some(&other)).unwrap();
+            let next = peer
+                .protect_rtp(&remote.build_frame(&[2; 160]).unwrap())
+                .unwrap();
+            s.handle_packet(Socket::Rtp, next, from, t0);
+            assert_eq!(s.stats().srtp_rejected, 2);
+        }
+
+        /// The SRTCP index of the BYE the session sends on `close`.
+        fn bye_index(s: &mut MediaSession, peer: &mut SrtpContext, now: Instant) -> u32 {
+            s.close(now);
+            let t = s.poll_transmit().unwrap();
+            assert_eq!(t.socket, Socket::Rtcp);
+            assert!(peer.unprotect_rtcp(&t.bytes).is_ok());
+            let e_index = &t.bytes[t.bytes.len() - 14..t.bytes.len() - 10];
+            u32::from_be_bytes(e_index.try_into().unwrap()) & 0x7fff_ffff
+        }
+
+        #[test]
+        fn a_new_remote_key_does_not_restart_our_stream() {
+            // A restarted SRTCP index (or rollover counter) under our unchanged key would
+            // reuse keystream.
+            let t0 = Instant::now();
+            let (keys, mut peer) = pair(CryptoSuite::AesCm128HmacSha1_80);
+            let mut s = MediaSession::new(&negotiated(None), config(), t0);
+            s.set_srtp(Some(&keys)).unwrap();
+            let first = bye_index(&mut s, &mut peer, t0);
+            let rekeyed = SrtpKeys {
+                remote: MasterKey::random(),
+                ..keys.clone()
+            };
+            s.set_srtp(Some(&rekeyed)).unwrap();
+            assert_eq!(bye_index(&mut s, &mut peer, t0), first + 1);
+            // Our own new key does start afresh (the peer needs the new key to read it).
+            let (fresh, mut fresh_peer) = pair(CryptoSuite::AesCm128HmacSha1_80);
+            s.set_srtp(Some(&fresh)).unwrap();
+            assert_eq!(bye_index(&mut s, &mut fresh_peer, t0), 1);
+        }
     }
 }

@@ -59,7 +59,7 @@ pub struct DialogState {
     /// Record-Route entries in request order.
     pub route_set: Vec<String>,
     pub local_contact: String,
-    /// `UDP` or `TCP`, for our Via.
+    /// `UDP`, `TCP` or `TLS`, for our Via.
     pub via_transport: String,
     /// `host[:port]` of our Via.
     pub via_sent_by: String,
@@ -328,7 +328,7 @@ impl Dialog {
 
     /// The transport address of the next hop for in-dialog requests: the first Route if there
     /// is a route set, else the remote target. Only IP literals resolve (hostnames give `None`;
-    /// DNS is the binary's business); the port defaults to 5060.
+    /// DNS is the binary's business); the port defaults to the transport's (5060, 5061 for TLS).
     pub fn remote_target_peer(&self, transport: Transport) -> Option<Peer> {
         let next = match self.route_set.first() {
             Some(route) => split_name_addr(route).0,
@@ -338,7 +338,7 @@ impl Dialog {
         let ip: IpAddr = host.parse().ok()?;
         Some(Peer {
             transport,
-            addr: SocketAddr::new(ip, port.unwrap_or(5060)),
+            addr: SocketAddr::new(ip, port.unwrap_or(transport.default_port())),
         })
     }
 
@@ -385,12 +385,42 @@ pub fn name_addr(display: &str, user: &str, host: &str) -> String {
     format!("\"{quoted}\" <sip:{escaped}@{host}>")
 }
 
-/// The socket address of a SIP URI whose host is an IP literal (port 5060 when absent).
+/// The socket address of a SIP URI whose host is an IP literal (port 5060 when absent, 5061
+/// for a `sips:` URI or one with `transport=tls`).
 pub fn uri_socket_addr(uri: &str) -> Option<SocketAddr> {
+    let transport = uri_transport(uri);
     let (uri, _) = split_name_addr(uri);
     let (host, port) = uri_host_port(uri)?;
     let ip: IpAddr = host.parse().ok()?;
-    Some(SocketAddr::new(ip, port.unwrap_or(5060)))
+    Some(SocketAddr::new(
+        ip,
+        port.unwrap_or(transport.default_port()),
+    ))
+}
+
+/// The transport a URI asks for: TLS for `sips:` or `;transport=tls`, TCP for
+/// `;transport=tcp`, else UDP. Given a bare URI, its parameters are the URI's; given a
+/// name-addr, only what is inside the angle brackets counts.
+pub fn uri_transport(uri: &str) -> Transport {
+    let uri = if uri.contains('<') {
+        split_name_addr(uri).0
+    } else {
+        uri.trim()
+    };
+    if uri
+        .get(..5)
+        .is_some_and(|s| s.eq_ignore_ascii_case("sips:"))
+    {
+        return Transport::Tls;
+    }
+    let params = uri
+        .split_once(';')
+        .map_or("", |(_, p)| p.split(['?', '>']).next().unwrap_or(""));
+    match param(params, "transport") {
+        Some(t) if t.eq_ignore_ascii_case("tls") => Transport::Tls,
+        Some(t) if t.eq_ignore_ascii_case("tcp") => Transport::Tcp,
+        _ => Transport::Udp,
+    }
 }
 
 /// What verde needs to start a call to a phone (an agent's registered Contact): see

@@ -39,8 +39,8 @@ mod testdata;
 
 pub use auth::{AuthError, Credentials, DigestAuth, FailureLimiter};
 pub use dialog::{
-    name_addr, new_branch, new_call_id, new_tag, uri_socket_addr, Dialog, DialogError, DialogState,
-    OutboundInvite,
+    name_addr, new_branch, new_call_id, new_tag, uri_socket_addr, uri_transport, Dialog,
+    DialogError, DialogState, OutboundInvite,
 };
 pub use flood::{FloodGuard, Offence, Throttled, Verdict};
 pub use message::{

@@ -1,11 +1,22 @@
 //! Storage for verde.
 //!
-//! The [`Store`] trait (call records) and the [`TaskStore`] trait (the call-me-back basket and
-//! voicemail tasks) are the only way the engine reads or writes durable data, so that the
-//! embedded SQLite implementation here can be joined by a database server implementation
-//! (PostgreSQL) without touching the call path: neither trait names a SQLite type, and times
+//! The [`Store`] trait (call records), the [`TaskStore`] trait (the call-me-back basket and
+//! voicemail tasks) and the [`DialogJournal`] are the only way the engine reads or writes
+//! durable data. Two implementations: [`SqliteStore`], embedded, for one node; [`PgStore`],
+//! a PostgreSQL database shared by several nodes. No trait names a backend type, and times
 //! cross them as unix milliseconds. This crate knows nothing of SIP, media, the IVR or the ACD:
 //! it stores plain records the engine hands it, and never reads a clock.
+//!
+//! # Several nodes
+//!
+//! On [`PgStore`] each node writes under its own name: the callbacks it books are its to dial
+//! ([`TaskStore::own_pending_callbacks`]) and to recover after a restart, its dialog journal is
+//! its own, and it beats ([`TaskStore::heartbeat`]) so that a node silent for too long loses
+//! its basket to the living ([`TaskStore::adopt_orphans`]). Claims that two nodes may race for
+//! (starting an attempt, taking a voicemail, adopting) lock their rows, so one wins and the
+//! other is told. On SQLite these have their single-node meaning. The behaviour both must show
+//! is one suite of cases, `conformance` (feature `conformance`), run here on SQLite and by
+//! the interop tests on a private PostgreSQL.
 //!
 //! # Durability
 //!
@@ -22,7 +33,9 @@
 //!
 //! # Schema
 //!
-//! The database carries a `schema_version` table and is upgraded on open by an ordered list of
+//! On PostgreSQL: numbered steps recorded in `schema_migrations`, all pending ones applied in
+//! one transaction under an advisory lock (see `postgres/migrations.rs`). On SQLite: the
+//! database carries a `schema_version` table and is upgraded on open by an ordered list of
 //! migration steps, each in its own transaction with its version bump (1: call records; 2:
 //! callbacks and their attempts; 3: voicemails; 4: the queue log, call start times as unix
 //! milliseconds for period queries, and period indexes on callbacks and voicemails; 5: the
@@ -36,7 +49,11 @@
 //! the manner of Asterisk's `queue_log`), callbacks with their attempts and voicemails, each
 //! selectable by a half-open period of unix milliseconds.
 
+#[cfg(any(test, feature = "conformance"))]
+#[doc(hidden)]
+pub mod conformance;
 mod dialogs;
+mod postgres;
 mod sqlite;
 mod tasks;
 
@@ -44,6 +61,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 pub use dialogs::{ActiveDialog, DialogChange, DialogJournal};
+pub use postgres::{redact_conninfo, PgStore};
 pub use sqlite::{Durability, SqliteStore};
 pub use tasks::{
     Attempt, AttemptOutcome, CallbackOutcome, CallbackRequest, CallbackState, NewCallback,
@@ -101,10 +119,15 @@ impl StoreError {
     pub fn is_transient(&self) -> bool {
         match self {
             StoreError::Open { .. } => true,
-            StoreError::Backend(e) => match e.downcast_ref::<rusqlite::Error>() {
-                Some(e) => sqlite::is_transient(e),
-                None => true,
-            },
+            StoreError::Backend(e) => {
+                if let Some(e) = e.downcast_ref::<rusqlite::Error>() {
+                    sqlite::is_transient(e)
+                } else if let Some(e) = e.downcast_ref::<postgres::PgError>() {
+                    postgres::is_transient(&e.0)
+                } else {
+                    true
+                }
+            }
             StoreError::SchemaTooNew { .. }
             | StoreError::Data(_)
             | StoreError::NotFound { .. }
@@ -116,6 +139,25 @@ impl StoreError {
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
         StoreError::Backend(Box::new(e))
+    }
+}
+
+impl From<::postgres::Error> for StoreError {
+    fn from(e: ::postgres::Error) -> Self {
+        StoreError::Backend(Box::new(postgres::PgError(e)))
+    }
+}
+
+/// `started_at` as unix milliseconds, or `None` (with a warning) when it is not RFC 3339: the
+/// record is still stored, only outside every period.
+pub(crate) fn started_ms(record: &CallRecord) -> Option<i64> {
+    match chrono::DateTime::parse_from_rfc3339(&record.started_at) {
+        Ok(t) => Some(t.timestamp_millis()),
+        Err(e) => {
+            tracing::warn!(call_id = %record.call_id, started_at = %record.started_at, error = %e,
+                "call record start is not RFC 3339; stored outside every period");
+            None
+        }
     }
 }
 
@@ -396,6 +438,34 @@ pub trait TaskStore: Send + Sync {
     /// lost to a crash. Its place in line (`requested_at_ms`) and `not_before_ms` are unchanged.
     /// Returns the callbacks it recovered; a second call finds none.
     fn recover_after_crash(&self, at_ms: i64) -> Result<Vec<CallbackRequest>, StoreError>;
+
+    /// The active (pending or dialing) callbacks this node dials, in line order: every active
+    /// one in a store of one node; in a shared store, those this node booked or adopted.
+    fn own_pending_callbacks(&self) -> Result<Vec<CallbackRequest>, StoreError> {
+        self.pending_callbacks()
+    }
+    /// Tells the other nodes of a shared store that `node` is alive at `now_ms` (unix ms, this
+    /// node's clock; the nodes' clocks must agree to well within `dead_after_ms`). A store of
+    /// one node has no one to tell.
+    fn heartbeat(&self, node: &str, now_ms: i64) -> Result<(), StoreError> {
+        let _ = (node, now_ms);
+        Ok(())
+    }
+    /// Moves to `node` the active callbacks of every other node not seen for longer than
+    /// `dead_after_ms` at `now_ms` (or never seen), and returns them, so that a dead node's
+    /// basket is dialed by the living. A callback the dead node was dialing gets its attempt
+    /// finished as `Interrupted` and goes back to pending, as [`TaskStore::recover_after_crash`]
+    /// does. Two nodes adopting at once never take the same callback. A store of one node has
+    /// no orphans.
+    fn adopt_orphans(
+        &self,
+        node: &str,
+        now_ms: i64,
+        dead_after_ms: i64,
+    ) -> Result<Vec<CallbackRequest>, StoreError> {
+        let _ = (node, now_ms, dead_after_ms);
+        Ok(Vec::new())
+    }
 
     /// Stores a new voicemail task. Idempotent per `(call_id, mailbox)`: storing the same
     /// message again returns the existing id and `false`.

@@ -17,13 +17,21 @@
 use crate::AudioCodec;
 
 /// The codec an audio format names in this SDP, if it is one we know.
-fn codec_of(sdp: &str, pt: &str) -> Option<AudioCodec> {
-    let rtpmap = sdp.lines().find_map(|l| {
-        let rest = l.strip_prefix("a=rtpmap:")?;
-        let (p, enc) = rest.split_once(' ')?;
-        (p == pt).then_some(enc)
-    });
-    match rtpmap {
+/// Every `a=rtpmap` of the SDP by payload type (the first one wins, as a lookup by line
+/// would), read once: a hostile 64 KiB offer with thousands of formats must cost one pass,
+/// not one pass per format (found by timing fuzz inputs).
+fn rtpmaps(sdp: &str) -> std::collections::HashMap<&str, &str> {
+    let mut maps = std::collections::HashMap::new();
+    for l in sdp.lines() {
+        if let Some((p, enc)) = l.strip_prefix("a=rtpmap:").and_then(|r| r.split_once(' ')) {
+            maps.entry(p).or_insert(enc);
+        }
+    }
+    maps
+}
+
+fn codec_of(maps: &std::collections::HashMap<&str, &str>, pt: &str) -> Option<AudioCodec> {
+    match maps.get(pt).copied() {
         Some(enc) => {
             let name = enc.split('/').next().unwrap_or("");
             [AudioCodec::Pcmu, AudioCodec::Pcma, AudioCodec::Opus]
@@ -40,6 +48,7 @@ fn codec_of(sdp: &str, pt: &str) -> Option<AudioCodec> {
 /// Reorders the audio line's formats: ours first, in `codecs` order, then the rest as offered.
 pub fn prefer(sdp: &str, codecs: &[AudioCodec]) -> String {
     let eol = if sdp.contains("\r\n") { "\r\n" } else { "\n" };
+    let maps = rtpmaps(sdp);
     let mut out = String::with_capacity(sdp.len());
     for line in sdp.lines() {
         match line.strip_prefix("m=audio ") {
@@ -47,12 +56,10 @@ pub fn prefer(sdp: &str, codecs: &[AudioCodec]) -> String {
                 let mut fields = rest.split(' ');
                 let (port, proto) = (fields.next().unwrap_or(""), fields.next().unwrap_or(""));
                 let fmts: Vec<&str> = fields.collect();
-                // One pass over the SDP per format, not per comparison: a 64 KiB offer with
-                // thousands of formats must not cost seconds (found by timing fuzz inputs).
                 let ranks: Vec<usize> = fmts
                     .iter()
                     .map(|pt| {
-                        codec_of(sdp, pt)
+                        codec_of(&maps, pt)
                             .and_then(|c| codecs.iter().position(|o| *o == c))
                             .unwrap_or(codecs.len())
                     })
@@ -76,8 +83,9 @@ pub fn chosen_clock_rate(sdp: &str, codecs: &[AudioCodec]) -> u32 {
     let Some(formats) = sdp.lines().find_map(|l| l.strip_prefix("m=audio ")) else {
         return 8000;
     };
+    let maps = rtpmaps(sdp);
     for pt in formats.split(' ').skip(2) {
-        if let Some(codec) = codec_of(sdp, pt).filter(|c| codecs.contains(c)) {
+        if let Some(codec) = codec_of(&maps, pt).filter(|c| codecs.contains(c)) {
             return codec.clock_rate();
         }
     }

@@ -237,12 +237,21 @@ impl AgentLeg {
         auto_answer: bool,
         sip_out: &mut Vec<SipCmd>,
     ) -> AgentLeg {
+        // `agents[].srtp`; outside numbers (transfers, callbacks) get plain offers.
+        let srtp = engine
+            .cfg
+            .agents
+            .iter()
+            .find(|a| a.id == agent)
+            .map(|a| a.srtp.policy())
+            .unwrap_or_default();
         let mut local_sdp = LocalSdp::new(
             engine.media_ip,
             rtp.port,
             &[Codec::Pcmu, Codec::Pcma],
             rand::random::<u32>() as u64,
-        );
+        )
+        .with_srtp(srtp);
         let host = engine.sip_host();
         let from = verde_sip::name_addr(caller, caller, &host);
         let to = format!("<sip:{agent}@{host}>");
@@ -356,7 +365,17 @@ impl AgentLeg {
                 let answer = std::str::from_utf8(&resp.body).unwrap_or("");
                 match sip.local_sdp.accept_answer(answer) {
                     Ok(neg) => {
+                        let keys = sip.local_sdp.srtp().cloned();
+                        if let Some(k) = &keys {
+                            tracing::info!(agent = %self.agent, suite = k.suite.name(), "agent leg media is SRTP");
+                        }
                         self.start_media(&neg, now);
+                        if let Some(Err(e)) = self.media.as_mut().map(|m| m.set_srtp(keys.as_ref()))
+                        {
+                            tracing::error!(agent = %self.agent, error = %e, "SRTP context not created");
+                            self.bye(sip_out);
+                            return LegEvent::Failed(500);
+                        }
                         self.state = LegState::Answered;
                         self.answered_at = Some(now);
                         LegEvent::Answered
@@ -457,6 +476,9 @@ impl AgentLeg {
         let neg = sip.local_sdp.answer(offer).ok()?;
         if let Some(m) = self.media.as_mut() {
             m.update(&neg, now);
+            if let Err(e) = m.set_srtp(sip.local_sdp.srtp()) {
+                tracing::error!(agent = %self.agent, error = %e, "SRTP context not created on re-offer");
+            }
         }
         Some(neg)
     }

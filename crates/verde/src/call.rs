@@ -394,22 +394,25 @@ async fn run(
         let listening = |l: &AgentLeg| {
             l.state == LegState::Answered || (l.is_browser() && l.state == LegState::Ringing)
         };
-        let live: Vec<_> = call
-            .legs
-            .iter()
-            .enumerate()
-            .filter(|(_, l)| listening(l))
-            .chain(
-                call.sup
-                    .as_ref()
-                    .filter(|s| listening(&s.leg))
-                    .map(|s| (SUPERVISOR, &s.leg)),
-            )
-            .map(|(i, l)| (i, l.sockets()))
-            .collect();
+        let legs = async {
+            // On the stack: this runs once per packet of a bridged call.
+            let live: smallvec::SmallVec<[_; 4]> = call
+                .legs
+                .iter()
+                .enumerate()
+                .filter(|(_, l)| listening(l))
+                .chain(
+                    call.sup
+                        .as_ref()
+                        .filter(|s| listening(&s.leg))
+                        .map(|s| (SUPERVISOR, &s.leg)),
+                )
+                .map(|(i, l)| (i, l.sockets()))
+                .collect();
+            crate::agent_leg::recv_any(&live, &mut leg_buf).await
+        };
         tokio::select! {
-            r = crate::agent_leg::recv_any(&live, &mut leg_buf) => {
-                drop(live);
+            r = legs => {
                 if let Ok((i, packet)) = r {
                     let leg = if i == SUPERVISOR {
                         call.sup.as_mut().map(|s| &mut s.leg)
@@ -582,7 +585,8 @@ async fn sip_media(
         rtp.port,
         &[Codec::Pcmu, Codec::Pcma],
         rand::random::<u32>() as u64,
-    );
+    )
+    .with_srtp(engine.cfg.media.srtp.policy());
     let negotiated = match local_sdp.answer(&offer) {
         Ok(n) => n,
         Err(e) => {
@@ -593,6 +597,16 @@ async fn sip_media(
                     "305 verde \"only PCMU and PCMA audio are supported\"",
                 ),
                 SdpError::Malformed(_) => (400, "Bad Request", "399 verde \"malformed SDP\""),
+                SdpError::NoCryptoSuite => (
+                    488,
+                    "Not Acceptable Here",
+                    "306 verde \"no supported SRTP crypto suite (AES_CM_128_HMAC_SHA1_80/32)\"",
+                ),
+                SdpError::SrtpRequired => (
+                    488,
+                    "Not Acceptable Here",
+                    "306 verde \"SRTP (RTP/SAVP) required\"",
+                ),
                 _ => (488, "Not Acceptable Here", "304 verde \"no audio stream\""),
             };
             tracing::warn!(error = %e, status, "refused: SDP offer not acceptable");
@@ -601,8 +615,15 @@ async fn sip_media(
             return None;
         }
     };
-    tracing::info!(codec = ?negotiated.codec, remote_rtp = %negotiated.remote, local_rtp = rtp.port, dtmf_pt = ?negotiated.dtmf_pt, "media negotiated");
-    let media = MediaSession::new(&negotiated, caller_media_config(engine, None), now);
+    let srtp = local_sdp.srtp().map(|k| k.suite);
+    tracing::info!(codec = ?negotiated.codec, remote_rtp = %negotiated.remote, local_rtp = rtp.port, dtmf_pt = ?negotiated.dtmf_pt, ?srtp, "media negotiated");
+    let mut media = MediaSession::new(&negotiated, caller_media_config(engine, None), now);
+    if let Err(e) = media.set_srtp(local_sdp.srtp()) {
+        tracing::error!(error = %e, "refused: SRTP context not created");
+        let resp = refuse(500, "Server Internal Error", None);
+        reject(engine, start, started_at, resp, 500).await;
+        return None;
+    }
     Some((media, rtp, local_sdp, negotiated.answer, from.transport))
 }
 
@@ -1344,6 +1365,9 @@ impl Call {
             Ok(neg) => {
                 tracing::info!(direction = ?neg.direction, remote_rtp = %neg.remote, "media renegotiated");
                 self.media.update(&neg, now);
+                if let Err(e) = self.media.set_srtp(local_sdp.srtp()) {
+                    tracing::error!(error = %e, "SRTP context not created on re-offer");
+                }
                 self.answer_sdp = neg.answer.clone();
                 let mut resp = req.response(200, "OK").with_to_tag(&self.local_tag);
                 resp.headers.push("Contact", &self.contact);

@@ -59,6 +59,53 @@ pub struct Config {
     /// Browser calls: the public "call now" page and the agents' in-browser softphone.
     #[serde(default)]
     pub webrtc: WebRtcSettings,
+    /// Where records and tasks live: the embedded SQLite store in `data`, or a PostgreSQL
+    /// database shared by several nodes.
+    #[serde(default)]
+    pub store: StoreConfig,
+}
+
+/// `store:`: the embedded store, or PostgreSQL shared by several nodes (docs/deploy.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// libpq conninfo (`host=... dbname=...`) or `postgres://` URL; None = SQLite in `data`.
+    pub postgres: Option<String>,
+    /// This node's name in a shared store; None = the host name. Unique per node.
+    pub node: Option<String>,
+    /// Silence after which another node adopts this node's callbacks.
+    #[serde(with = "humantime_secs")]
+    pub node_timeout: Duration,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            postgres: None,
+            node: None,
+            node_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl StoreConfig {
+    /// `node`, or the host name, or `verde` when even that is unknown.
+    pub fn node_name(&self) -> String {
+        if let Some(n) = self
+            .node
+            .as_deref()
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+        {
+            return n.to_string();
+        }
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "verde".to_string())
+    }
 }
 
 /// `webrtc:`: browsers calling in from `/call/{did}` and agents answering in `/agent`.
@@ -236,6 +283,33 @@ pub struct SipConfig {
     pub min_expires: u32,
     pub max_expires: u32,
     pub default_expires: u32,
+    /// Proxies (Kamailio) that relay phones' requests: for those, the digest failure limiter
+    /// counts the address in the phone's own Via (`received`), not the proxy's.
+    #[serde(default)]
+    pub trusted_proxies: Vec<IpNet>,
+    /// SIP over TLS: off while `listen` is null.
+    #[serde(default)]
+    pub tls: SipTls,
+}
+
+/// `sip.tls`: a TLS listener for trunks and phones, beside UDP and TCP on `sip.listen`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SipTls {
+    /// Address for SIP over TLS (usually port 5061); null: no TLS listener.
+    pub listen: Option<SocketAddr>,
+    /// PEM certificate chain, the server's certificate first.
+    pub cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: Option<PathBuf>,
+}
+
+/// A PEM certificate chain and its key (`http.tls`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// An agent's account: the SIP user its phone registers as, and its ACD membership.
@@ -262,6 +336,54 @@ pub struct AgentAccount {
     /// calls the phone with an auto-answer request: for phones set to auto-answer).
     #[serde(default)]
     pub answer_from: AnswerFrom,
+    /// SRTP (SDES) on the calls verde places to this agent's phone: `mandatory` offers only
+    /// `RTP/SAVP`, `optional` offers plain RTP (and accepts SRTP if the phone re-offers it),
+    /// `off` refuses SRTP.
+    #[serde(default)]
+    pub srtp: AgentSrtp,
+}
+
+/// `agents[].srtp`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentSrtp {
+    #[default]
+    Optional,
+    Mandatory,
+    Off,
+}
+
+impl AgentSrtp {
+    pub fn policy(self) -> verde_media::SrtpPolicy {
+        match self {
+            AgentSrtp::Optional => verde_media::SrtpPolicy::Accept,
+            AgentSrtp::Mandatory => verde_media::SrtpPolicy::Require,
+            AgentSrtp::Off => verde_media::SrtpPolicy::Off,
+        }
+    }
+}
+
+/// `media.srtp`: SRTP (SDES) on the calls verde answers (trunks, SIP callers).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MediaSrtp {
+    /// Answer `RTP/SAVP` when offered, plain RTP otherwise.
+    #[default]
+    Accept,
+    /// Refuse plain offers with 488.
+    Require,
+    /// Refuse SRTP offers with 488.
+    Off,
+}
+
+impl MediaSrtp {
+    pub fn policy(self) -> verde_media::SrtpPolicy {
+        match self {
+            MediaSrtp::Accept => verde_media::SrtpPolicy::Accept,
+            MediaSrtp::Require => verde_media::SrtpPolicy::Require,
+            MediaSrtp::Off => verde_media::SrtpPolicy::Off,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -344,6 +466,9 @@ pub struct MediaConfig {
     pub rtp_ports: PortRange,
     /// Detect DTMF tones in the audio when the caller did not offer telephone-event.
     pub inband_dtmf: bool,
+    /// SRTP (SDES) on answered SIP legs.
+    #[serde(default)]
+    pub srtp: MediaSrtp,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -354,6 +479,9 @@ pub struct HttpConfig {
     /// limits and "this host only" checks then apply to the client, not to the proxy.
     #[serde(default)]
     pub trusted_proxies: Vec<IpNet>,
+    /// HTTPS (and WSS) with this certificate; null: plain HTTP.
+    #[serde(default)]
+    pub tls: Option<TlsFiles>,
 }
 
 /// A carrier trunk: INVITEs to our numbers are accepted only from these addresses.
@@ -420,6 +548,13 @@ mod humantime_secs {
     }
 }
 
+/// The trunk whose addresses include `ip`.
+pub fn trunk_in(trunks: &[Trunk], ip: IpAddr) -> Option<&Trunk> {
+    trunks
+        .iter()
+        .find(|t| t.addresses.iter().any(|net| net.contains(&ip)))
+}
+
 /// Maps are merged key by key; anything else in `top` replaces what is below.
 fn overlay(base: &mut serde_yaml::Value, top: serde_yaml::Value) {
     match (base, top) {
@@ -456,15 +591,24 @@ impl Config {
     /// The embedded defaults, overlaid with the file at `path` if given: the file needs only the
     /// options it changes; unknown options are refused with their name.
     pub fn load(path: Option<&Path>) -> Result<Config> {
+        match path {
+            None => Config::parse("<embedded default-config.yaml>", None),
+            Some(p) => {
+                let name = p.display().to_string();
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("cannot read config file {name}"))?;
+                Config::parse(&name, Some(&text))
+            }
+        }
+    }
+
+    /// The embedded defaults overlaid with `user` (a file's text, named `name` in errors).
+    pub fn parse(name: &str, user: Option<&str>) -> Result<Config> {
         let mut merged: serde_yaml::Value =
             serde_yaml::from_str(DEFAULT_CONFIG).context("embedded default-config.yaml")?;
-        let mut name = "<embedded default-config.yaml>".to_string();
-        if let Some(p) = path {
-            name = p.display().to_string();
-            let text = std::fs::read_to_string(p)
-                .with_context(|| format!("cannot read config file {name}"))?;
+        if let Some(text) = user {
             let user: serde_yaml::Value =
-                serde_yaml::from_str(&text).map_err(|e| match e.location() {
+                serde_yaml::from_str(text).map_err(|e| match e.location() {
                     Some(loc) => anyhow::anyhow!("{name}:{}: {e}", loc.line()),
                     None => anyhow::anyhow!("{name}: {e}"),
                 })?;
@@ -472,7 +616,7 @@ impl Config {
         }
         let cfg: Config =
             serde_yaml::from_value(merged).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
-        cfg.validate(&name)?;
+        cfg.validate(name)?;
         Ok(cfg)
     }
 
@@ -494,6 +638,18 @@ impl Config {
     fn validate(&self, name: &str) -> Result<()> {
         if !self.sip.udp && !self.sip.tcp {
             bail!("{name}: sip: enable at least one of udp and tcp");
+        }
+        if let Some(listen) = self.sip.tls.listen {
+            if self.sip.tls.cert.is_none() || self.sip.tls.key.is_none() {
+                bail!("{name}: sip.tls.listen {listen} needs sip.tls.cert and sip.tls.key (PEM files)");
+            }
+        }
+        if self.store.node_timeout < Duration::from_secs(5) {
+            bail!(
+                "{name}: store.node_timeout {}s is too short: a busy node would lose its \
+                 callbacks to another (at least 5s; the heartbeat is every few seconds)",
+                self.store.node_timeout.as_secs()
+            );
         }
         if self.sip.max_calls == 0 {
             bail!("{name}: sip.max_calls must be at least 1");
@@ -568,13 +724,6 @@ impl Config {
         Ok(())
     }
 
-    /// The trunk an address belongs to, if any.
-    pub fn trunk_for(&self, ip: IpAddr) -> Option<&Trunk> {
-        self.trunks
-            .iter()
-            .find(|t| t.addresses.iter().any(|net| net.contains(&ip)))
-    }
-
     /// The address written in SDP.
     pub fn media_ip(&self) -> IpAddr {
         if let Some(ip) = self.media.ip {
@@ -602,9 +751,35 @@ mod tests {
     fn embedded_defaults_parse_and_admit_only_loopback_trunk() {
         let c = Config::load(None).unwrap();
         assert_eq!(c.sip.listen.port(), 5060);
-        assert!(c.trunk_for("127.0.0.1".parse().unwrap()).is_some());
-        assert!(c.trunk_for("127.0.0.2".parse().unwrap()).is_none());
-        assert!(c.trunk_for("10.1.2.3".parse().unwrap()).is_none());
+        assert!(trunk_in(&c.trunks, "127.0.0.1".parse().unwrap()).is_some());
+        assert!(trunk_in(&c.trunks, "127.0.0.2".parse().unwrap()).is_none());
+        assert!(trunk_in(&c.trunks, "10.1.2.3".parse().unwrap()).is_none());
+    }
+
+    #[test]
+    fn tls_listeners_need_their_files() {
+        let c = Config::load(None).unwrap();
+        assert!(c.sip.tls.listen.is_none() && c.http.tls.is_none());
+        let dir = std::env::temp_dir().join(format!("verde-cfg-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("t.yaml");
+        std::fs::write(&p, "sip:\n  tls: { listen: 0.0.0.0:5061, cert: c.pem }\n").unwrap();
+        let err = Config::load(Some(&p)).unwrap_err().to_string();
+        assert!(err.contains("sip.tls.key"), "{err}");
+        std::fs::write(
+            &p,
+            "sip:\n  tls: { listen: 0.0.0.0:5061, cert: c.pem, key: k.pem }\n\
+             http:\n  tls: { cert: h.pem, key: hk.pem }\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&p)).unwrap();
+        assert_eq!(c.sip.tls.listen.map(|a| a.port()), Some(5061));
+        assert_eq!(c.http.tls.unwrap().key, PathBuf::from("hk.pem"));
+        // The defaults' other sip keys survive the overlay.
+        assert!(c.sip.udp && c.sip.tcp);
+        std::fs::write(&p, "http:\n  tls: { cert: h.pem }\n").unwrap();
+        assert!(Config::load(Some(&p)).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -690,6 +865,36 @@ mod tests {
         assert_eq!(parse_duration_secs("5m"), Ok(300));
         assert_eq!(parse_duration_secs("12"), Ok(12));
         assert!(parse_duration_secs("soon").is_err());
+    }
+
+    #[test]
+    fn store_section_defaults_to_sqlite_and_takes_a_shared_database() {
+        let c = Config::parse("defaults", None).unwrap();
+        assert_eq!(c.store.postgres, None);
+        assert_eq!(c.store.node_timeout, Duration::from_secs(30));
+        assert!(!c.store.node_name().is_empty());
+        let c = Config::parse(
+            "pg.yaml",
+            Some("store:\n  postgres: \"host=/run/pg dbname=verde\"\n  node: \" a1 \"\n  node_timeout: 1m\n"),
+        )
+        .unwrap();
+        assert_eq!(
+            c.store.postgres.as_deref(),
+            Some("host=/run/pg dbname=verde")
+        );
+        assert_eq!(c.store.node_name(), "a1");
+        assert_eq!(c.store.node_timeout, Duration::from_secs(60));
+        let err = Config::parse("short.yaml", Some("store:\n  node_timeout: 2\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("short.yaml") && err.contains("node_timeout"),
+            "{err}"
+        );
+        let err = Config::parse("typo.yaml", Some("store:\n  postgress: x\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("postgress"), "{err}");
     }
 
     #[test]

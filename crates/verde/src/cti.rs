@@ -22,9 +22,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::Instrument;
 use verde_acd::{AgentId, AgentState, CallKey, QueueName};
 use verde_cti::{
-    AuthConfig, Authenticator, Broadcast, CallOffer, Credentials, EngineCommand, EngineError,
-    ErrorCode, Event, ForcedState, Frame, Identity, Limits, Out, Reply, RequestId, Role, Session,
-    TaskInfo, TaskKind, TaskRef,
+    AuthConfig, Authenticator, Broadcast, CallOffer, EngineCommand, EngineError, ErrorCode, Event,
+    ForcedState, Frame, Identity, Limits, Out, Reply, RequestId, Role, Session, TaskInfo, TaskKind,
+    TaskRef,
 };
 
 /// Events an agent connection may have queued before it counts as too slow.
@@ -33,70 +33,6 @@ const CONN_QUEUE: usize = 4096;
 const FRAME_EVERY: Duration = Duration::from_millis(500);
 /// How often service-level figures are recomputed and sent.
 const STATS_EVERY: Duration = Duration::from_secs(5);
-
-/// Agents' and supervisors' secrets from the config, checked in constant time.
-struct ConfigCredentials {
-    realm: String,
-    users: HashMap<String, (Role, Secret)>,
-}
-
-struct Secret {
-    password: Option<String>,
-    ha1_md5: Option<String>,
-    ha1_sha256: Option<String>,
-}
-
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-impl Credentials for ConfigCredentials {
-    fn check(&self, user: &str, password: &str) -> Option<Role> {
-        let (role, secret) = self.users.get(user)?;
-        let ok = if let Some(p) = &secret.password {
-            same(p.as_bytes(), password.as_bytes())
-        } else if let Some(h) = &secret.ha1_sha256 {
-            let mine = verde_sip::auth::ha1(
-                verde_sip::auth::Algorithm::Sha256,
-                user,
-                &self.realm,
-                password,
-            );
-            same(h.to_ascii_lowercase().as_bytes(), mine.as_bytes())
-        } else if let Some(h) = &secret.ha1_md5 {
-            let mine =
-                verde_sip::auth::ha1(verde_sip::auth::Algorithm::Md5, user, &self.realm, password);
-            same(h.to_ascii_lowercase().as_bytes(), mine.as_bytes())
-        } else {
-            false
-        };
-        ok.then_some(*role)
-    }
-}
-
-fn credentials(cfg: &Config) -> ConfigCredentials {
-    let mut users = HashMap::new();
-    for a in &cfg.agents {
-        let secret = Secret {
-            password: a.password.clone(),
-            ha1_md5: a.ha1_md5.clone(),
-            ha1_sha256: a.ha1_sha256.clone(),
-        };
-        users.insert(a.id.clone(), (Role::Agent, secret));
-    }
-    for s in &cfg.supervisors {
-        let secret = Secret {
-            password: s.password.clone(),
-            ha1_md5: s.ha1_md5.clone(),
-            ha1_sha256: s.ha1_sha256.clone(),
-        };
-        users.insert(s.id.clone(), (Role::Supervisor, secret));
-    }
-    ConfigCredentials {
-        realm: cfg.sip.realm.clone(),
-        users,
-    }
-}
 
 enum HubMsg {
     Event(Event),
@@ -113,6 +49,8 @@ enum HubMsg {
 
 /// The engine's side of the CTI, shared by call tasks, the ACD task and the websocket tasks.
 pub struct Hub {
+    /// Agents' and supervisors' secrets (CTI logins and phones' digest), swapped on reload.
+    pub accounts: Arc<crate::accounts::Accounts>,
     tx: mpsc::UnboundedSender<HubMsg>,
     pub auth: Arc<Authenticator>,
     /// Agents with a bar connected (count of connections), read by call tasks to decide
@@ -143,12 +81,13 @@ impl Hub {
         let (tx, rx) = mpsc::unbounded_channel();
         let (frames_tx, frames) = watch::channel(None);
         let (stats_tx, stats) = watch::channel(None);
+        let accounts = crate::accounts::Accounts::new(cfg);
         let auth = Authenticator::new(
             AuthConfig {
                 token_ttl: cfg.cti.token_ttl,
                 ..AuthConfig::default()
             },
-            credentials(cfg),
+            accounts.cti(),
         );
         let attached = Arc::new(DashMap::new());
         let agent_queues: HashMap<_, _> = cfg
@@ -157,6 +96,7 @@ impl Hub {
             .map(|a| (a.id.clone(), a.queues.clone()))
             .collect();
         let hub = Arc::new(Hub {
+            accounts,
             tx,
             auth: Arc::new(auth),
             attached: attached.clone(),

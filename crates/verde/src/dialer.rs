@@ -7,6 +7,12 @@
 //! task rings the agent (agent-first) and, once the agent answers, dials the customer through
 //! `outbound.uri` and bridges them. Every attempt is written before the customer is dialed, so
 //! a crash leaves a visible "interrupted" attempt, retried at restart, never duplicated.
+//!
+//! With a store shared by several nodes (PostgreSQL), a node dials the callbacks it booked
+//! and those it adopted. Every [`heartbeat_every`] it tells the store it is alive and adopts
+//! the callbacks of nodes silent for longer than `store.node_timeout`: adopted callbacks are
+//! this node's from then on, and the next round of the dialer puts them in line like its own
+//! (an attempt the dead node had in progress comes back interrupted, as after a restart).
 
 use crate::agent_leg::{AgentLeg, LegEvent, LegState};
 use crate::call::CallInput;
@@ -21,8 +27,84 @@ use verde_media::MediaEvent;
 use verde_sip::{Method, Peer, Transport};
 use verde_store::{AttemptOutcome, CallbackRequest, CallbackState};
 
+/// How often a node beats and looks for orphans: a few times per `node_timeout`, so that one
+/// slow round never makes a living node look dead.
+pub fn heartbeat_every(node_timeout: Duration) -> Duration {
+    (node_timeout / 4).clamp(Duration::from_secs(1), Duration::from_secs(5))
+}
+
+/// Heartbeats and adoption (only on a node that dials: `outbound.uri` set), on a task of
+/// their own so that a slow dialing round never delays a heartbeat. The first beat is written
+/// before this returns, before the node recovers its own attempts, so that no other node
+/// mistakes a node that is starting for a dead one.
+async fn keep_alive(engine: Arc<Engine>) {
+    let node = engine.cfg.store.node_name();
+    let timeout = engine.cfg.store.node_timeout;
+    let dead_after_ms = timeout.as_millis() as i64;
+    let beat = |engine: &Arc<Engine>, node: &str| {
+        let (tasks, node) = (engine.tasks.clone(), node.to_string());
+        tokio::task::spawn_blocking(move || tasks.heartbeat(&node, crate::clock::now_ms()))
+    };
+    if let Ok(Err(e)) = beat(&engine, &node).await {
+        tracing::warn!(error = %e, %node, "store: first heartbeat failed");
+    }
+    let every = heartbeat_every(timeout);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failing = false;
+        loop {
+            tick.tick().await;
+            // A node that cannot dial must not take callbacks others would dial.
+            let can_dial = engine.cfg.outbound.uri.is_some();
+            let result = match beat(&engine, &node).await {
+                Ok(Ok(())) if !can_dial => Ok(Vec::new()),
+                Ok(Ok(())) => {
+                    let (tasks, me) = (engine.tasks.clone(), node.clone());
+                    let now_ms = crate::clock::now_ms();
+                    match tokio::task::spawn_blocking(move || {
+                        tasks.adopt_orphans(&me, now_ms, dead_after_ms)
+                    })
+                    .await
+                    {
+                        Ok(Ok(adopted)) => Ok(adopted),
+                        Ok(Err(e)) => {
+                            Err(("adopting the callbacks of silent nodes", e.to_string()))
+                        }
+                        Err(e) => Err(("adopting the callbacks of silent nodes", e.to_string())),
+                    }
+                }
+                Ok(Err(e)) => Err(("heartbeat", e.to_string())),
+                Err(e) => Err(("heartbeat", e.to_string())),
+            };
+            match result {
+                Ok(adopted) => {
+                    if failing {
+                        tracing::info!(%node, "store: heartbeats and adoption work again");
+                        failing = false;
+                    }
+                    if !adopted.is_empty() {
+                        tracing::warn!(
+                            %node,
+                            callbacks = adopted.len(),
+                            ids = ?adopted.iter().map(|c| c.id).collect::<Vec<_>>(),
+                            "callbacks of a silent node adopted; this node dials them now"
+                        );
+                    }
+                }
+                Err((what, error)) if !failing => {
+                    tracing::warn!(%error, %node, "store: {what} failed");
+                    failing = true;
+                }
+                Err(_) => {}
+            }
+        }
+    });
+}
+
 pub fn start(engine: Arc<Engine>) {
     tokio::spawn(async move {
+        keep_alive(engine.clone()).await;
         let tasks = engine.tasks.clone();
         let now_ms = crate::clock::now_ms();
         match tokio::task::spawn_blocking(move || tasks.recover_after_crash(now_ms)).await {
@@ -61,14 +143,15 @@ pub fn start(engine: Arc<Engine>) {
                 continue;
             }
             let tasks = engine.tasks.clone();
-            let list = match tokio::task::spawn_blocking(move || tasks.pending_callbacks()).await {
-                Ok(Ok(l)) => l,
-                Ok(Err(e)) => {
-                    tracing::error!(error = %e, "cannot read callbacks");
-                    continue;
-                }
-                Err(_) => continue,
-            };
+            let list =
+                match tokio::task::spawn_blocking(move || tasks.own_pending_callbacks()).await {
+                    Ok(Ok(l)) => l,
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, "cannot read callbacks");
+                        continue;
+                    }
+                    Err(_) => continue,
+                };
             let now_ms = crate::clock::now_ms();
             for cb in list {
                 if active.contains(&cb.id)

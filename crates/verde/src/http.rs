@@ -2,6 +2,7 @@
 //! the CTI websocket and the agents' and supervisors' pages.
 
 use crate::sip_core::Engine;
+use anyhow::Context;
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -23,6 +24,11 @@ pub async fn start(
     store: Arc<dyn Store>,
     engine: Arc<Engine>,
 ) -> anyhow::Result<SocketAddr> {
+    // Read before anything binds, so a bad certificate stops the start with the file's name.
+    let tls = match &engine.cfg.http.tls {
+        Some(t) => Some(crate::tls::acceptor(&t.cert, &t.key, &[b"http/1.1"]).context("http.tls")?),
+        None => None,
+    };
     let app = Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
@@ -44,12 +50,28 @@ pub async fn start(
         .await
         .map_err(|e| anyhow::anyhow!("cannot bind HTTP {listen}: {e}"))?;
     let addr = listener.local_addr()?;
-    tokio::spawn(async move {
-        let app = app.into_make_service_with_connect_info::<SocketAddr>();
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "http server stopped");
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
+    match tls {
+        None => {
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, app).await {
+                    tracing::error!(error = %e, "http server stopped");
+                }
+            });
         }
-    });
+        Some(acceptor) => {
+            // `tap_io` only lends the TLS listener the peer-address plumbing axum gives its
+            // wrappers, which `ConnectInfo<SocketAddr>` (per-address limits) reads.
+            use axum::serve::ListenerExt;
+            let listener = crate::tls::TlsListener::new(listener, acceptor)?.tap_io(|_| {});
+            tracing::info!(listen = %addr, "HTTPS");
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, app).await {
+                    tracing::error!(error = %e, "https server stopped");
+                }
+            });
+        }
+    }
     Ok(addr)
 }
 

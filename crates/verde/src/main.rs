@@ -6,6 +6,7 @@
 //! ([`call`]), the HTTP server ([`http`]) and the flow watcher ([`flows`]); the journal of
 //! answered dialogs ([`dialogs`]) lets a start after a crash end and record the calls left up.
 
+mod accounts;
 mod acd_task;
 mod agent_leg;
 mod call;
@@ -19,9 +20,11 @@ mod http;
 mod live_stats;
 mod metrics;
 mod records;
+mod reload;
 mod reports;
 mod rtp_ports;
 mod sip_core;
+mod tls;
 mod web;
 mod web_call;
 
@@ -104,32 +107,50 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// The file, then the command line's overrides: at start and again on each SIGHUP.
+fn config_source(cli: &Cli) -> reload::ConfigSource {
+    let path = cli.config.clone();
+    let (sip, http, data, media_ip) = (cli.sip, cli.http, cli.data.clone(), cli.media_ip);
+    let (rtp, webrtc, flows, sounds) = (
+        cli.rtp_ports,
+        cli.webrtc_ports,
+        cli.flows.clone(),
+        cli.sounds.clone(),
+    );
+    Arc::new(move || {
+        let mut cfg = Config::load(path.as_deref())?;
+        if let Some(a) = sip {
+            cfg.sip.listen = a;
+        }
+        if let Some(a) = http {
+            cfg.http.listen = a;
+        }
+        if let Some(d) = &data {
+            cfg.data = d.clone();
+        }
+        if let Some(ip) = media_ip {
+            cfg.media.ip = Some(ip);
+        }
+        if let Some(r) = rtp {
+            cfg.media.rtp_ports = r;
+        }
+        if let Some(r) = webrtc {
+            cfg.webrtc.ports = r;
+        }
+        if let Some(f) = &flows {
+            cfg.flows = f.clone();
+        }
+        if let Some(s) = &sounds {
+            cfg.sounds = s.clone();
+        }
+        cfg.check_overrides()?;
+        Ok(cfg)
+    })
+}
+
 fn run(cli: Cli) -> Result<std::process::ExitCode> {
-    let mut cfg = Config::load(cli.config.as_deref())?;
-    if let Some(a) = cli.sip {
-        cfg.sip.listen = a;
-    }
-    if let Some(a) = cli.http {
-        cfg.http.listen = a;
-    }
-    if let Some(d) = cli.data {
-        cfg.data = d;
-    }
-    if let Some(ip) = cli.media_ip {
-        cfg.media.ip = Some(ip);
-    }
-    if let Some(r) = cli.rtp_ports {
-        cfg.media.rtp_ports = r;
-    }
-    if let Some(r) = cli.webrtc_ports {
-        cfg.webrtc.ports = r;
-    }
-    if let Some(f) = cli.flows {
-        cfg.flows = f;
-    }
-    if let Some(s) = cli.sounds {
-        cfg.sounds = s;
-    }
+    let source = config_source(&cli);
+    let cfg = source()?;
 
     if let Some(Command::CheckFlows { dir, sounds }) = cli.command {
         let dir = dir.unwrap_or(cfg.flows.clone());
@@ -149,7 +170,6 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
         return Ok(std::process::ExitCode::SUCCESS);
     }
 
-    cfg.check_overrides()?;
     init_tracing(cli.log_json);
     if let Some(t) = cli.wall_clock {
         clock::set_start(t.with_timezone(&chrono::Utc));
@@ -159,7 +179,7 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the tokio runtime")?;
-    rt.block_on(serve(cfg))?;
+    rt.block_on(serve(cfg, source))?;
     Ok(std::process::ExitCode::SUCCESS)
 }
 
@@ -212,18 +232,13 @@ fn fit_max_calls(cfg: &mut Config) {
     }
 }
 
-async fn serve(mut cfg: Config) -> Result<()> {
+async fn serve(mut cfg: Config, source: reload::ConfigSource) -> Result<()> {
     fit_max_calls(&mut cfg);
+    let running = cfg.clone();
     let cfg = Arc::new(cfg);
     std::fs::create_dir_all(&cfg.data)
         .with_context(|| format!("cannot create data folder {}", cfg.data.display()))?;
-    let sqlite = Arc::new(
-        verde_store::SqliteStore::open(&cfg.data.join("verde.db"))
-            .context("cannot open the embedded store")?,
-    );
-    let store: Arc<dyn verde_store::Store> = sqlite.clone();
-    let journal: Arc<dyn verde_store::DialogJournal> = sqlite.clone();
-    let tasks: Arc<dyn verde_store::TaskStore> = sqlite;
+    let (store, journal, tasks) = open_store(&cfg)?;
     let prompts = Arc::new(verde_media::PromptCache::load(&cfg.sounds).map_err(|errs| {
         let lines: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
         anyhow::anyhow!(
@@ -279,17 +294,28 @@ async fn serve(mut cfg: Config) -> Result<()> {
         "verde ready"
     );
 
-    // SIGHUP re-reads the flows (as an edit would), for operators used to it.
+    // SIGHUP re-reads the configuration (what can change live, see reload.rs) and the flows.
     #[cfg(unix)]
     {
         let flows = flows.clone();
+        let engine = engine.clone();
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
             .context("SIGHUP handler")?;
         tokio::spawn(async move {
+            let mut running = running;
             while hup.recv().await.is_some() {
-                tracing::info!("SIGHUP: reloading flows");
-                let f = flows.clone();
-                let _ = tokio::task::spawn_blocking(move || f.reload()).await;
+                tracing::info!("SIGHUP: reloading the configuration and the flows");
+                let (f, e, s) = (flows.clone(), engine.clone(), source.clone());
+                let mut r = running.clone();
+                let done = tokio::task::spawn_blocking(move || {
+                    reload::config(&e, &mut r, &s);
+                    f.reload();
+                    r
+                });
+                match done.await {
+                    Ok(r) => running = r,
+                    Err(e) => tracing::error!(error = %e, "reload failed"),
+                }
             }
         });
     }
@@ -308,6 +334,35 @@ async fn serve(mut cfg: Config) -> Result<()> {
     dialogs::flush().await;
     tracing::info!("verde stopped");
     Ok(())
+}
+
+type Stores = (
+    Arc<dyn verde_store::Store>,
+    Arc<dyn verde_store::DialogJournal>,
+    Arc<dyn verde_store::TaskStore>,
+);
+
+/// The embedded SQLite store in `data`, or PostgreSQL shared with other nodes when
+/// `store.postgres` is set. A database that cannot be reached at start is an error: a node
+/// must not serve on a store it has never seen (later outages are ridden out by the record
+/// writer).
+fn open_store(cfg: &Config) -> Result<Stores> {
+    if let Some(conninfo) = &cfg.store.postgres {
+        let node = cfg.store.node_name();
+        let shown = verde_store::redact_conninfo(conninfo);
+        // Blocks this thread for at most the connect timeout; the client itself runs on a
+        // thread of the store's own.
+        let pg = verde_store::PgStore::connect(conninfo, &node)
+            .with_context(|| format!("cannot open the PostgreSQL store {shown} as node {node}"))?;
+        tracing::info!(store = %shown, %node, "store: PostgreSQL shared by the nodes");
+        let pg = Arc::new(pg);
+        return Ok((pg.clone(), pg.clone(), pg));
+    }
+    let sqlite = Arc::new(
+        verde_store::SqliteStore::open(&cfg.data.join("verde.db"))
+            .context("cannot open the embedded store")?,
+    );
+    Ok((sqlite.clone(), sqlite.clone(), sqlite))
 }
 
 /// Resolves on SIGINT or SIGTERM.

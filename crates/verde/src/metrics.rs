@@ -79,6 +79,7 @@ struct Counters {
     // Cloned out of their family once: bumping them never touches the family's lock.
     rtp_sent: Counter,
     rtp_received: Counter,
+    srtp_rejected: Counter,
     /// Set by the record writer (it is the only one who knows), not computed at scrape time.
     records_pending: Gauge,
 }
@@ -148,6 +149,12 @@ impl Counters {
                 direction: "received",
             })
             .clone();
+        let srtp_rejected = Counter::default();
+        registry.register(
+            "verde_srtp_rejected",
+            "SRTP/SRTCP packets of finished calls that failed authentication or replay checks (wrong key, tampering, replays)",
+            srtp_rejected.clone(),
+        );
         let records_pending = Gauge::default();
         registry.register(
             "verde_records_pending",
@@ -167,6 +174,7 @@ impl Counters {
             web_refused,
             rtp_sent,
             rtp_received,
+            srtp_rejected,
         }
     }
 
@@ -229,6 +237,7 @@ pub fn rtp_packets(sent: u64, received: u64) {
 pub fn media_finished(media: &verde_media::MediaSession) {
     let s = media.stats();
     rtp_packets(s.packets_sent.into(), s.packets_received);
+    COUNTERS.srtp_rejected.inc_by(s.srtp_rejected);
 }
 
 /// A SIP message verde put on the wire (a response or a request of its own).

@@ -870,10 +870,14 @@ mod tests {
         }
     }
 
-    /// Fails while `down` (or for its first `failures_left` writes), and refuses for good any
-    /// record whose call id is `bad`.
+    /// What a test does to the n-th write before the store sees it (stall, fail).
+    type Hook = Box<dyn Fn(usize) -> Option<StoreError> + Send + Sync>;
+
+    /// Fails while `down` (or for its first `failures_left` writes, or when its hook says so),
+    /// and refuses for good any record whose call id is `bad`.
     #[derive(Default)]
     struct Flaky {
+        hook: Option<Hook>,
         failures_left: AtomicUsize,
         down: AtomicBool,
         stored: Mutex<Vec<String>>,
@@ -886,6 +890,14 @@ mod tests {
         fn new(failures: usize) -> Arc<Flaky> {
             Arc::new(Flaky {
                 failures_left: AtomicUsize::new(failures),
+                ..Default::default()
+            })
+        }
+        fn with_hook(
+            hook: impl Fn(usize) -> Option<StoreError> + Send + Sync + 'static,
+        ) -> Arc<Flaky> {
+            Arc::new(Flaky {
+                hook: Some(Box::new(hook)),
                 ..Default::default()
             })
         }
@@ -905,7 +917,10 @@ mod tests {
             records: &[CallRecord],
             events: &[QueueEvent],
         ) -> Result<(), StoreError> {
-            self.attempts.fetch_add(1, Ordering::SeqCst);
+            let attempt = self.attempts.fetch_add(1, Ordering::SeqCst);
+            if let Some(e) = self.hook.as_ref().and_then(|h| h(attempt)) {
+                return Err(e);
+            }
             if self.down.load(Ordering::SeqCst)
                 || self
                     .failures_left
@@ -1099,42 +1114,20 @@ mod tests {
 
     #[test]
     fn calls_never_wait_for_a_stuck_store_and_nothing_is_dropped_meanwhile() {
-        /// Blocks inside the store until the gate opens.
-        struct Stuck {
-            gate: Mutex<()>,
-            entered: AtomicBool,
-            inner: Arc<Flaky>,
-        }
-        impl Store for Stuck {
-            fn record_batch(&self, r: &[CallRecord], e: &[QueueEvent]) -> Result<(), StoreError> {
-                self.entered.store(true, Ordering::SeqCst);
-                let _wait = self.gate.lock().unwrap();
-                self.inner.record_batch(r, e)
-            }
-            fn call(&self, _: &str) -> Result<Option<CallRecord>, StoreError> {
-                Ok(None)
-            }
-            fn recent_calls(&self, _: usize) -> Result<Vec<CallRecord>, StoreError> {
-                Ok(vec![])
-            }
-            fn calls_between(&self, _: i64, _: i64) -> Result<Vec<CallRecord>, StoreError> {
-                Ok(vec![])
-            }
-            fn queue_events(&self, _: i64, _: i64) -> Result<Vec<QueueEvent>, StoreError> {
-                Ok(vec![])
-            }
-        }
-        let inner = Flaky::new(0);
-        let stuck = Arc::new(Stuck {
-            gate: Mutex::new(()),
-            entered: false.into(),
-            inner: inner.clone(),
+        // Blocks inside the store until the gate opens.
+        let gate = Arc::new(Mutex::new(()));
+        let entered = Arc::new(AtomicBool::new(false));
+        let (g, e) = (gate.clone(), entered.clone());
+        let inner = Flaky::with_hook(move |_| {
+            e.store(true, Ordering::SeqCst);
+            drop(g.lock().unwrap());
+            None
         });
-        let gate = stuck.gate.lock().unwrap();
-        let (records, _h) = Records::start_with(stuck.clone(), None, FAST);
+        let held = gate.lock().unwrap();
+        let (records, _h) = Records::start_with(inner.clone(), None, FAST);
         records.event(event(0));
         wait_until("the writer inside the store", || {
-            stuck.entered.load(Ordering::SeqCst)
+            entered.load(Ordering::SeqCst)
         });
         // Far more than any channel bound the old writer had: none of these may wait.
         let handing = Instant::now();
@@ -1151,7 +1144,7 @@ mod tests {
             "handing over took {:?}",
             handing.elapsed()
         );
-        drop(gate);
+        drop(held);
         block_on(records.flush());
         assert_eq!(inner.events.lock().unwrap().len(), 100_000);
         assert_eq!(inner.stored(), ids(0..1000));
@@ -1257,30 +1250,8 @@ mod tests {
             .collect();
         spool.append(items.iter()).unwrap();
         // Two batches of 64 go in, then the store fails during the start-up replay.
-        let store = Flaky::new(0);
-        struct Twice(Arc<Flaky>, AtomicUsize);
-        impl Store for Twice {
-            fn record_batch(&self, r: &[CallRecord], e: &[QueueEvent]) -> Result<(), StoreError> {
-                if self.1.fetch_add(1, Ordering::SeqCst) >= 2 {
-                    return Err(transient());
-                }
-                self.0.record_batch(r, e)
-            }
-            fn call(&self, _: &str) -> Result<Option<CallRecord>, StoreError> {
-                Ok(None)
-            }
-            fn recent_calls(&self, _: usize) -> Result<Vec<CallRecord>, StoreError> {
-                Ok(vec![])
-            }
-            fn calls_between(&self, _: i64, _: i64) -> Result<Vec<CallRecord>, StoreError> {
-                Ok(vec![])
-            }
-            fn queue_events(&self, _: i64, _: i64) -> Result<Vec<QueueEvent>, StoreError> {
-                Ok(vec![])
-            }
-        }
-        let twice = Arc::new(Twice(store.clone(), AtomicUsize::new(0)));
-        let (records, handle) = Records::start_with(twice, Some(spool_dir.clone()), FAST);
+        let store = Flaky::with_hook(|attempt| (attempt >= 2).then(transient));
+        let (records, handle) = Records::start_with(store.clone(), Some(spool_dir.clone()), FAST);
         assert_eq!(store.stored(), ids(0..128));
         let h = records.health();
         assert!(

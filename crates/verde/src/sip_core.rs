@@ -1,4 +1,4 @@
-//! The SIP task: UDP and TCP transports around the sans-IO [`verde_sip::Endpoint`], admission
+//! The SIP task: UDP, TCP and TLS transports around the sans-IO [`verde_sip::Endpoint`], admission
 //! of new calls (trunk ACL, number, capacity, drain) and demultiplexing to call tasks.
 //!
 //! One task owns the endpoint, so the transaction layer needs no locks; call tasks talk to it
@@ -14,20 +14,20 @@ use anyhow::{Context, Result};
 use bytes::{Bytes, BytesMut};
 use dashmap::DashMap;
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 use verde_ivr::Flow;
 use verde_media::PromptCache;
-use verde_sip::{AuthError, Credentials};
+use verde_sip::AuthError;
 use verde_sip::{ClientTxId, Endpoint, Event, Frame, Method, Peer, Request, ServerTxId, Transport};
 
-/// What call tasks (and TCP connections) ask of the SIP task.
+/// What call tasks (and TCP and TLS connections) ask of the SIP task.
 pub enum SipCmd {
     Respond {
         tx: ServerTxId,
@@ -53,22 +53,27 @@ pub enum SipCmd {
         call_id: String,
         invite_tx: Option<ServerTxId>,
     },
+    /// A message framed on a stream connection (TCP or TLS: `from.transport` says which).
     TcpIn {
-        from: SocketAddr,
+        from: Peer,
         bytes: Bytes,
     },
     TcpOpen {
-        peer: SocketAddr,
+        peer: Peer,
         writer: mpsc::Sender<Bytes>,
     },
     TcpClosed {
-        peer: SocketAddr,
+        peer: Peer,
     },
 }
 
 /// Shared, read-mostly state of the engine.
 pub struct Engine {
+    /// The configuration the engine started with; the parts a reload may change live are
+    /// held apart (`trunks` here, the accounts in the CTI hub).
     pub cfg: Arc<Config>,
+    /// Addresses allowed to send calls to our numbers (`trunks:`), swapped on reload.
+    trunks: arc_swap::ArcSwap<Vec<crate::config::Trunk>>,
     pub media_ip: IpAddr,
     pub flows: FlowsHandle,
     pub prompts: Arc<PromptCache>,
@@ -124,6 +129,7 @@ impl Engine {
         Ok(Self {
             webrtc,
             rtp_ports: RtpPorts::new(cfg.media.rtp_ports),
+            trunks: arc_swap::ArcSwap::from_pointee(cfg.trunks.clone()),
             cfg,
             media_ip,
             flows,
@@ -140,6 +146,21 @@ impl Engine {
             sip_tx,
             sip_rx: std::sync::Mutex::new(Some(sip_rx)),
         })
+    }
+
+    /// Whether `ip` is a configured trunk (allocation-free: asked for every packet).
+    pub fn is_trunk(&self, ip: IpAddr) -> bool {
+        crate::config::trunk_in(&self.trunks.load(), ip).is_some()
+    }
+
+    /// The name of the trunk `ip` belongs to, for a new call's record.
+    pub fn trunk_name(&self, ip: IpAddr) -> Option<String> {
+        crate::config::trunk_in(&self.trunks.load(), ip).map(|t| t.name.clone())
+    }
+
+    /// Takes the trunks of a reloaded config: the next packet is judged by them.
+    pub fn replace_trunks(&self, trunks: Vec<crate::config::Trunk>) {
+        self.trunks.store(Arc::new(trunks));
     }
 
     /// A key naming a call to the ACD.
@@ -181,7 +202,16 @@ impl Engine {
         let port = self.cfg.sip.listen.port();
         match transport {
             Transport::Tcp => format!("<sip:verde@{host}:{port};transport=tcp>"),
-            _ => format!("<sip:verde@{host}:{port}>"),
+            Transport::Tls => {
+                let port = self
+                    .cfg
+                    .sip
+                    .tls
+                    .listen
+                    .map_or(Transport::Tls.default_port(), |a| a.port());
+                format!("<sip:verde@{host}:{port};transport=tls>")
+            }
+            Transport::Udp => format!("<sip:verde@{host}:{port}>"),
         }
     }
 
@@ -221,11 +251,22 @@ pub async fn start(engine: Arc<Engine>) -> Result<tokio::task::JoinHandle<()>> {
     } else {
         None
     };
+    // TCP and TLS connections share one budget: both cost a descriptor and a task.
+    let slots = Slots::default();
     if engine.cfg.sip.tcp {
         let l = TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot bind SIP TCP {listen}"))?;
-        tokio::spawn(accept_loop(l, engine.clone()));
+        tokio::spawn(accept_loop(l, engine.clone(), slots.clone(), None));
+    }
+    let tls = &engine.cfg.sip.tls;
+    if let (Some(addr), Some(cert), Some(key)) = (tls.listen, &tls.cert, &tls.key) {
+        let acceptor = crate::tls::acceptor(cert, key, &[]).context("sip.tls")?;
+        let l = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot bind SIP TLS {addr}"))?;
+        tracing::info!(listen = %addr, cert = %cert.display(), "SIP over TLS");
+        tokio::spawn(accept_loop(l, engine.clone(), slots, Some(acceptor)));
     }
     let rx = engine
         .sip_rx
@@ -248,29 +289,6 @@ pub async fn start(engine: Arc<Engine>) -> Result<tokio::task::JoinHandle<()>> {
     let auth = verde_sip::DigestAuth::new(sip.realm.clone(), secret, sip.nonce_ttl);
     let registrar =
         verde_sip::Registrar::new(sip.min_expires, sip.max_expires, sip.default_expires);
-    // Supervisors register a phone too: it is how they listen to, whisper in or barge into
-    // live calls.
-    let creds =
-        |password: &Option<String>, md5: &Option<String>, sha256: &Option<String>| match password {
-            Some(p) => Credentials::Password(p.clone()),
-            None => Credentials::Ha1 {
-                md5: md5.clone(),
-                sha256: sha256.clone(),
-            },
-        };
-    let accounts = engine
-        .cfg
-        .agents
-        .iter()
-        .map(|a| (a.id.clone(), creds(&a.password, &a.ha1_md5, &a.ha1_sha256)))
-        .chain(
-            engine
-                .cfg
-                .supervisors
-                .iter()
-                .map(|s| (s.id.clone(), creds(&s.password, &s.ha1_md5, &s.ha1_sha256))),
-        )
-        .collect();
     Ok(tokio::spawn(
         SipTask {
             engine,
@@ -285,7 +303,6 @@ pub async fn start(engine: Arc<Engine>) -> Result<tokio::task::JoinHandle<()>> {
             flood: verde_sip::FloodGuard::default(),
             malformed_log: (Instant::now(), 0, 0),
             registrar,
-            accounts,
         }
         .run(rx),
     ))
@@ -295,7 +312,8 @@ struct SipTask {
     engine: Arc<Engine>,
     endpoint: Endpoint,
     udp: Option<Arc<UdpSocket>>,
-    tcp: HashMap<SocketAddr, mpsc::Sender<Bytes>>,
+    /// Writers of the open TCP and TLS connections, by transport and peer address.
+    tcp: HashMap<Peer, mpsc::Sender<Bytes>>,
     /// Our requests (BYE, REFER...) -> the call that sent them.
     client_txs: HashMap<ClientTxId, String>,
     /// The INVITE server transaction of each call -> its Call-ID (CANCEL, ACK timeout).
@@ -310,7 +328,6 @@ struct SipTask {
     /// last one logged).
     malformed_log: (Instant, u32, u64),
     registrar: verde_sip::Registrar,
-    accounts: HashMap<String, Credentials>,
 }
 
 impl SipTask {
@@ -403,15 +420,11 @@ impl SipTask {
                 self.outbound_invites.remove(&call_id);
             }
             SipCmd::TcpIn { from, bytes } => {
-                if !self.admit(from.ip(), &bytes, now) {
+                if !self.admit(from.addr.ip(), &bytes, now) {
                     return;
                 }
-                let peer = Peer {
-                    transport: Transport::Tcp,
-                    addr: from,
-                };
                 crate::metrics::sip_received(&bytes);
-                self.endpoint.handle_bytes(&bytes, peer, now);
+                self.endpoint.handle_bytes(&bytes, from, now);
             }
             SipCmd::TcpOpen { peer, writer } => {
                 self.tcp.insert(peer, writer);
@@ -450,19 +463,21 @@ impl SipTask {
                     }
                 }
             }
-            Transport::Tcp => match self.tcp.get(&t.to.addr) {
+            Transport::Tcp | Transport::Tls => match self.tcp.get(&t.to) {
                 Some(w) => {
                     // A clone of `Bytes` is a reference count, not a copy.
                     if w.try_send(t.bytes.clone()).is_ok() {
                         crate::metrics::sip_sent(&t.bytes);
                     } else {
-                        tracing::warn!(to = %t.to.addr, "tcp connection backlogged or closed; message dropped");
+                        tracing::warn!(to = %t.to.addr, transport = %t.to.transport,
+                            "connection backlogged or closed; message dropped");
                     }
                 }
-                // We answer on connections the peer opened; opening our own comes with the
-                // outbound legs to agents.
+                // We answer and call back on connections the peer opened (a phone registered
+                // over TCP or TLS keeps its connection); we open none of our own.
                 None => {
-                    tracing::warn!(to = %t.to.addr, "no tcp connection to peer; message dropped")
+                    tracing::warn!(to = %t.to.addr, transport = %t.to.transport,
+                        "no connection to peer; message dropped")
                 }
             },
         }
@@ -561,7 +576,7 @@ impl SipTask {
     /// per-source limit would refuse real callers at a peak, and silence would make the
     /// carrier retransmit and re-route. Their volume is bounded by `sip.max_calls` (503).
     fn guarded(&self, ip: IpAddr) -> bool {
-        self.engine.cfg.trunk_for(ip).is_none()
+        !self.engine.is_trunk(ip)
     }
 
     /// Whether a packet from `ip` goes on to the parser; a throttled one is dropped unanswered.
@@ -687,7 +702,7 @@ impl SipTask {
             drop(_e);
             return self.feature_call(tx, req, from, call_id, did, now);
         }
-        let Some(trunk) = engine.cfg.trunk_for(from.addr.ip()) else {
+        let Some(trunk) = engine.trunk_name(from.addr.ip()) else {
             tracing::warn!(from = %from.addr, "refused: source is not a configured trunk");
             self.offence(from.addr.ip(), verde_sip::Offence::Rejected, now);
             return self.reply(tx, &req, 403, "Forbidden", now);
@@ -702,7 +717,6 @@ impl SipTask {
             tracing::warn!(max = engine.cfg.sip.max_calls, "refused: at capacity");
             return self.send(tx, resp, now);
         }
-        let trunk = trunk.name.clone();
         drop(_e);
         self.spawn_call(tx, req, from, call_id, trunk, did, flow, span, now, None);
     }
@@ -741,6 +755,19 @@ impl SipTask {
         call::spawn(self.engine.clone(), start, None, inbox, span);
     }
 
+    /// Whom a digest failure is counted against: the packet's source, or, for a request a
+    /// trusted proxy relayed, the phone behind it (else one phone's guessing would block every
+    /// phone the proxy carries).
+    fn auth_source(&self, req: &Request, packet_source: IpAddr) -> IpAddr {
+        let proxies = &self.engine.cfg.sip.trusted_proxies;
+        if proxies.iter().any(|n| n.contains(&packet_source)) {
+            if let Some(phone) = req.headers.relayed_source() {
+                return phone;
+            }
+        }
+        packet_source
+    }
+
     /// Digest check shared by REGISTER and agents' INVITEs: Some(user) when authenticated;
     /// otherwise the answer (401 challenge or 403) has been sent.
     fn authenticate(
@@ -750,7 +777,7 @@ impl SipTask {
         from: Peer,
         now: Instant,
     ) -> Option<String> {
-        let ip = from.addr.ip();
+        let ip = self.auth_source(req, from.addr.ip());
         if !self.limiter.check(ip, now) {
             // Still guessing while the failure limiter refuses it: one more failed attempt.
             self.offence(ip, verde_sip::Offence::AuthFailure, now);
@@ -761,10 +788,12 @@ impl SipTask {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        let accounts = &self.accounts;
+        // Supervisors register a phone too: it is how they listen to, whisper in or barge into
+        // live calls.
+        let accounts = &self.engine.cti.accounts;
         match self
             .auth
-            .verify(req, "Authorization", |u| accounts.get(u).cloned(), wall)
+            .verify(req, "Authorization", |u| accounts.digest(u), wall)
         {
             Ok(user) => {
                 self.limiter.record_success(ip);
@@ -775,7 +804,7 @@ impl SipTask {
                 let stale = matches!(e, AuthError::Stale | AuthError::Replay);
                 if e.is_failure() {
                     // Unknown user and wrong password look the same from outside.
-                    tracing::warn!(from = %from.addr, method = req.method.as_str(), error = ?e, "digest authentication failed");
+                    tracing::warn!(from = %from.addr, source = %ip, method = req.method.as_str(), error = ?e, "digest authentication failed");
                     if self.limiter.record_failure(ip, now) {
                         tracing::warn!(source = %ip, "too many authentication failures: source blocked");
                     }
@@ -949,6 +978,14 @@ const TCP_PER_SOURCE: usize = 64;
 /// Connections in all: what is left of the descriptors after calls' sockets.
 const TCP_TOTAL: usize = 8192;
 
+/// The connections held, per source and in all, by the TCP and TLS listeners together.
+#[derive(Clone, Default)]
+struct Slots {
+    counts: Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>,
+    /// One reference per connection held, besides this one.
+    total: Arc<()>,
+}
+
 /// Counts a connection while it lives.
 struct TcpSlot {
     counts: Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>,
@@ -968,15 +1005,27 @@ impl Drop for TcpSlot {
     }
 }
 
-async fn accept_loop(listener: TcpListener, engine: Arc<Engine>) {
-    let counts: Arc<std::sync::Mutex<HashMap<IpAddr, usize>>> = Arc::default();
-    let total = Arc::new(());
+/// Accepts SIP connections: plain TCP, or TLS when `tls` is given (the handshake runs in the
+/// connection's task, under its own deadline and holding its slot, so a peer that connects and
+/// never handshakes is cut like one that never completes a message).
+async fn accept_loop(
+    listener: TcpListener,
+    engine: Arc<Engine>,
+    slots: Slots,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
+    let Slots { counts, total } = slots;
+    let transport = if tls.is_some() {
+        Transport::Tls
+    } else {
+        Transport::Tcp
+    };
     let mut refused_logged: Option<Instant> = None;
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let ip = peer.ip();
-                let trunk = engine.cfg.trunk_for(ip).is_some();
+                let trunk = engine.is_trunk(ip);
                 let full = {
                     let mut c = counts.lock().expect("tcp counts");
                     let n = c.entry(ip).or_insert(0);
@@ -993,8 +1042,8 @@ async fn accept_loop(listener: TcpListener, engine: Arc<Engine>) {
                     // Closed at once: the descriptor comes back before the next accept.
                     drop(stream);
                     if refused_logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
-                        tracing::warn!(%peer, per_source = TCP_PER_SOURCE, total = TCP_TOTAL,
-                            "tcp connection refused: too many connections");
+                        tracing::warn!(%peer, %transport, per_source = TCP_PER_SOURCE, total = TCP_TOTAL,
+                            "connection refused: too many connections");
                         refused_logged = Some(Instant::now());
                     }
                     continue;
@@ -1006,8 +1055,19 @@ async fn accept_loop(listener: TcpListener, engine: Arc<Engine>) {
                 let held = total.clone();
                 let _ = stream.set_nodelay(true);
                 let sip = engine.sip().clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    tcp_connection(stream, peer, sip).await;
+                    let peer = Peer {
+                        transport,
+                        addr: peer,
+                    };
+                    match tls {
+                        None => stream_connection(stream, peer, sip).await,
+                        Some(acceptor) => match crate::tls::handshake(&acceptor, stream).await {
+                            Ok(stream) => stream_connection(stream, peer, sip).await,
+                            Err(e) => crate::tls::log_sip_handshake_failure(peer.addr, &e),
+                        },
+                    }
                     drop((slot, held));
                 });
             }
@@ -1019,11 +1079,14 @@ async fn accept_loop(listener: TcpListener, engine: Arc<Engine>) {
     }
 }
 
-/// One TCP connection: frames incoming messages for the SIP task and writes what it sends.
-/// A peer that sends more than the maximum message size without completing a message, or
-/// nothing at all for a long time, is disconnected.
-async fn tcp_connection(stream: TcpStream, peer: SocketAddr, sip: mpsc::Sender<SipCmd>) {
-    let (mut rd, mut wr) = stream.into_split();
+/// One stream connection, TCP or TLS alike: frames incoming messages for the SIP task and
+/// writes what it sends. A peer that sends more than the maximum message size without
+/// completing a message, or nothing at all for a long time, is disconnected.
+async fn stream_connection<S>(stream: S, peer: Peer, sip: mpsc::Sender<SipCmd>)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (mut rd, mut wr) = tokio::io::split(stream);
     let (wtx, mut wrx) = mpsc::channel::<Bytes>(256);
     let pong = wtx.clone();
     if sip
@@ -1035,7 +1098,8 @@ async fn tcp_connection(stream: TcpStream, peer: SocketAddr, sip: mpsc::Sender<S
     }
     let mut writer = tokio::spawn(async move {
         while let Some(b) = wrx.recv().await {
-            if wr.write_all(&b).await.is_err() {
+            // TLS holds records back until flushed; on plain TCP the flush costs nothing.
+            if wr.write_all(&b).await.is_err() || wr.flush().await.is_err() {
                 break;
             }
         }
@@ -1056,7 +1120,8 @@ async fn tcp_connection(stream: TcpStream, peer: SocketAddr, sip: mpsc::Sender<S
         match tokio::time::timeout(wait, rd.read_buf(&mut buf)).await {
             Ok(Ok(0)) | Ok(Err(_)) => break,
             Err(_) if begun.is_some() => {
-                tracing::warn!(%peer, pending = buf.len(), deadline_s = MESSAGE_DEADLINE.as_secs(),
+                tracing::warn!(peer = %peer.addr, transport = %peer.transport, pending = buf.len(),
+                    deadline_s = MESSAGE_DEADLINE.as_secs(),
                     "tcp message not completed in time; connection closed");
                 break;
             }
@@ -1088,7 +1153,8 @@ async fn tcp_connection(stream: TcpStream, peer: SocketAddr, sip: mpsc::Sender<S
                 }
                 Ok(Frame::NeedMore) => break,
                 Err(e) => {
-                    tracing::warn!(%peer, error = %e, "tcp stream refused");
+                    tracing::warn!(peer = %peer.addr, transport = %peer.transport, error = %e,
+                        "tcp stream refused");
                     // The head alone still names the request: the endpoint answers it 400
                     // (its body falls short of its Content-Length) before the stream, which
                     // cannot be framed any more, is closed.
@@ -1128,6 +1194,58 @@ async fn tcp_connection(stream: TcpStream, peer: SocketAddr, sip: mpsc::Sender<S
 #[cfg(test)]
 mod tests {
     use super::request_user;
+
+    #[tokio::test]
+    async fn a_stream_connection_frames_pongs_writes_and_names_its_transport() {
+        use super::{stream_connection, SipCmd};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use verde_sip::{Peer, Transport};
+        // Any byte stream will do: the same code serves TCP and TLS.
+        let (mut client, server) = tokio::io::duplex(8192);
+        let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+        let peer = Peer {
+            transport: Transport::Tls,
+            addr: "192.0.2.5:40000".parse().unwrap(),
+        };
+        let conn = tokio::spawn(stream_connection(server, peer, tx));
+        let Some(SipCmd::TcpOpen {
+            peer: opened,
+            writer,
+        }) = rx.recv().await
+        else {
+            panic!("no TcpOpen first");
+        };
+        assert_eq!(opened, peer);
+        let msg = "OPTIONS sip:verde@192.0.2.1 SIP/2.0\r\nContent-Length: 0\r\n\r\n";
+        // A message split across writes, then a double-CRLF keep-alive.
+        client.write_all(&msg.as_bytes()[..10]).await.unwrap();
+        client.write_all(&msg.as_bytes()[10..]).await.unwrap();
+        client.write_all(b"\r\n\r\n").await.unwrap();
+        match rx.recv().await {
+            Some(SipCmd::TcpIn { from, bytes }) => {
+                assert_eq!(from, peer);
+                assert_eq!(&bytes[..], msg.as_bytes());
+            }
+            _ => panic!("the message was not handed over"),
+        }
+        let mut pong = [0u8; 2];
+        client.read_exact(&mut pong).await.unwrap();
+        assert_eq!(&pong, b"\r\n");
+        writer
+            .send(bytes::Bytes::from_static(b"SIP/2.0 200 OK\r\n\r\n"))
+            .await
+            .unwrap();
+        let mut answer = [0u8; 18];
+        client.read_exact(&mut answer).await.unwrap();
+        assert_eq!(&answer, b"SIP/2.0 200 OK\r\n\r\n");
+        drop(client);
+        match rx.recv().await {
+            Some(SipCmd::TcpClosed { peer: closed }) => assert_eq!(closed, peer),
+            _ => panic!("no TcpClosed after the peer left"),
+        }
+        drop(writer);
+        conn.await.unwrap();
+    }
 
     #[test]
     fn feature_flows_build_from_the_shipped_prompts() {

@@ -366,3 +366,74 @@ fn a_stored_state_gives_back_the_same_dialog_on_both_sides() {
         assert_eq!(b.cseq(), Some((state.local_cseq + 1, Method::Bye)));
     }
 }
+
+#[test]
+fn tls_dialogs_write_tls_vias_and_default_to_5061() {
+    let inv = OutboundInvite {
+        target: "sip:agent1@10.2.0.5;transport=tls",
+        from: "\"Coda 800\" <sip:queue@verde.example>",
+        to: "<sip:agent1@verde.example>",
+        local_contact: "<sip:verde@10.0.0.1:5061;transport=tls>",
+        transport: Transport::Tls,
+    }
+    .build();
+    let inv = match Message::parse(&inv.to_bytes()).unwrap() {
+        Message::Request(r) => r,
+        Message::Response(_) => unreachable!(),
+    };
+    assert_eq!(inv.top_via().unwrap().transport, "TLS");
+    let ok = inv
+        .response(200, "OK")
+        .with_to_tag("agenttag")
+        .with_header("Contact", "<sip:agent1@10.2.0.5;transport=tls>");
+    let mut d = Dialog::uac(&inv, &ok).unwrap();
+    let bye = d.request(Method::Bye);
+    assert_eq!(bye.top_via().unwrap().transport, "TLS");
+    assert_eq!(
+        d.remote_target_peer(Transport::Tls),
+        Some(Peer {
+            transport: Transport::Tls,
+            addr: "10.2.0.5:5061".parse().unwrap()
+        })
+    );
+    // The same target over UDP keeps SIP's usual port.
+    assert_eq!(
+        d.remote_target_peer(Transport::Udp).map(|p| p.addr.port()),
+        Some(5060)
+    );
+}
+
+#[test]
+fn uris_name_their_transport_and_its_port() {
+    assert_eq!(
+        uri_transport("<sip:1001@10.0.0.7:5062;transport=TLS>;expires=60"),
+        Transport::Tls
+    );
+    assert_eq!(uri_transport("sips:1001@10.0.0.7"), Transport::Tls);
+    assert_eq!(
+        uri_transport("sip:1001@10.0.0.7;transport=tcp"),
+        Transport::Tcp
+    );
+    assert_eq!(uri_transport("sip:1001@10.0.0.7"), Transport::Udp);
+    // A header parameter after '>' is not the URI's.
+    assert_eq!(
+        uri_transport("<sip:1001@10.0.0.7>;transport=tls"),
+        Transport::Udp
+    );
+    assert_eq!(
+        uri_socket_addr("sips:1001@10.0.0.7"),
+        Some("10.0.0.7:5061".parse().unwrap())
+    );
+    assert_eq!(
+        uri_socket_addr("sip:1001@10.0.0.7;transport=tls"),
+        Some("10.0.0.7:5061".parse().unwrap())
+    );
+    assert_eq!(
+        uri_socket_addr("sip:1001@10.0.0.7:5070;transport=tls"),
+        Some("10.0.0.7:5070".parse().unwrap())
+    );
+    assert_eq!(
+        uri_socket_addr("sip:1001@10.0.0.7"),
+        Some("10.0.0.7:5060".parse().unwrap())
+    );
+}

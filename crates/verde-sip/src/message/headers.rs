@@ -185,6 +185,12 @@ impl Headers {
         Via::parse(split_list(self.get("Via")?).next()?)
     }
 
+    /// Where a request relayed by one proxy came from: the second Via's source address. Only
+    /// meaningful when the packet's own source is a proxy we trust (Via is the sender's word).
+    pub fn relayed_source(&self) -> Option<std::net::IpAddr> {
+        Via::parse(self.vias().nth(1)?)?.source_ip()
+    }
+
     /// Every Via entry, including several entries folded onto one line.
     pub fn vias(&self) -> impl Iterator<Item = &str> {
         self.get_all("Via").flat_map(split_list)

@@ -47,12 +47,14 @@ pub enum ParseError {
 pub enum Transport {
     Udp,
     Tcp,
+    /// TCP under TLS (RFC 3261 26.2): framed and timed like TCP.
+    Tls,
 }
 
 impl Transport {
     /// Whether the transport itself retransmits (RFC 3261 17: no A/E/G, zero D/I/J/K).
     pub fn is_reliable(self) -> bool {
-        matches!(self, Transport::Tcp)
+        matches!(self, Transport::Tcp | Transport::Tls)
     }
 
     /// The token used in Via headers.
@@ -60,6 +62,15 @@ impl Transport {
         match self {
             Transport::Udp => "UDP",
             Transport::Tcp => "TCP",
+            Transport::Tls => "TLS",
+        }
+    }
+
+    /// The port a URI without one means on this transport (RFC 3263: 5061 for TLS).
+    pub fn default_port(self) -> u16 {
+        match self {
+            Transport::Tls => 5061,
+            Transport::Udp | Transport::Tcp => 5060,
         }
     }
 }

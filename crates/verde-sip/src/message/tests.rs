@@ -186,6 +186,29 @@ fn via_parsing_and_rewriting() {
 }
 
 #[test]
+fn relayed_source_is_the_second_via() {
+    let mut h = Headers::new();
+    h.push("Via", "SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKp");
+    assert_eq!(h.relayed_source(), None, "one Via: nobody relayed it");
+    h.push(
+        "Via",
+        "SIP/2.0/UDP 10.1.1.1:5060;branch=z9hG4bKa;rport=4000;received=198.51.100.7",
+    );
+    assert_eq!(h.relayed_source(), Some("198.51.100.7".parse().unwrap()));
+    // Folded on one line, no received: the sent-by literal; a host name is unverifiable.
+    let mut h = Headers::new();
+    h.push(
+        "Via",
+        "SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKp, SIP/2.0/TCP [2001:db8::5]:5070;branch=z9hG4bKb",
+    );
+    assert_eq!(h.relayed_source(), Some("2001:db8::5".parse().unwrap()));
+    let mut h = Headers::new();
+    h.push("Via", "SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKp");
+    h.push("Via", "SIP/2.0/UDP phone.example;branch=z9hG4bKc");
+    assert_eq!(h.relayed_source(), None);
+}
+
+#[test]
 fn framing_on_streams() {
     let one = invite("z9hG4bK-f1", "f1@x");
     let two = invite("z9hG4bK-f2", "f2@x");

@@ -92,6 +92,14 @@ impl Via {
     }
 
     /// `host:port` as written, used in transaction keys (RFC 3261 17.2.3).
+    /// The address this hop's packets came from as the next proxy saw it: `received` when
+    /// the proxy wrote one, else an IP-literal sent-by; None for a host name (unverifiable).
+    pub fn source_ip(&self) -> Option<std::net::IpAddr> {
+        self.received()
+            .and_then(|r| r.trim_matches(|c| c == '[' || c == ']').parse().ok())
+            .or_else(|| self.host.parse().ok())
+    }
+
     pub fn sent_by(&self) -> String {
         let mut s = String::with_capacity(self.host.len() + 8);
         push_host(&mut s, &self.host);

@@ -728,3 +728,31 @@ fn late_2xx_after_timer_b_is_delivered_as_stray() {
     let mut d = crate::Dialog::uac(&inv, response).unwrap();
     assert_eq!(d.request(Method::Bye).cseq(), Some((2, Method::Bye)));
 }
+
+#[test]
+fn tls_is_reliable_and_answered_on_its_connection() {
+    let mut ep = ep();
+    let t0 = Instant::now();
+    let tls = Peer {
+        transport: Transport::Tls,
+        addr: "192.0.2.9:40999".parse::<SocketAddr>().unwrap(),
+    };
+    let raw =
+        in_tx("OPTIONS", "z9hG4bK-tls1", "tls1@x", None).replacen("SIP/2.0/UDP", "SIP/2.0/TLS", 1);
+    ep.handle_bytes(raw.as_bytes(), tls, t0);
+    let Some(Event::Request { tx, request, from }) = ep.poll_event() else {
+        panic!("OPTIONS over TLS not delivered");
+    };
+    assert_eq!(from, tls);
+    let (tx2, inv) = new_invite(&mut ep, "z9hG4bK-tls2", "tls2@x", tls, t0);
+    ep.send_response(tx, request.response(200, "OK").with_to_tag("o"), t0)
+        .unwrap();
+    ep.send_response(tx2, inv.response(486, "Busy Here").with_to_tag("u"), t0)
+        .unwrap();
+    let sent = transmits(&mut ep);
+    assert_eq!(sent.len(), 2);
+    assert!(sent.iter().all(|t| t.to == tls), "{sent:?}");
+    // No timer G over TLS: nothing is sent again while the ACK is awaited.
+    let (again, _) = run_until(&mut ep, t0, t0 + Duration::from_secs(40));
+    assert!(again.is_empty(), "retransmitted over TLS: {again:?}");
+}

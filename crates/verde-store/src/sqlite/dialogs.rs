@@ -119,32 +119,7 @@ impl DialogJournal for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn dialog(call_id: &str, leg: &str, sip_call_id: &str) -> ActiveDialog {
-        ActiveDialog {
-            call_id: call_id.into(),
-            leg: leg.into(),
-            sip_call_id: sip_call_id.into(),
-            local_tag: format!("ours-{sip_call_id}"),
-            remote_tag: "theirs".into(),
-            local_uri: "<sip:803164@10.0.0.1>;tag=ours".into(),
-            remote_uri: "\"0612\" <sip:0612@10.1.2.3>;tag=theirs".into(),
-            remote_target: "sip:0612@10.1.2.3:5061".into(),
-            route_set: vec!["<sip:10.9.9.9;lr>".into(), "<sip:p2;lr>, <sip:p3>".into()],
-            local_contact: "sip:verde@10.0.0.1:5060".into(),
-            via_transport: "UDP".into(),
-            via_sent_by: "10.0.0.1:5060".into(),
-            local_cseq: 4_000_000_000,
-            transport: "udp".into(),
-            peer: "10.9.9.9:5060".into(),
-            started_at: "2026-11-27T10:00:00Z".into(),
-            answered_at: "2026-11-27T10:00:01Z".into(),
-            did: "803164".into(),
-            caller: "0612".into(),
-            trunk: "local".into(),
-            channel: "pstn".into(),
-        }
-    }
+    use crate::conformance::dialog;
 
     fn ids(s: &SqliteStore) -> Vec<String> {
         s.active_dialogs()
@@ -152,43 +127,6 @@ mod tests {
             .into_iter()
             .map(|d| d.sip_call_id)
             .collect()
-    }
-
-    #[test]
-    fn dialogs_survive_reopening_and_go_with_their_leg_or_call() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("verde.db");
-        let caller = dialog("c1", "caller", "c1");
-        {
-            let s = SqliteStore::open(&path).unwrap();
-            s.journal_dialogs(&[
-                DialogChange::Opened(Box::new(caller.clone())),
-                DialogChange::Opened(Box::new(dialog("c1", "agent:1001", "a1"))),
-                DialogChange::Opened(Box::new(dialog("c1", "agent:1002", "a2"))),
-                DialogChange::Opened(Box::new(dialog("c2", "caller", "c2"))),
-                DialogChange::LegClosed {
-                    sip_call_id: "a1".into(),
-                },
-            ])
-            .unwrap();
-        }
-        let s = SqliteStore::open(&path).unwrap();
-        assert_eq!(ids(&s), ["c1", "a2", "c2"]);
-        assert_eq!(s.active_dialogs().unwrap()[0], caller);
-
-        // Writing a side again replaces it (a target refresh), it does not add one.
-        let mut moved = dialog("c2", "caller", "c2");
-        moved.remote_target = "sip:0612@10.1.2.4".into();
-        s.journal_dialogs(&[
-            DialogChange::Opened(Box::new(moved.clone())),
-            DialogChange::CallClosed {
-                call_id: "c1".into(),
-            },
-        ])
-        .unwrap();
-        assert_eq!(s.active_dialogs().unwrap(), vec![moved]);
-        s.forget_dialogs(&["c2".into(), "never".into()]).unwrap();
-        assert!(s.active_dialogs().unwrap().is_empty());
     }
 
     #[test]

@@ -1,4 +1,4 @@
-use crate::{CallRecord, QueueEvent, Store, StoreError};
+use crate::{started_ms, CallRecord, QueueEvent, Store, StoreError};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
 use std::sync::Mutex;
@@ -85,19 +85,6 @@ pub(crate) fn is_transient(e: &rusqlite::Error) -> bool {
         // Everything else rusqlite reports is about the values or the statement (conversions,
         // parameter counts, a NUL in a string), which a retry cannot change.
         _ => false,
-    }
-}
-
-/// `started_at` as unix milliseconds, or `None` (with a warning) when it is not RFC 3339: the
-/// record is still stored, only outside every period.
-fn started_ms(record: &CallRecord) -> Option<i64> {
-    match chrono::DateTime::parse_from_rfc3339(&record.started_at) {
-        Ok(t) => Some(t.timestamp_millis()),
-        Err(e) => {
-            tracing::warn!(call_id = %record.call_id, started_at = %record.started_at, error = %e,
-                "call record start is not RFC 3339; stored outside every period");
-            None
-        }
     }
 }
 
@@ -226,23 +213,7 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn record(id: &str) -> CallRecord {
-        CallRecord {
-            call_id: id.into(),
-            caller: "0612345678".into(),
-            did: "803164".into(),
-            trunk: "local".into(),
-            channel: "pstn".into(),
-            started_at: "2026-11-27T10:00:00Z".into(),
-            ended_at: "2026-11-27T10:01:00Z".into(),
-            disposition: "answered-ivr".into(),
-            hangup_by: "caller".into(),
-            path: vec!["welcome".into(), "language".into()],
-            dtmf: "12".into(),
-            ..Default::default()
-        }
-    }
+    use crate::conformance::{event, ids, record, started, T0};
 
     /// `max_page_count` makes SQLite answer SQLITE_FULL exactly as a full disk does: the batch
     /// must fail whole, be reported as transient (worth retrying) and go in once there is room.
@@ -300,44 +271,6 @@ mod tests {
         assert!(!e.is_transient(), "{e}");
     }
 
-    #[test]
-    fn a_record_survives_reopening_the_file() {
-        let dir = std::env::temp_dir().join(format!("verde-store-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("verde.db");
-        let _ = std::fs::remove_file(&path);
-        {
-            let s = SqliteStore::open(&path).unwrap();
-            s.record_call(&record("a")).unwrap();
-        }
-        let s = SqliteStore::open(&path).unwrap();
-        assert_eq!(s.call("a").unwrap(), Some(record("a")));
-        assert_eq!(s.call("missing").unwrap(), None);
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn recent_calls_are_newest_first_and_rewrites_keep_one_row() {
-        let s = SqliteStore::open_in_memory().unwrap();
-        s.record_call(&record("a")).unwrap();
-        s.record_call(&record("b")).unwrap();
-        let mut again = record("a");
-        again.disposition = "transferred".into();
-        s.record_call(&again).unwrap();
-        let ids: Vec<_> = s
-            .recent_calls(10)
-            .unwrap()
-            .into_iter()
-            .map(|r| (r.call_id, r.disposition))
-            .collect();
-        assert_eq!(
-            ids,
-            vec![
-                ("b".to_string(), "answered-ivr".to_string()),
-                ("a".to_string(), "transferred".to_string())
-            ]
-        );
-    }
     #[test]
     fn a_database_from_before_versions_is_migrated_and_keeps_its_calls() {
         use crate::{NewCallback, NewVoicemail, TaskStore};
@@ -463,109 +396,6 @@ mod tests {
         }
     }
 
-    /// 2026-11-27T10:00:00Z.
-    const T0: i64 = 1_795_773_600_000;
-
-    fn started(id: &str, started_at: &str) -> CallRecord {
-        CallRecord {
-            started_at: started_at.into(),
-            ..record(id)
-        }
-    }
-
-    fn ids(calls: Vec<CallRecord>) -> Vec<String> {
-        calls.into_iter().map(|r| r.call_id).collect()
-    }
-
-    fn event(at_ms: i64, call_id: &str, kind: crate::QueueEventKind) -> QueueEvent {
-        QueueEvent {
-            at_ms,
-            call_id: call_id.into(),
-            queue: "pensions".into(),
-            agent: "a1".into(),
-            kind,
-            data: vec![call_id.into(), at_ms.to_string()],
-        }
-    }
-
-    #[test]
-    fn a_record_with_its_acd_path_survey_and_recordings_round_trips() {
-        use crate::{
-            AcdRecord, LegRecord, OfferRecord, RecordingRef, SurveyAnswer, TransferRecord,
-        };
-        let full = CallRecord {
-            answered_at: Some("2026-11-27T10:00:01Z".into()),
-            sip_status: Some(200),
-            language: Some("it".into()),
-            variables: [("cf".to_string(), "RSSMRA".to_string())].into(),
-            choices: vec!["language=1".into()],
-            outcome: Some("queue:pensions".into()),
-            acd: Some(AcdRecord {
-                queue: "pensions".into(),
-                queued_at: "2026-11-27T10:00:20Z".into(),
-                offers: vec![
-                    OfferRecord {
-                        agent: "a1".into(),
-                        queue: "pensions".into(),
-                        at: "2026-11-27T10:00:25Z".into(),
-                        outcome: "no-answer".into(),
-                    },
-                    OfferRecord {
-                        agent: "a2".into(),
-                        queue: "pensions".into(),
-                        at: "2026-11-27T10:00:45Z".into(),
-                        outcome: "answered".into(),
-                    },
-                ],
-                legs: vec![
-                    LegRecord {
-                        agent: "a2".into(),
-                        queue: "pensions".into(),
-                        answered_at: "2026-11-27T10:00:50Z".into(),
-                        ended_at: "2026-11-27T10:03:00Z".into(),
-                        hold_ms: 12_000,
-                    },
-                    LegRecord {
-                        agent: "a7".into(),
-                        queue: "appeals".into(),
-                        answered_at: "2026-11-27T10:03:10Z".into(),
-                        ended_at: "2026-11-27T10:05:00Z".into(),
-                        hold_ms: 0,
-                    },
-                ],
-                transfers: vec![TransferRecord {
-                    by: "a2".into(),
-                    to: "queue:appeals".into(),
-                    kind: "blind".into(),
-                    at: "2026-11-27T10:03:00Z".into(),
-                }],
-                queue_wait_ms: Some(30_000),
-                hold_ms: 12_000,
-                exit: None,
-            }),
-            survey: vec![
-                SurveyAnswer {
-                    question: "courtesy".into(),
-                    score: 6,
-                },
-                SurveyAnswer {
-                    question: "solved".into(),
-                    score: 2,
-                },
-            ],
-            recordings: vec![RecordingRef {
-                file: "2026/11/27/c1.wav".into(),
-                started_at: "2026-11-27T10:00:50Z".into(),
-                stopped_at: "2026-11-27T10:03:00Z".into(),
-            }],
-            ..record("c1")
-        };
-        let s = SqliteStore::open_in_memory().unwrap();
-        s.record_call(&full).unwrap();
-        assert_eq!(s.call("c1").unwrap().as_ref(), Some(&full));
-        assert_eq!(s.calls_between(T0, T0 + 1).unwrap(), vec![full]);
-    }
-
     #[test]
     fn a_row_written_before_the_acd_fields_existed_still_reads() {
         // The JSON exactly as a verde without ACD, survey and recordings wrote it.
@@ -601,114 +431,6 @@ mod tests {
         for key in ["acd", "survey", "recordings"] {
             assert!(!json.contains(key), "{key} written in {json}");
         }
-    }
-
-    #[test]
-    fn calls_are_selected_by_start_in_a_half_open_period_whatever_the_offset() {
-        let s = SqliteStore::open_in_memory().unwrap();
-        s.record_calls(&[
-            started("to", "2026-11-27T11:00:00Z"),
-            started("before", "2026-11-27T09:59:59.999Z"),
-            // The same instant as `from`, written in Italian winter time.
-            started("from", "2026-11-27T11:00:00+01:00"),
-            started("last", "2026-11-27T10:59:59.999Z"),
-            started("mid", "2026-11-27T10:30:00.5+00:00"),
-            started("garbage", "yesterday"),
-        ])
-        .unwrap();
-        let hour = 3_600_000;
-        assert_eq!(
-            ids(s.calls_between(T0, T0 + hour).unwrap()),
-            vec!["from", "mid", "last"]
-        );
-        assert_eq!(ids(s.calls_between(T0 - 1, T0).unwrap()), vec!["before"]);
-        assert_eq!(
-            ids(s.calls_between(T0 + hour, T0 + 2 * hour).unwrap()),
-            vec!["to"]
-        );
-        assert!(s.calls_between(T0, T0).unwrap().is_empty());
-        // Outside every period, but stored.
-        assert_eq!(s.call("garbage").unwrap().unwrap().started_at, "yesterday");
-        assert_eq!(s.calls_between(i64::MIN, i64::MAX).unwrap().len(), 5);
-
-        // A rewrite that moves the start moves the call between periods.
-        s.record_call(&started("mid", "2026-11-27T12:00:00Z"))
-            .unwrap();
-        assert_eq!(
-            ids(s.calls_between(T0, T0 + hour).unwrap()),
-            vec!["from", "last"]
-        );
-        assert_eq!(
-            ids(s.calls_between(T0 + hour, T0 + 3 * hour).unwrap()),
-            vec!["to", "mid"]
-        );
-    }
-
-    #[test]
-    fn queue_events_come_back_by_time_then_in_the_order_appended() {
-        use crate::QueueEventKind::*;
-        let s = SqliteStore::open_in_memory().unwrap();
-        s.append_queue_events(&[
-            event(T0 + 5, "c1", Connect),
-            event(T0 + 5, "c1", Complete),
-            event(T0, "c1", Enter),
-        ])
-        .unwrap();
-        s.append_queue_events(&[
-            event(T0 + 5, "c2", Enter),
-            event(T0 + 10, "c2", Abandon),
-            event(T0 - 1, "c0", Exit),
-        ])
-        .unwrap();
-        let got: Vec<_> = s
-            .queue_events(T0, T0 + 10)
-            .unwrap()
-            .into_iter()
-            .map(|e| (e.at_ms, e.call_id, e.kind))
-            .collect();
-        assert_eq!(
-            got,
-            vec![
-                (T0, "c1".to_string(), Enter),
-                (T0 + 5, "c1".to_string(), Connect),
-                (T0 + 5, "c1".to_string(), Complete),
-                (T0 + 5, "c2".to_string(), Enter),
-            ]
-        );
-        let all = s.queue_events(i64::MIN, i64::MAX).unwrap();
-        assert_eq!(all.len(), 6);
-        assert_eq!(all[0], event(T0 - 1, "c0", Exit));
-        assert_eq!(all[5], event(T0 + 10, "c2", Abandon));
-    }
-
-    #[test]
-    fn every_event_kind_and_its_data_round_trip() {
-        use crate::QueueEventKind::*;
-        let kinds = [
-            Enter,
-            Offer,
-            RingNoAnswer,
-            Connect,
-            Abandon,
-            Exit,
-            Complete,
-            Transfer,
-            AgentLogin,
-            AgentPause,
-            AgentUnpause,
-            AgentLogout,
-        ];
-        let events: Vec<_> = kinds
-            .iter()
-            .enumerate()
-            .map(|(i, &kind)| QueueEvent {
-                data: (0..i).map(|d| format!("d{d}, \"quoted\"")).collect(),
-                ..event(T0 + i as i64, "", kind)
-            })
-            .collect();
-        let s = SqliteStore::open_in_memory().unwrap();
-        s.append_queue_events(&events).unwrap();
-        assert_eq!(s.queue_events(T0, T0 + 100).unwrap(), events);
     }
 
     #[test]
@@ -786,7 +508,7 @@ mod tests {
                     |r| r.get(0),
                 )
                 .unwrap();
-            assert_eq!(backfilled, super::started_ms(&started(id, at)), "{id}");
+            assert_eq!(backfilled, crate::started_ms(&started(id, at)), "{id}");
         }
         assert_eq!(
             ids(s.calls_between(T0, T0 + 3_600_000).unwrap()),
