@@ -167,8 +167,11 @@ static NEXT_PORT: AtomicU16 = AtomicU16::new(0);
 /// TCP on 127.0.0.1. Ports are never handed out twice in one process, so a test can ask for its
 /// SIP, HTTP, RTP and peer ports one after another without them overlapping.
 pub fn free_ports(len: u16) -> u16 {
-    const LOW: u16 = 20000;
-    const HIGH: u16 = 60000;
+    // Below Linux's ephemeral range (32768-60999): a port found free here cannot be taken by
+    // the kernel for some client's outgoing connection before verde or a peer binds it (an
+    // HTTP client's source port once took a restarted verde's HTTP port that way).
+    const LOW: u16 = 16000;
+    const HIGH: u16 = 32000;
     // Different test binaries start from different places so a port still in TIME_WAIT from the
     // previous binary is unlikely to be picked again.
     let seed = (std::process::id().wrapping_mul(4099) % u32::from(HIGH - LOW)) as u16 & !1;

@@ -414,7 +414,8 @@ pub trait TaskStore: Send + Sync {
     fn count_pending(&self, queue: &str) -> Result<usize, StoreError>;
     /// Pending -> Dialing: records the start of an attempt and returns its number (1 for the
     /// first attempt that counts). Committed before it returns, so that after a crash the
-    /// attempt in progress is visible to [`TaskStore::recover_after_crash`].
+    /// attempt in progress is visible to [`TaskStore::recover_after_crash`]. In a shared store
+    /// only the node that owns the callback (booked or adopted it) may start one.
     fn start_attempt(&self, id: i64, at_ms: i64, agent: Option<&str>) -> Result<u32, StoreError>;
     /// Dialing -> Pending or Done: records the outcome of the attempt in progress.
     ///

@@ -627,6 +627,13 @@ impl Callback {
             .map(|q| q.callback.customer_ring_timeout)
             .unwrap_or(Duration::from_secs(30));
         self.customer_deadline = Some(now + timeout);
+        // The customer sees the number they called; a callback booked over HTTP without one is
+        // anonymous (RFC 3323): From needs a user, and a proxy's sanity check refuses an empty one.
+        let presented = if self.cb.did.is_empty() {
+            "anonymous"
+        } else {
+            self.cb.did.as_str()
+        };
         let leg = AgentLeg::invite(
             &self.engine,
             &self.cb.number,
@@ -636,7 +643,7 @@ impl Callback {
                 transport: Transport::Udp,
                 addr,
             },
-            &self.cb.did,
+            presented,
             rtp,
             false,
             &mut self.sip_out,
@@ -837,4 +844,23 @@ impl Callback {
 /// socket and handing it to tokio).
 fn bind_pair(engine: &Engine) -> Option<crate::rtp_ports::RtpPair> {
     engine.rtp_ports.bind_now(engine.media_ip)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_beats_several_times_per_timeout_but_never_in_a_busy_loop() {
+        let secs = |s: u64| Duration::from_secs(s);
+        assert_eq!(heartbeat_every(secs(30)), secs(5));
+        assert_eq!(heartbeat_every(secs(5)), Duration::from_millis(1250));
+        assert_eq!(heartbeat_every(secs(2)), secs(1));
+        for timeout in [5, 8, 30, 600] {
+            assert!(
+                heartbeat_every(secs(timeout)) * 3 < secs(timeout),
+                "{timeout}"
+            );
+        }
+    }
 }

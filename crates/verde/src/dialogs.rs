@@ -253,6 +253,9 @@ pub fn bye_for(d: &ActiveDialog) -> Option<(Request, Peer)> {
     let transport = match d.transport.as_str() {
         "udp" => Transport::Udp,
         "tcp" => Transport::Tcp,
+        // Stream transports: the BYE goes out only if the peer has connected again (verde
+        // opens no connections of its own), as for TCP.
+        "tls" => Transport::Tls,
         other => {
             tracing::warn!(call_id = %d.call_id, leg = %d.leg, transport = other,
                 "journaled dialog has an unknown transport; no BYE");

@@ -303,6 +303,9 @@ async fn callback(State(s): State<AppState>, Path(id): Path<i64>) -> Response {
 struct NewCallbackBody {
     queue: String,
     number: String,
+    /// The service number the customer sees calling; one a flow answers.
+    #[serde(default)]
+    did: Option<String>,
 }
 
 /// Books a callback as the IVR would (for operators' tools and tests). Until the CTI brings
@@ -374,6 +377,15 @@ async fn new_callback(
         )
             .into_response();
     }
+    if let Some(did) = &body.did {
+        if s.engine.flows.for_number(did).is_none() {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(serde_json::json!({"error": "did is not a number of this service"})),
+            )
+                .into_response();
+        }
+    }
     let Some(qcfg) = s
         .engine
         .cfg
@@ -391,7 +403,7 @@ async fn new_callback(
         queue: body.queue,
         number,
         caller_call_id: String::new(),
-        did: String::new(),
+        did: body.did.unwrap_or_default(),
         requested_at_ms: now.timestamp_millis(),
         band: None,
         not_before_ms: now.timestamp_millis(),

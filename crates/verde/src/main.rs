@@ -346,7 +346,7 @@ type Stores = (
 /// `store.postgres` is set. A database that cannot be reached at start is an error: a node
 /// must not serve on a store it has never seen (later outages are ridden out by the record
 /// writer).
-fn open_store(cfg: &Config) -> Result<Stores> {
+pub(crate) fn open_store(cfg: &Config) -> Result<Stores> {
     if let Some(conninfo) = &cfg.store.postgres {
         let node = cfg.store.node_name();
         let shown = verde_store::redact_conninfo(conninfo);

@@ -273,16 +273,21 @@ fn zone(cfg: &Config, tz: Option<&str>) -> Result<Tz> {
 
 /// Opens the engine's store for reading; refuses to create one where there is none (a wrong
 /// `--data` would otherwise print an empty report).
-fn open_store(cfg: &Config) -> Result<verde_store::SqliteStore> {
-    let path = cfg.data.join("verde.db");
-    if !path.is_file() {
-        bail!(
-            "no store at {}: point --data (or `data:` in the config) at the engine's data folder",
-            path.display()
-        );
+/// The store the engine on this configuration writes: PostgreSQL when `store.postgres` is
+/// set (every node's records: a contact-center-wide report), else the embedded one, which must
+/// already exist (a report on a new, empty file would only mislead).
+fn open_store(cfg: &Config) -> Result<(Arc<dyn Store>, Arc<dyn TaskStore>)> {
+    if cfg.store.postgres.is_none() {
+        let path = cfg.data.join("verde.db");
+        if !path.is_file() {
+            bail!(
+                "no store at {}: point --data (or `data:` in the config) at the engine's data folder",
+                path.display()
+            );
+        }
     }
-    verde_store::SqliteStore::open(&path)
-        .with_context(|| format!("cannot open the store {}", path.display()))
+    let (store, _journal, tasks) = crate::open_store(cfg)?;
+    Ok((store, tasks))
 }
 
 fn output(path: Option<&PathBuf>) -> Result<Box<dyn Write>> {
@@ -299,7 +304,7 @@ pub fn report_cli(cfg: &Config, args: &ReportArgs) -> Result<()> {
     let sel = Selection::parse(&args.from, &args.to, args.queue.as_deref(), "--")
         .map_err(anyhow::Error::msg)?;
     let tz = zone(cfg, args.tz.as_deref())?;
-    let store = open_store(cfg)?;
+    let (store, tasks) = open_store(cfg)?;
     // Callbacks and voicemails are judged in working hours: the flows' schedules, as the engine
     // running on this configuration has them.
     let flows = FlowsHandle::load(&cfg.flows, &cfg.sounds, &cfg.numbers).with_context(|| {
@@ -309,7 +314,7 @@ pub fn report_cli(cfg: &Config, args: &ReportArgs) -> Result<()> {
         )
     })?;
     let working = working_time(flows);
-    let data = load(&store, &store, &sel, tz)?;
+    let data = load(&*store, &*tasks, &sel, tz)?;
     let report = compute(
         &data,
         &sel,
@@ -336,12 +341,12 @@ pub fn export_cli(cfg: &Config, args: &ExportArgs) -> Result<()> {
         .map_err(anyhow::Error::msg)?;
     let tz = zone(cfg, args.tz.as_deref())?;
     let opts = csv_options(args.separator, tz).map_err(|e| anyhow::anyhow!("--{e}"))?;
-    let store = open_store(cfg)?;
+    let (store, _) = open_store(cfg)?;
     let mut out = output(args.output.as_ref())?;
     let rows = if args.queue_log {
-        export_queue_log(&store, &sel, &opts, &mut out)?
+        export_queue_log(&*store, &sel, &opts, &mut out)?
     } else {
-        export_calls(&store, &sel, &opts, &mut out)?
+        export_calls(&*store, &sel, &opts, &mut out)?
     };
     out.flush()?;
     if let Some(p) = &args.output {
