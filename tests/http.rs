@@ -34,13 +34,33 @@ impl HttpResponse {
 
 /// `GET path` on `addr`. Errors are strings that say what failed, for failure messages.
 pub fn get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<HttpResponse, String> {
+    get_with_headers(addr, path, "Accept: application/json\r\n", timeout)
+}
+
+/// `GET path` with a CTI token as bearer (supervisors' reports and exports).
+pub fn get_authorized(
+    addr: SocketAddr,
+    path: &str,
+    token: Option<&str>,
+    timeout: Duration,
+) -> Result<HttpResponse, String> {
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    get_with_headers(addr, path, &auth, timeout)
+}
+
+fn get_with_headers(
+    addr: SocketAddr,
+    path: &str,
+    headers: &str,
+    timeout: Duration,
+) -> Result<HttpResponse, String> {
     let mut stream = TcpStream::connect_timeout(&addr, timeout)
         .map_err(|e| format!("connect to http://{addr}: {e}"))?;
     stream.set_read_timeout(Some(timeout)).ok();
     stream.set_write_timeout(Some(timeout)).ok();
-    let req = format!(
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
-    );
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}Connection: close\r\n\r\n");
     stream
         .write_all(req.as_bytes())
         .map_err(|e| format!("send GET {path}: {e}"))?;

@@ -265,6 +265,12 @@ impl Verde {
             .unwrap_or_else(|e| panic!("{e}; verde log:\n{}", tail(&self.logs(), 40)))
     }
 
+    /// `GET path` with a CTI token as bearer (None: no Authorization header).
+    pub fn get_with(&self, path: &str, token: Option<&str>) -> HttpResponse {
+        http::get_authorized(self.http, path, token, Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("{e}; verde log:\n{}", tail(&self.logs(), 40)))
+    }
+
     /// `POST path` with a JSON body.
     pub fn post_json(&self, path: &str, body: &serde_json::Value) -> HttpResponse {
         http::post_json(self.http, path, body, Duration::from_secs(5))

@@ -17,8 +17,6 @@
 
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -26,7 +24,6 @@ use verde_interop::acd::{assert_reached_queue, inps_caller_scenario, write_confi
 use verde_interop::callbacks::ms_of;
 use verde_interop::cti::Cti;
 use verde_interop::flows::INPS;
-use verde_interop::http::{parse_response, HttpResponse};
 use verde_interop::sipp::{scenario, Sipp};
 use verde_interop::verde::{field, record_path, verde_bin, Verde, VerdeOptions};
 use verde_interop::{require_private_netns, tail, TestDir};
@@ -273,23 +270,6 @@ fn by_call_id(rows: Vec<BTreeMap<String, String>>) -> BTreeMap<String, BTreeMap<
 }
 
 // ---- HTTP with a bearer token --------------------------------------------------------------
-
-fn get_with(verde: &Verde, path: &str, token: Option<&str>) -> HttpResponse {
-    let mut stream = TcpStream::connect(verde.http)
-        .unwrap_or_else(|e| panic!("connect to verde's HTTP {}: {e}", verde.http));
-    stream.set_read_timeout(Some(Duration::from_secs(10))).ok();
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    let req = format!(
-        "GET {path} HTTP/1.1\r\nHost: {}\r\n{auth}Connection: close\r\n\r\n",
-        verde.http
-    );
-    stream.write_all(req.as_bytes()).expect("send request");
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).expect("read response");
-    parse_response(&raw).unwrap_or_else(|e| panic!("GET {path}: {e}"))
-}
 
 // ---- the report ----------------------------------------------------------------------------
 
@@ -751,7 +731,7 @@ fn reports_and_exports_from_real_calls() {
     let api = format!("/api/reports?from={DAY}&to={DAY}");
     let csv_api = format!("/api/export.csv?from={DAY}&to={DAY}&separator=%3B");
     for path in [&api, &csv_api] {
-        let r = get_with(&verde, path, None);
+        let r = verde.get_with(path, None);
         assert_eq!(r.status, 401, "GET {path} without a token: {}", r.text());
         assert!(
             r.header("www-authenticate")
@@ -759,14 +739,14 @@ fn reports_and_exports_from_real_calls() {
             "401 names the scheme: {:?}",
             r.headers
         );
-        let r = get_with(&verde, path, Some("0123abcd"));
+        let r = verde.get_with(path, Some("0123abcd"));
         assert_eq!(
             r.status,
             401,
             "GET {path} with an unknown token: {}",
             r.text()
         );
-        let r = get_with(&verde, path, Some(&agent_token));
+        let r = verde.get_with(path, Some(&agent_token));
         assert_eq!(
             r.status,
             403,
@@ -774,7 +754,7 @@ fn reports_and_exports_from_real_calls() {
             r.text()
         );
     }
-    let r = get_with(&verde, &api, Some(&sup_token));
+    let r = verde.get_with(&api, Some(&sup_token));
     assert_eq!(r.status, 200, "{}", r.text());
     let web_report = r.json().expect("JSON");
     assert_eq!(
@@ -782,10 +762,10 @@ fn reports_and_exports_from_real_calls() {
         without_as_of(report.clone()),
         "/api/reports and `verde report --json` disagree"
     );
-    let r = get_with(&verde, &format!("{api}&by=week"), Some(&sup_token));
+    let r = verde.get_with(&format!("{api}&by=week"), Some(&sup_token));
     assert_eq!(r.status, 400, "{}", r.text());
 
-    let r = get_with(&verde, &csv_api, Some(&sup_token));
+    let r = verde.get_with(&csv_api, Some(&sup_token));
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(
         r.header("content-type")
@@ -805,8 +785,7 @@ fn reports_and_exports_from_real_calls() {
         r.text(),
         String::from_utf8_lossy(&csv_semi)
     );
-    let r = get_with(
-        &verde,
+    let r = verde.get_with(
         &format!("/api/export.csv?from={DAY}&to={DAY}&log=queue"),
         Some(&sup_token),
     );

@@ -227,6 +227,33 @@ fn supervise_listen_whisper_barge() {
         );
     }
 
+    // And durably: the queue log (what an auditor exports) holds each join and the leave,
+    // naming the supervisor and the agent on the call.
+    let days = |d: i64| civil_date(epoch_now() as i64 / 86_400 + d);
+    let token = login["token"]
+        .as_str()
+        .expect("supervisor token")
+        .to_string();
+    let path = format!("/api/export.csv?from={}&to={}&log=queue", days(-1), days(1));
+    let trail = verde_interop::try_wait_for(WAIT, || {
+        let r = verde.get_with(&path, Some(&token));
+        assert_eq!(r.status, 200, "{}", r.text());
+        let rows: Vec<String> = r
+            .text()
+            .lines()
+            .filter(|l| l.contains(",supervise,"))
+            .map(str::to_string)
+            .collect();
+        (rows.len() == 4).then_some(rows)
+    })
+    .unwrap_or_else(|| panic!("four supervise rows expected in the queue log"));
+    for (row, mode) in trail.iter().zip(["listen", "whisper", "barge", "leave"]) {
+        assert!(
+            row.contains(&format!("{SUPERVISOR},{mode}")) && row.contains(AGENT),
+            "queue-log audit row for {mode}: {row}"
+        );
+    }
+
     anna.quit();
     sup_phone.quit();
     caller.quit();
@@ -320,4 +347,18 @@ fn supervise_listen_whisper_barge() {
         failures.join("\n- "),
         table.join("\n")
     );
+}
+
+/// The proleptic Gregorian date (YYYY-MM-DD) of a day counted from 1970-01-01.
+fn civil_date(days: i64) -> String {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
 }

@@ -256,20 +256,5 @@ pub fn write_queue_log_csv<W: Write>(
 }
 
 fn event_name(e: &QueueEvent) -> String {
-    use verde_store::QueueEventKind as K;
-    match e.kind {
-        K::Enter => "enter",
-        K::Offer => "offer",
-        K::RingNoAnswer => "ring_no_answer",
-        K::Connect => "connect",
-        K::Abandon => "abandon",
-        K::Exit => "exit",
-        K::Complete => "complete",
-        K::Transfer => "transfer",
-        K::AgentLogin => "agent_login",
-        K::AgentPause => "agent_pause",
-        K::AgentUnpause => "agent_unpause",
-        K::AgentLogout => "agent_logout",
-    }
-    .to_string()
+    e.kind.as_str().to_string()
 }

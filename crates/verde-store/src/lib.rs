@@ -327,6 +327,12 @@ pub enum QueueEventKind {
     AgentPause,
     AgentUnpause,
     AgentLogout,
+    /// Audit: a supervisor joined or left the call. data: [supervisor, listen/whisper/barge/leave]
+    Supervise,
+    /// Audit: a supervisor moved a waiting caller. data: [supervisor, from queue, to queue]
+    MoveCaller,
+    /// Audit: a supervisor forced an agent's state. data: [supervisor, pause:<reason> or logout]
+    ForceState,
 }
 
 impl QueueEventKind {
@@ -345,6 +351,9 @@ impl QueueEventKind {
             QueueEventKind::AgentPause => "agent_pause",
             QueueEventKind::AgentUnpause => "agent_unpause",
             QueueEventKind::AgentLogout => "agent_logout",
+            QueueEventKind::Supervise => "supervise",
+            QueueEventKind::MoveCaller => "move_caller",
+            QueueEventKind::ForceState => "force_state",
         }
     }
 }

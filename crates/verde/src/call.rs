@@ -2448,7 +2448,21 @@ impl Call {
             C::Supervise {
                 supervisor, mode, ..
             } => {
-                self.supervise_command(supervisor, mode, now)?;
+                self.supervise_command(supervisor.clone(), mode, now)?;
+                // The durable audit trail of who listened to a citizen's call, and when.
+                let how = match mode {
+                    Some(verde_cti::SuperviseMode::Listen) => "listen",
+                    Some(verde_cti::SuperviseMode::Whisper) => "whisper",
+                    Some(verde_cti::SuperviseMode::Barge) => "barge",
+                    None => "leave",
+                };
+                let agent = self.talking_agent().unwrap_or_default().to_string();
+                self.qlog(
+                    verde_store::QueueEventKind::Supervise,
+                    &self.queue_name(),
+                    &agent,
+                    vec![supervisor, how.into()],
+                );
                 Ok(Reply::Done)
             }
             C::MoveCaller {
@@ -2468,6 +2482,13 @@ impl Call {
                 for (a, _, _) in std::mem::take(&mut self.bar_offers) {
                     self.tell_ended(&a, "moved");
                 }
+                let from = self.queue_name();
+                self.qlog(
+                    verde_store::QueueEventKind::MoveCaller,
+                    &from,
+                    "",
+                    vec![supervisor.clone(), from.clone(), queue.as_str().to_string()],
+                );
                 let fallback = self.queue.take().map(|q| q.fallback).unwrap_or_default();
                 self.extra.insert("moved_by".into(), supervisor);
                 self.enqueue(queue.as_str().to_string(), fallback, now);

@@ -664,11 +664,27 @@ async fn execute(engine: &Arc<Engine>, command: EngineCommand) -> Result<Reply, 
             state,
         } => {
             tracing::info!(target: "audit", audit = true, %supervisor, agent = %agent.as_str(), ?state, "supervisor forces an agent state");
+            let what = match &state {
+                ForcedState::Pause { reason } => format!("pause:{reason}"),
+                ForcedState::Logout => "logout".to_string(),
+            };
+            let name = agent.as_str().to_string();
             let input = match state {
                 ForcedState::Pause { reason } => Input::AgentPause { agent, reason },
                 ForcedState::Logout => Input::AgentLogout { agent },
             };
-            acd(engine, AcdCmd::Input(input)).await
+            let done = acd(engine, AcdCmd::Input(input)).await;
+            if done.is_ok() {
+                // The durable audit trail, beside the ACD's own pause/logout line.
+                engine.records.event(verde_store::QueueEvent {
+                    at_ms: crate::clock::now_ms(),
+                    agent: name,
+                    kind: verde_store::QueueEventKind::ForceState,
+                    data: vec![supervisor, what],
+                    ..Default::default()
+                });
+            }
+            done
         }
         EngineCommand::MoveCaller {
             supervisor,
