@@ -288,6 +288,22 @@ impl Verde {
         }
     }
 
+    /// The stored record of the call whose caller mentions `caller` to `did`, for peers whose
+    /// Call-ID the test cannot see (baresip's ctrl_tcp does not expose it).
+    pub fn wait_record_by_caller(&self, caller: &str, did: &str) -> serde_json::Value {
+        let record = crate::wait_for(
+            &format!("the call record of {caller}'s call to {did}"),
+            Duration::from_secs(10),
+            || {
+                self.recent_calls(5).into_iter().find(|r| {
+                    r["caller"].to_string().contains(caller) && r["did"].as_str() == Some(did)
+                })
+            },
+        );
+        let call_id = field(&record, "call_id").as_str().unwrap_or_default();
+        self.wait_call_record(call_id, Duration::from_secs(5))
+    }
+
     /// Waits for the stored record of `call_id` (the API answers 404 until the call has ended
     /// and been written).
     pub fn wait_call_record(&self, call_id: &str, timeout: Duration) -> serde_json::Value {

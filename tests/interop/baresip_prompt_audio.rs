@@ -5,9 +5,9 @@
 use std::time::{Duration, Instant};
 use verde_interop::baresip::{padded_source, Baresip};
 use verde_interop::flows::{self, INPS, NODE_PENSIONS_QUEUE};
-use verde_interop::verde::{assert_record_branch, field, Verde, VerdeOptions};
+use verde_interop::verde::{assert_record_branch, Verde, VerdeOptions};
 use verde_interop::wav::{envelope_correlation, Audio};
-use verde_interop::{require_private_netns, wait_for, TestDir};
+use verde_interop::{require_private_netns, TestDir};
 
 /// Sleeps until `at`: the flow gives no event for "the menu is now listening", so keys are timed
 /// from the prompts' known durations (measured from the WAVs, not hard-coded).
@@ -83,20 +83,7 @@ fn baresip_hears_the_welcome_and_its_keys_choose_pensions() {
     );
 
     // baresip's Call-ID is not exposed on ctrl_tcp: find the record by its caller.
-    let record = wait_for(
-        "the call record of baresip's call (caller alice)",
-        Duration::from_secs(10),
-        || {
-            verde.recent_calls(5).into_iter().find(|r| {
-                r["caller"].to_string().contains("alice") && r["did"].as_str() == Some(INPS)
-            })
-        },
-    );
-    let call_id = field(&record, "call_id")
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    let record = verde.wait_call_record(&call_id, Duration::from_secs(5));
+    let record = verde.wait_record_by_caller("alice", INPS);
     assert_record_branch(
         &record,
         "baresip pressed 1, 1",

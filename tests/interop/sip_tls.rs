@@ -283,14 +283,7 @@ fn phones_and_trunks_over_tls() {
         corr > 0.8,
         "the trunk over TLS did not hear {lang}/{name}: envelope correlation {corr:.3} (lag {lag} ms)"
     );
-    let record =
-        verde_interop::wait_for("the trunk call's record", Duration::from_secs(10), || {
-            verde.recent_calls(5).into_iter().find(|r| {
-                r["caller"].to_string().contains("trunk") && r["did"].as_str() == Some(INPS)
-            })
-        });
-    let call_id = field(&record, "call_id").as_str().unwrap_or_default();
-    let record = verde.wait_call_record(call_id, Duration::from_secs(5));
+    let record = verde.wait_record_by_caller("trunk", INPS);
     assert_eq!(
         field(&record, "hangup_by").as_str(),
         Some("caller"),

@@ -30,7 +30,7 @@ use verde_interop::pcap::{audio_pcap_after_dtmf, parse_rtp, Capture, Datagram};
 use verde_interop::sipp::{play_pcap_after, scenario, Sipp, SippOutcome};
 use verde_interop::verde::{assert_record_branch, field, Verde, VerdeOptions};
 use verde_interop::wav::{envelope_correlation, Audio};
-use verde_interop::{require_private_netns, wait_for, TestDir};
+use verde_interop::{require_private_netns, TestDir};
 
 const AGENT: &str = "1001";
 const AGENT_PASSWORD: &str = "secret1";
@@ -204,20 +204,7 @@ fn baresip_srtp_caller_hears_the_prompt_and_its_keys_branch() {
         "verde's log shows an SDES key line"
     );
 
-    let record = wait_for(
-        "the call record of the SRTP call (caller alice-srtp)",
-        Duration::from_secs(10),
-        || {
-            verde.recent_calls(5).into_iter().find(|r| {
-                r["caller"].to_string().contains("alice-srtp") && r["did"].as_str() == Some(INPS)
-            })
-        },
-    );
-    let call_id = field(&record, "call_id")
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    let record = verde.wait_call_record(&call_id, Duration::from_secs(5));
+    let record = verde.wait_record_by_caller("alice-srtp", INPS);
     assert_record_branch(
         &record,
         "baresip pressed 1, 1 inside SRTP",

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 use verde_interop::flows::INPS;
-use verde_interop::sipp::{scenario, Sipp, SippOutcome};
+use verde_interop::sipp::{answered_calls, SippOutcome};
 use verde_interop::verde::{encode_path_segment, field, verde_bin, Verde, VerdeOptions};
 use verde_interop::{require_private_netns, wait_for, TestDir};
 
@@ -143,18 +143,7 @@ fn calls_go_on_while_the_store_is_full_and_every_record_arrives_once_there_is_ro
 /// Runs `n` concurrent calls to the INPS number, each listening 1.5 s then hanging up: they
 /// must all be answered whatever the state of the store.
 fn place_calls(dir: &TestDir, verde: &Verde, n: u32) -> SippOutcome {
-    let scen = scenario(
-        dir,
-        "uac_call.xml",
-        &[("ACTIONS", String::new()), ("LISTEN_MS", "1500".into())],
-    );
-    let out = Sipp::new(&scen, verde.sip)
-        .service(INPS)
-        .calls(n)
-        .timeout(Duration::from_secs(30))
-        .run(dir);
-    out.assert_success(&format!("{n} calls to {INPS}"));
-    out
+    answered_calls(dir, verde.sip, INPS, n, Duration::from_secs(30))
 }
 
 /// SIPp numbers its Call-IDs `<prefix>-<n>@<ip>` from 1 (`-cid_str`).

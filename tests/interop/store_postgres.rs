@@ -22,7 +22,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 use verde_interop::flows::INPS;
 use verde_interop::pg::PgServer;
-use verde_interop::sipp::{scenario, Sipp, SippOutcome};
+use verde_interop::sipp::{answered_calls, scenario, Sipp, SippOutcome};
 use verde_interop::verde::{verde_bin, Verde, VerdeOptions};
 use verde_interop::{require_private_netns, try_wait_for, wait_for, TestDir};
 use verde_store::conformance::{self, Backend};
@@ -284,18 +284,7 @@ fn write_config(dir: &TestDir, conninfo: &str) -> PathBuf {
 
 /// `n` concurrent calls to the INPS number, each listening 1.5 s then hanging up.
 fn place_calls(dir: &TestDir, verde: &Verde, n: u32) -> SippOutcome {
-    let scen = scenario(
-        dir,
-        "uac_call.xml",
-        &[("ACTIONS", String::new()), ("LISTEN_MS", "1500".into())],
-    );
-    let out = Sipp::new(&scen, verde.sip)
-        .service(INPS)
-        .calls(n)
-        .timeout(Duration::from_secs(40))
-        .run(dir);
-    out.assert_success(&format!("{n} calls to {INPS}"));
-    out
+    answered_calls(dir, verde.sip, INPS, n, Duration::from_secs(40))
 }
 
 /// The load that PostgreSQL's stop falls into: 3 s calls, 2 new ones a second.

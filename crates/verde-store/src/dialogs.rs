@@ -5,6 +5,12 @@
 //! The store keeps the dialog fields as the engine hands them (plain strings) and does not
 //! interpret them.
 
+/// The journal's columns in the order both backends bind and read them (`route_set` is the
+/// 9th, a JSON array).
+pub(crate) const COLUMNS: &str = "sip_call_id, call_id, leg, local_tag, remote_tag, local_uri,
+    remote_uri, remote_target, route_set, local_contact, via_transport, via_sent_by, local_cseq,
+    transport, peer, started_at, answered_at, did, caller, trunk, channel";
+
 /// One answered side of a call in progress: the caller's dialog or an agent leg's.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ActiveDialog {

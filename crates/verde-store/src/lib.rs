@@ -148,6 +148,29 @@ impl From<::postgres::Error> for StoreError {
     }
 }
 
+/// The migration steps a database at schema version `found` still needs, in order, each with
+/// the version it brings the database to. One written by a verde that knows more steps than
+/// `steps` is refused rather than guessed at.
+pub(crate) fn pending_steps<'a>(
+    steps: &'a [&'a str],
+    found: i64,
+    path: &str,
+) -> Result<impl Iterator<Item = (i64, &'a str)>, StoreError> {
+    let known = steps.len() as i64;
+    if found > known {
+        return Err(StoreError::SchemaTooNew {
+            path: path.to_string(),
+            found,
+            known,
+        });
+    }
+    Ok(steps
+        .iter()
+        .enumerate()
+        .skip(usize::try_from(found).unwrap_or(0))
+        .map(|(i, step)| (i as i64 + 1, *step)))
+}
+
 /// `started_at` as unix milliseconds, or `None` (with a warning) when it is not RFC 3339: the
 /// record is still stored, only outside every period.
 pub(crate) fn started_ms(record: &CallRecord) -> Option<i64> {
@@ -336,6 +359,27 @@ pub enum QueueEventKind {
 }
 
 impl QueueEventKind {
+    /// Every kind, in declaration order, for the tests that must cover each one. A kind added
+    /// to the enum goes here too: the test of this list catches one inserted anywhere but last.
+    #[cfg(any(test, feature = "conformance"))]
+    pub(crate) const ALL: [QueueEventKind; 15] = [
+        QueueEventKind::Enter,
+        QueueEventKind::Offer,
+        QueueEventKind::RingNoAnswer,
+        QueueEventKind::Connect,
+        QueueEventKind::Abandon,
+        QueueEventKind::Exit,
+        QueueEventKind::Complete,
+        QueueEventKind::Transfer,
+        QueueEventKind::AgentLogin,
+        QueueEventKind::AgentPause,
+        QueueEventKind::AgentUnpause,
+        QueueEventKind::AgentLogout,
+        QueueEventKind::Supervise,
+        QueueEventKind::MoveCaller,
+        QueueEventKind::ForceState,
+    ];
+
     /// The name stored in the queue log, the same as its serde form.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -525,22 +569,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn all_lists_every_event_kind_once_in_declaration_order() {
+        for (i, kind) in QueueEventKind::ALL.into_iter().enumerate() {
+            assert_eq!(kind as usize, i, "{kind:?}");
+        }
+        assert_eq!(
+            QueueEventKind::ALL.last(),
+            Some(&QueueEventKind::ForceState)
+        );
+    }
+
+    #[test]
     fn event_kind_names_are_their_serde_form() {
-        use QueueEventKind::*;
-        for kind in [
-            Enter,
-            Offer,
-            RingNoAnswer,
-            Connect,
-            Abandon,
-            Exit,
-            Complete,
-            Transfer,
-            AgentLogin,
-            AgentPause,
-            AgentUnpause,
-            AgentLogout,
-        ] {
+        for kind in QueueEventKind::ALL {
             assert_eq!(
                 serde_json::to_value(kind).unwrap(),
                 serde_json::Value::String(kind.as_str().to_string())

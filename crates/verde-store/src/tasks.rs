@@ -3,6 +3,7 @@
 //! backend; the engine converts from its wall clock and computes deadlines in working hours
 //! itself — the store only compares them.
 
+use crate::StoreError;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -260,9 +261,347 @@ impl VoicemailStatus {
     }
 }
 
+// What both backends make of the rows they read and the checks their transitions make: the
+// SQL differs between them, the meaning of a row and the rules of a state change must not.
+
+/// A value no verde writes: the database was edited by hand or by a newer verde.
+pub(crate) fn bad_data(what: &str, value: &str) -> StoreError {
+    StoreError::Backend(format!("unexpected {what} {value:?} in the database").into())
+}
+
+/// The one row a query by `id` found, or `NotFound`.
+pub(crate) fn the_one<T>(rows: Vec<T>, kind: &'static str, id: i64) -> Result<T, StoreError> {
+    rows.into_iter()
+        .next()
+        .ok_or(StoreError::NotFound { kind, id })
+}
+
+impl CallbackState {
+    pub(crate) fn from_stored(s: &str) -> Result<Self, StoreError> {
+        Self::parse(s).ok_or_else(|| bad_data("state", s))
+    }
+}
+
+impl Attempt {
+    pub(crate) fn from_stored(
+        started_at_ms: i64,
+        agent: Option<String>,
+        finished_at_ms: Option<i64>,
+        outcome: Option<String>,
+    ) -> Result<Self, StoreError> {
+        let outcome = outcome
+            .map(|o| AttemptOutcome::parse(&o).ok_or_else(|| bad_data("attempt outcome", &o)))
+            .transpose()?;
+        Ok(Attempt {
+            started_at_ms,
+            agent,
+            finished_at_ms,
+            outcome,
+        })
+    }
+}
+
+/// A `callbacks` row as a backend read it, before its text columns are checked.
+pub(crate) struct CallbackRow {
+    pub id: i64,
+    pub queue: String,
+    pub number: String,
+    pub caller_call_id: String,
+    pub did: String,
+    pub requested_at_ms: i64,
+    pub band: Option<(u16, u16)>,
+    pub not_before_ms: i64,
+    pub deadline_ms: i64,
+    pub attempts: u32,
+    pub max_attempts: u32,
+    pub state: String,
+    pub outcome: Option<String>,
+    pub done_at_ms: Option<i64>,
+    pub variables: String,
+}
+
+impl CallbackRow {
+    pub(crate) fn into_request(
+        self,
+        attempt_log: Vec<Attempt>,
+    ) -> Result<CallbackRequest, StoreError> {
+        let state = CallbackState::from_stored(&self.state)?;
+        let outcome = self
+            .outcome
+            .map(|o| CallbackOutcome::parse(&o).ok_or_else(|| bad_data("outcome", &o)))
+            .transpose()?;
+        Ok(CallbackRequest {
+            id: self.id,
+            queue: self.queue,
+            number: self.number,
+            caller_call_id: self.caller_call_id,
+            did: self.did,
+            requested_at_ms: self.requested_at_ms,
+            band: self.band.map(|(start_minute, end_minute)| TimeBand {
+                start_minute,
+                end_minute,
+            }),
+            not_before_ms: self.not_before_ms,
+            deadline_ms: self.deadline_ms,
+            attempts: self.attempts,
+            max_attempts: self.max_attempts,
+            state,
+            outcome,
+            done_at_ms: self.done_at_ms,
+            attempt_log,
+            variables: serde_json::from_str(&self.variables)?,
+        })
+    }
+}
+
+/// A `voicemails` row as a backend read it, before its state columns are checked.
+pub(crate) struct VoicemailRow {
+    pub id: i64,
+    pub mailbox: String,
+    pub caller: String,
+    pub did: String,
+    pub call_id: String,
+    pub recorded_at_ms: i64,
+    pub duration_ms: i64,
+    pub wav_path: String,
+    pub variables: String,
+    pub deadline_ms: i64,
+    pub state: String,
+    pub agent: Option<String>,
+    pub taken_at_ms: Option<i64>,
+    pub closed_at_ms: Option<i64>,
+    pub outcome: Option<String>,
+}
+
+impl VoicemailRow {
+    pub(crate) fn into_voicemail(self) -> Result<Voicemail, StoreError> {
+        let broken = || bad_data("voicemail state", &self.state);
+        let state = match self.state.as_str() {
+            "new" => VoicemailState::New,
+            "taken" => VoicemailState::Taken {
+                agent: self.agent.clone().ok_or_else(broken)?,
+                at_ms: self.taken_at_ms.ok_or_else(broken)?,
+            },
+            "closed" => VoicemailState::Closed {
+                agent: self.agent.clone().ok_or_else(broken)?,
+                taken_at_ms: self.taken_at_ms.ok_or_else(broken)?,
+                at_ms: self.closed_at_ms.ok_or_else(broken)?,
+                outcome: self.outcome.clone().ok_or_else(broken)?,
+            },
+            _ => return Err(broken()),
+        };
+        Ok(Voicemail {
+            id: self.id,
+            mailbox: self.mailbox,
+            caller: self.caller,
+            did: self.did,
+            call_id: self.call_id,
+            recorded_at_ms: self.recorded_at_ms,
+            duration_ms: self.duration_ms as u64,
+            wav_path: self.wav_path,
+            variables: serde_json::from_str(&self.variables)?,
+            deadline_ms: self.deadline_ms,
+            state,
+        })
+    }
+}
+
+/// Refuses a callback transition that does not start from `expected`.
+pub(crate) fn expect_callback_state(
+    id: i64,
+    state: CallbackState,
+    expected: CallbackState,
+    action: &'static str,
+) -> Result<(), StoreError> {
+    if state == expected {
+        return Ok(());
+    }
+    Err(StoreError::InvalidState {
+        kind: "callback",
+        id,
+        state: state.as_str().to_string(),
+        action,
+    })
+}
+
+pub(crate) fn check_attempts_left(id: i64, attempts: u32, max: u32) -> Result<(), StoreError> {
+    if attempts < max {
+        return Ok(());
+    }
+    Err(StoreError::InvalidState {
+        kind: "callback",
+        id,
+        state: format!("out of attempts ({attempts} of {max})"),
+        action: "start an attempt",
+    })
+}
+
+/// Where a callback goes when its attempt ends (see [`crate::TaskStore::finish_attempt`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AfterAttempt {
+    Done(CallbackOutcome),
+    /// Pending again, the attempt given back; `not_before_ms` kept when `None`.
+    Uncounted {
+        not_before_ms: Option<i64>,
+    },
+    /// Pending again, the attempt counted.
+    Retry {
+        not_before_ms: i64,
+    },
+}
+
+impl AfterAttempt {
+    /// `attempts` counts the one that just ended.
+    pub(crate) fn of(
+        outcome: AttemptOutcome,
+        attempts: u32,
+        max_attempts: u32,
+        next_not_before_ms: Option<i64>,
+    ) -> Self {
+        match outcome {
+            AttemptOutcome::Answered => AfterAttempt::Done(CallbackOutcome::Answered),
+            AttemptOutcome::Interrupted => AfterAttempt::Uncounted {
+                not_before_ms: next_not_before_ms,
+            },
+            _ => match next_not_before_ms {
+                Some(next) if attempts < max_attempts => AfterAttempt::Retry {
+                    not_before_ms: next,
+                },
+                _ => AfterAttempt::Done(CallbackOutcome::NotReached),
+            },
+        }
+    }
+}
+
+pub(crate) fn log_recovered(recovered: &[CallbackRequest]) {
+    for c in recovered {
+        tracing::warn!(
+            id = c.id,
+            queue = %c.queue,
+            "callback attempt interrupted by a restart; back in the basket"
+        );
+    }
+}
+
+/// Late callbacks and voicemails as one list, earliest deadline first.
+pub(crate) fn late_tasks(callbacks: Vec<CallbackRequest>, voicemails: Vec<Voicemail>) -> Vec<Task> {
+    let mut late: Vec<Task> = callbacks.into_iter().map(Task::Callback).collect();
+    late.extend(voicemails.into_iter().map(Task::Voicemail));
+    late.sort_by_key(Task::deadline_ms);
+    late
+}
+
+impl Voicemail {
+    fn wrong_state(&self, action: &'static str) -> StoreError {
+        let state = match &self.state {
+            VoicemailState::New => "new".to_string(),
+            VoicemailState::Taken { agent, .. } => format!("taken by {agent}"),
+            VoicemailState::Closed { agent, .. } => format!("closed by {agent}"),
+        };
+        StoreError::InvalidState {
+            kind: "voicemail",
+            id: self.id,
+            state,
+            action,
+        }
+    }
+
+    /// Whether `agent` taking it must be written: false when it is already theirs.
+    pub(crate) fn check_take(&self, agent: &str) -> Result<bool, StoreError> {
+        match &self.state {
+            VoicemailState::New => Ok(true),
+            VoicemailState::Taken { agent: holder, .. } if holder == agent => Ok(false),
+            _ => Err(self.wrong_state("take it")),
+        }
+    }
+
+    pub(crate) fn check_release(&self, agent: &str) -> Result<(), StoreError> {
+        match &self.state {
+            VoicemailState::Taken { agent: holder, .. } if holder == agent => Ok(()),
+            _ => Err(self.wrong_state("release it")),
+        }
+    }
+
+    /// When `agent` closing it at `at_ms` took it in charge.
+    pub(crate) fn check_close(&self, agent: &str, at_ms: i64) -> Result<i64, StoreError> {
+        match &self.state {
+            VoicemailState::New => Ok(at_ms),
+            VoicemailState::Taken {
+                agent: holder,
+                at_ms: taken,
+            } if holder == agent => Ok(*taken),
+            _ => Err(self.wrong_state("close it")),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn row(state: &str, agent: Option<&str>, taken: Option<i64>) -> VoicemailRow {
+        VoicemailRow {
+            id: 7,
+            mailbox: "m".into(),
+            caller: "061".into(),
+            did: "803".into(),
+            call_id: "c".into(),
+            recorded_at_ms: 1,
+            duration_ms: 2,
+            wav_path: "x.wav".into(),
+            variables: "{}".into(),
+            deadline_ms: 3,
+            state: state.into(),
+            agent: agent.map(str::to_string),
+            taken_at_ms: taken,
+            closed_at_ms: None,
+            outcome: None,
+        }
+    }
+
+    #[test]
+    fn a_voicemail_row_missing_what_its_state_needs_is_refused() {
+        let taken = row("taken", Some("anna"), Some(5))
+            .into_voicemail()
+            .unwrap();
+        assert!(
+            !taken.check_take("anna").unwrap(),
+            "already hers: nothing to write"
+        );
+        assert!(taken.check_take("bruno").is_err());
+        assert_eq!(taken.check_close("anna", 9).unwrap(), 5);
+        for broken in [
+            row("taken", None, Some(5)),
+            row("closed", Some("anna"), Some(5)),
+            row("lost", None, None),
+        ] {
+            let err = broken.into_voicemail().unwrap_err();
+            assert!(err.to_string().contains("voicemail state"), "{err}");
+        }
+    }
+
+    #[test]
+    fn only_counted_attempts_exhaust_a_callback() {
+        use AttemptOutcome::*;
+        assert_eq!(
+            AfterAttempt::of(NoAnswer, 1, 2, Some(10)),
+            AfterAttempt::Retry { not_before_ms: 10 }
+        );
+        assert_eq!(
+            AfterAttempt::of(NoAnswer, 2, 2, Some(10)),
+            AfterAttempt::Done(CallbackOutcome::NotReached)
+        );
+        assert_eq!(
+            AfterAttempt::of(Interrupted, 2, 2, None),
+            AfterAttempt::Uncounted {
+                not_before_ms: None
+            }
+        );
+        assert_eq!(
+            AfterAttempt::of(Answered, 1, 2, Some(10)),
+            AfterAttempt::Done(CallbackOutcome::Answered)
+        );
+    }
 
     #[test]
     fn text_forms_round_trip_and_match_serde() {

@@ -240,22 +240,7 @@ pub(super) fn queue_events_come_back_by_time_then_in_the_order_appended<B: Backe
 }
 
 pub(super) fn every_event_kind_and_its_data_round_trip<B: Backend>(db: &mut Db<'_, B>) {
-    use crate::QueueEventKind::*;
-    let kinds = [
-        Enter,
-        Offer,
-        RingNoAnswer,
-        Connect,
-        Abandon,
-        Exit,
-        Complete,
-        Transfer,
-        AgentLogin,
-        AgentPause,
-        AgentUnpause,
-        AgentLogout,
-    ];
-    let events: Vec<_> = kinds
+    let events: Vec<_> = crate::QueueEventKind::ALL
         .iter()
         .enumerate()
         .map(|(i, &kind)| QueueEvent {

@@ -1,7 +1,7 @@
 //! Several writers on one database: racing claims, and in a shared store the nodes' own
 //! callbacks, heartbeats and the adoption of a silent node's basket.
 
-use super::tasks::{request, voicemail, MIN, T0};
+use super::tasks::{callback_ids as ids, request, voicemail, MIN, T0};
 use super::{Backend, Db};
 use crate::tasks::{AttemptOutcome, CallbackState};
 use crate::{StoreError, TaskStore};
@@ -77,7 +77,6 @@ pub(super) fn a_node_dials_and_recovers_only_its_own_callbacks<B: Backend>(db: &
     let (b, _) = two.upsert_callback(&request("q", "062", T0 + MIN)).unwrap();
     one.start_attempt(a, T0 + 2 * MIN, None).unwrap();
     two.start_attempt(b, T0 + 2 * MIN, None).unwrap();
-    let ids = |l: Vec<crate::CallbackRequest>| l.into_iter().map(|c| c.id).collect::<Vec<_>>();
     // Everyone sees the whole basket.
     assert_eq!(ids(two.pending_callbacks().unwrap()), vec![a, b]);
     if !db.shared() {
@@ -197,5 +196,5 @@ pub(super) fn the_basket_of_a_silent_node_is_adopted_once<B: Backend>(db: &mut D
     let ghost = db.node("ghost");
     let (lost, _) = ghost.upsert_callback(&request("q", "080", T0)).unwrap();
     let adopted = three.adopt_orphans("n3", later, dead_after).unwrap();
-    assert_eq!(adopted.iter().map(|c| c.id).collect::<Vec<_>>(), vec![lost]);
+    assert_eq!(ids(adopted), vec![lost]);
 }

@@ -3,8 +3,8 @@
 
 use super::{Backend, Db};
 use crate::tasks::{
-    Attempt, AttemptOutcome, CallbackOutcome, CallbackState, NewCallback, NewVoicemail, Task,
-    TimeBand, VoicemailFilter, VoicemailState, VoicemailStatus,
+    Attempt, AttemptOutcome, CallbackOutcome, CallbackRequest, CallbackState, NewCallback,
+    NewVoicemail, Task, TimeBand, VoicemailFilter, VoicemailState, VoicemailStatus,
 };
 use crate::{StoreError, TaskStore};
 use std::collections::BTreeMap;
@@ -44,6 +44,10 @@ pub fn voicemail(
         variables: BTreeMap::new(),
         deadline_ms,
     }
+}
+
+pub(super) fn callback_ids(callbacks: Vec<CallbackRequest>) -> Vec<i64> {
+    callbacks.into_iter().map(|c| c.id).collect()
 }
 
 pub(super) fn a_second_request_updates_the_first_and_keeps_its_place_and_attempts<B: Backend>(
@@ -130,13 +134,10 @@ pub(super) fn pending_callbacks_are_in_line_order_whatever_the_insertion_order<B
     }
     // One of them is being dialed: still in the basket, still in its place.
     s.start_attempt(ids[2], T0 + 10 * MIN, None).unwrap();
-    let line: Vec<i64> = s
-        .pending_callbacks()
-        .unwrap()
-        .iter()
-        .map(|c| c.id)
-        .collect();
-    assert_eq!(line, vec![ids[1], ids[3], ids[2], ids[0]]);
+    assert_eq!(
+        callback_ids(s.pending_callbacks().unwrap()),
+        vec![ids[1], ids[3], ids[2], ids[0]]
+    );
     assert_eq!(s.count_pending("q").unwrap(), 4);
 }
 
@@ -268,13 +269,11 @@ pub(super) fn an_attempt_cut_by_a_crash_is_retried_once_and_does_not_count<B: Ba
         }]
     );
     assert!(s.recover_after_crash(T0 + 16 * MIN).unwrap().is_empty());
-    let line: Vec<i64> = s
-        .pending_callbacks()
-        .unwrap()
-        .iter()
-        .map(|c| c.id)
-        .collect();
-    assert_eq!(line, vec![id, other], "not duplicated, still first in line");
+    assert_eq!(
+        callback_ids(s.pending_callbacks().unwrap()),
+        vec![id, other],
+        "not duplicated, still first in line"
+    );
 
     // Both real attempts are still available.
     assert_eq!(s.start_attempt(id, T0 + 20 * MIN, None).unwrap(), 1);
@@ -538,11 +537,7 @@ pub(super) fn callbacks_of_a_period_are_every_state_with_their_attempts<B: Backe
     assert_eq!(done.attempt_log[0].agent.as_deref(), Some("anna"));
     assert_eq!(got[2].state, CallbackState::Dialing);
     assert_eq!(
-        s.callbacks_between(from - 1, from)
-            .unwrap()
-            .into_iter()
-            .map(|c| c.id)
-            .collect::<Vec<_>>(),
+        callback_ids(s.callbacks_between(from - 1, from).unwrap()),
         vec![before]
     );
     assert_eq!(s.callbacks_between(to, to + 1).unwrap()[0].id, at_end);

@@ -3,12 +3,8 @@
 //! restart it ends the calls it held, never the calls another node is carrying right now.
 
 use super::PgStore;
-use crate::dialogs::{ActiveDialog, DialogChange, DialogJournal};
+use crate::dialogs::{ActiveDialog, DialogChange, DialogJournal, COLUMNS};
 use crate::StoreError;
-
-const COLUMNS: &str = "sip_call_id, call_id, leg, local_tag, remote_tag, local_uri, remote_uri,
-    remote_target, route_set, local_contact, via_transport, via_sent_by, local_cseq, transport,
-    peer, started_at, answered_at, did, caller, trunk, channel";
 
 impl DialogJournal for PgStore {
     fn journal_dialogs(&self, changes: &[DialogChange]) -> Result<(), StoreError> {

@@ -7,7 +7,7 @@
 //! Every pending step is applied in one transaction under a transaction-level advisory lock,
 //! so that nodes starting together take turns and the second one finds the work done.
 
-use crate::StoreError;
+use crate::{pending_steps, StoreError};
 use ::postgres::Client;
 
 /// The advisory lock key of verde's migrations ("verde" in ASCII).
@@ -128,7 +128,6 @@ pub(super) const MIGRATIONS: &[&str] = &[
 
 /// Brings the database to the latest version; returns that version.
 pub(super) fn migrate(c: &mut Client, target: &str) -> Result<i64, StoreError> {
-    let known = MIGRATIONS.len() as i64;
     let mut tx = c.transaction()?;
     // Another node may hold the lock while it migrates: wait longer than a statement may.
     tx.batch_execute("SET LOCAL statement_timeout = 60000; SET LOCAL lock_timeout = 60000")?;
@@ -145,15 +144,7 @@ pub(super) fn migrate(c: &mut Client, target: &str) -> Result<i64, StoreError> {
             &[],
         )?
         .get(0);
-    if version > known {
-        return Err(StoreError::SchemaTooNew {
-            path: target.to_string(),
-            found: version,
-            known,
-        });
-    }
-    for (i, step) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-        let next = i as i64 + 1;
+    for (next, step) in pending_steps(MIGRATIONS, version, target)? {
         tx.batch_execute(step)?;
         tx.execute(
             "INSERT INTO schema_migrations (version) VALUES ($1)",
@@ -162,5 +153,5 @@ pub(super) fn migrate(c: &mut Client, target: &str) -> Result<i64, StoreError> {
         tracing::info!(store = target, version = next, "store schema migrated");
     }
     tx.commit()?;
-    Ok(known)
+    Ok(MIGRATIONS.len() as i64)
 }

@@ -6,8 +6,9 @@
 
 use super::PgStore;
 use crate::tasks::{
-    Attempt, AttemptOutcome, CallbackOutcome, CallbackRequest, CallbackState, NewCallback,
-    NewVoicemail, Task, TimeBand, Voicemail, VoicemailFilter, VoicemailState, VoicemailStatus,
+    check_attempts_left, expect_callback_state, late_tasks, log_recovered, the_one, AfterAttempt,
+    Attempt, AttemptOutcome, CallbackOutcome, CallbackRequest, CallbackRow, CallbackState,
+    NewCallback, NewVoicemail, Task, Voicemail, VoicemailFilter, VoicemailRow, VoicemailStatus,
 };
 use crate::{StoreError, TaskStore};
 use ::postgres::types::ToSql;
@@ -24,40 +25,26 @@ const VOICEMAIL_COLUMNS: &str = "id, mailbox, caller, did, call_id, recorded_at_
     duration_ms, wav_path, variables::text, deadline_ms, state, agent, taken_at_ms,
     closed_at_ms, outcome";
 
-fn bad_data(what: &str, value: &str) -> StoreError {
-    StoreError::Backend(format!("unexpected {what} {value:?} in the database").into())
-}
-
-fn callback_of(r: &Row, attempt_log: Vec<Attempt>) -> Result<CallbackRequest, StoreError> {
-    let state: String = r.get(12);
-    let state = CallbackState::parse(&state).ok_or_else(|| bad_data("state", &state))?;
-    let outcome = r
-        .get::<_, Option<String>>(13)
-        .map(|o| CallbackOutcome::parse(&o).ok_or_else(|| bad_data("outcome", &o)))
-        .transpose()?;
+fn callback_row(r: &Row) -> CallbackRow {
     let band_start: Option<i32> = r.get(6);
     let band_end: Option<i32> = r.get(7);
-    Ok(CallbackRequest {
+    CallbackRow {
         id: r.get(0),
         queue: r.get(1),
         number: r.get(2),
         caller_call_id: r.get(3),
         did: r.get(4),
         requested_at_ms: r.get(5),
-        band: band_start.zip(band_end).map(|(s, e)| TimeBand {
-            start_minute: s as u16,
-            end_minute: e as u16,
-        }),
+        band: band_start.zip(band_end).map(|(s, e)| (s as u16, e as u16)),
         not_before_ms: r.get(8),
         deadline_ms: r.get(9),
         attempts: r.get::<_, i32>(10) as u32,
         max_attempts: r.get::<_, i32>(11) as u32,
-        state,
-        outcome,
+        state: r.get(12),
+        outcome: r.get(13),
         done_at_ms: r.get(14),
-        attempt_log,
-        variables: serde_json::from_str(r.get::<_, &str>(15))?,
-    })
+        variables: r.get(15),
+    }
 }
 
 /// Callbacks matching `condition` (an SQL fragment over the table's columns), in line order,
@@ -84,30 +71,20 @@ fn select_callbacks(
          FROM callback_attempts WHERE callback_id = ANY($1) ORDER BY callback_id, seq",
         &[&ids],
     )? {
-        let outcome = a
-            .get::<_, Option<String>>(4)
-            .map(|o| AttemptOutcome::parse(&o).ok_or_else(|| bad_data("attempt outcome", &o)))
-            .transpose()?;
-        logs.entry(a.get(0)).or_default().push(Attempt {
-            started_at_ms: a.get(1),
-            agent: a.get(2),
-            finished_at_ms: a.get(3),
-            outcome,
-        });
+        let attempt = Attempt::from_stored(a.get(1), a.get(2), a.get(3), a.get(4))?;
+        logs.entry(a.get(0)).or_default().push(attempt);
     }
     rows.iter()
-        .map(|r| callback_of(r, logs.remove(&r.get::<_, i64>(0)).unwrap_or_default()))
+        .map(|r| {
+            let row = callback_row(r);
+            let log = logs.remove(&row.id).unwrap_or_default();
+            row.into_request(log)
+        })
         .collect()
 }
 
 fn must_load_callback(c: &mut impl GenericClient, id: i64) -> Result<CallbackRequest, StoreError> {
-    select_callbacks(c, "id = $1", &[&id])?
-        .into_iter()
-        .next()
-        .ok_or(StoreError::NotFound {
-            kind: "callback",
-            id,
-        })
+    the_one(select_callbacks(c, "id = $1", &[&id])?, "callback", id)
 }
 
 /// Locks the callback and reads the state a transition starts from.
@@ -124,106 +101,65 @@ fn lock_callback(
             kind: "callback",
             id,
         })?;
-    let state: String = row.get(0);
-    let state = CallbackState::parse(&state).ok_or_else(|| bad_data("state", &state))?;
     Ok((
-        state,
+        CallbackState::from_stored(row.get(0))?,
         row.get::<_, i32>(1) as u32,
         row.get::<_, i32>(2) as u32,
     ))
 }
 
-fn wrong_callback_state(id: i64, state: CallbackState, action: &'static str) -> StoreError {
-    StoreError::InvalidState {
-        kind: "callback",
-        id,
-        state: state.as_str().to_string(),
-        action,
-    }
-}
-
 /// Dialing -> Pending or Done, inside the caller's transaction.
-fn finish_in<C: GenericClient>(
-    c: &mut C,
+fn finish_in(
+    c: &mut impl GenericClient,
     id: i64,
     at_ms: i64,
     outcome: AttemptOutcome,
     next_not_before_ms: Option<i64>,
 ) -> Result<(), StoreError> {
     let (state, attempts, max) = lock_callback(c, id)?;
-    if state != CallbackState::Dialing {
-        return Err(wrong_callback_state(id, state, "finish an attempt"));
-    }
+    expect_callback_state(id, state, CallbackState::Dialing, "finish an attempt")?;
     c.execute(
         "UPDATE callback_attempts SET finished_at_ms = $2, outcome = $3
          WHERE callback_id = $1 AND outcome IS NULL",
         &[&id, &at_ms, &outcome.as_str()],
     )?;
-    let done = |c: &mut C, o: CallbackOutcome| {
-        c.execute(
+    match AfterAttempt::of(outcome, attempts, max, next_not_before_ms) {
+        AfterAttempt::Done(final_outcome) => c.execute(
             "UPDATE callbacks SET state = 'done', outcome = $2, done_at_ms = $3 WHERE id = $1",
-            &[&id, &o.as_str(), &at_ms],
-        )
+            &[&id, &final_outcome.as_str(), &at_ms],
+        )?,
+        AfterAttempt::Uncounted { not_before_ms } => c.execute(
+            "UPDATE callbacks SET state = 'pending', attempts = attempts - 1,
+                 not_before_ms = COALESCE($2, not_before_ms)
+             WHERE id = $1",
+            &[&id, &not_before_ms],
+        )?,
+        AfterAttempt::Retry { not_before_ms } => c.execute(
+            "UPDATE callbacks SET state = 'pending', not_before_ms = $2 WHERE id = $1",
+            &[&id, &not_before_ms],
+        )?,
     };
-    match outcome {
-        AttemptOutcome::Answered => {
-            done(c, CallbackOutcome::Answered)?;
-        }
-        AttemptOutcome::Interrupted => {
-            c.execute(
-                "UPDATE callbacks SET state = 'pending', attempts = attempts - 1,
-                     not_before_ms = COALESCE($2, not_before_ms)
-                 WHERE id = $1",
-                &[&id, &next_not_before_ms],
-            )?;
-        }
-        _ => match next_not_before_ms {
-            Some(next) if attempts < max => {
-                c.execute(
-                    "UPDATE callbacks SET state = 'pending', not_before_ms = $2 WHERE id = $1",
-                    &[&id, &next],
-                )?;
-            }
-            _ => {
-                done(c, CallbackOutcome::NotReached)?;
-            }
-        },
-    }
     Ok(())
 }
 
-fn voicemail_of(r: &Row) -> Result<Voicemail, StoreError> {
-    let state: String = r.get(10);
-    let broken = || bad_data("voicemail state", &state);
-    let agent: Option<String> = r.get(11);
-    let taken_at_ms: Option<i64> = r.get(12);
-    let state = match state.as_str() {
-        "new" => VoicemailState::New,
-        "taken" => VoicemailState::Taken {
-            agent: agent.ok_or_else(broken)?,
-            at_ms: taken_at_ms.ok_or_else(broken)?,
-        },
-        "closed" => VoicemailState::Closed {
-            agent: agent.ok_or_else(broken)?,
-            taken_at_ms: taken_at_ms.ok_or_else(broken)?,
-            at_ms: r.get::<_, Option<i64>>(13).ok_or_else(broken)?,
-            outcome: r.get::<_, Option<String>>(14).ok_or_else(broken)?,
-        },
-        _ => return Err(broken()),
-    };
-    Ok(Voicemail {
+fn voicemail_row(r: &Row) -> VoicemailRow {
+    VoicemailRow {
         id: r.get(0),
         mailbox: r.get(1),
         caller: r.get(2),
         did: r.get(3),
         call_id: r.get(4),
         recorded_at_ms: r.get(5),
-        duration_ms: r.get::<_, i64>(6) as u64,
+        duration_ms: r.get(6),
         wav_path: r.get(7),
-        variables: serde_json::from_str(r.get::<_, &str>(8))?,
+        variables: r.get(8),
         deadline_ms: r.get(9),
-        state,
-    })
+        state: r.get(10),
+        agent: r.get(11),
+        taken_at_ms: r.get(12),
+        closed_at_ms: r.get(13),
+        outcome: r.get(14),
+    }
 }
 
 fn select_voicemails(
@@ -237,43 +173,21 @@ fn select_voicemails(
         params,
     )?
     .iter()
-    .map(voicemail_of)
+    .map(|r| voicemail_row(r).into_voicemail())
     .collect()
 }
 
-/// The voicemail, locked until the transaction ends.
-fn lock_voicemail(c: &mut impl GenericClient, id: i64) -> Result<Voicemail, StoreError> {
-    select_voicemails(c, "id = $1", "FOR UPDATE", &[&id])?
-        .into_iter()
-        .next()
-        .ok_or(StoreError::NotFound {
-            kind: "voicemail",
-            id,
-        })
-}
-
-fn load_voicemail(c: &mut impl GenericClient, id: i64) -> Result<Voicemail, StoreError> {
-    select_voicemails(c, "id = $1", "", &[&id])?
-        .into_iter()
-        .next()
-        .ok_or(StoreError::NotFound {
-            kind: "voicemail",
-            id,
-        })
-}
-
-fn wrong_voicemail_state(id: i64, state: &VoicemailState, action: &'static str) -> StoreError {
-    let state = match state {
-        VoicemailState::New => "new".to_string(),
-        VoicemailState::Taken { agent, .. } => format!("taken by {agent}"),
-        VoicemailState::Closed { agent, .. } => format!("closed by {agent}"),
-    };
-    StoreError::InvalidState {
-        kind: "voicemail",
+/// The voicemail; with `FOR UPDATE` as `lock`, locked until the transaction ends.
+fn load_voicemail(
+    c: &mut impl GenericClient,
+    id: i64,
+    lock: &str,
+) -> Result<Voicemail, StoreError> {
+    the_one(
+        select_voicemails(c, "id = $1", lock, &[&id])?,
+        "voicemail",
         id,
-        state,
-        action,
-    }
+    )
 }
 
 fn take_in(c: &mut impl GenericClient, id: i64, agent: &str, at_ms: i64) -> Result<(), StoreError> {
@@ -378,9 +292,7 @@ impl TaskStore for PgStore {
         self.run(move |c| {
             let mut tx = c.transaction()?;
             let (state, attempts, max) = lock_callback(&mut tx, id)?;
-            if state != CallbackState::Pending {
-                return Err(wrong_callback_state(id, state, "start an attempt"));
-            }
+            expect_callback_state(id, state, CallbackState::Pending, "start an attempt")?;
             let owner: String = tx
                 .query_one("SELECT node FROM callbacks WHERE id = $1", &[&id])?
                 .get(0);
@@ -392,14 +304,7 @@ impl TaskStore for PgStore {
                     action: "start an attempt",
                 });
             }
-            if attempts >= max {
-                return Err(StoreError::InvalidState {
-                    kind: "callback",
-                    id,
-                    state: format!("out of attempts ({attempts} of {max})"),
-                    action: "start an attempt",
-                });
-            }
+            check_attempts_left(id, attempts, max)?;
             tx.execute(
                 "INSERT INTO callback_attempts (callback_id, seq, started_at_ms, agent)
                  VALUES ($1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM callback_attempts
@@ -435,9 +340,7 @@ impl TaskStore for PgStore {
         self.run(move |c| {
             let mut tx = c.transaction()?;
             let (state, _, _) = lock_callback(&mut tx, id)?;
-            if state != CallbackState::Pending {
-                return Err(wrong_callback_state(id, state, "cancel"));
-            }
+            expect_callback_state(id, state, CallbackState::Pending, "cancel")?;
             tx.execute(
                 "UPDATE callbacks SET state = 'done', outcome = $2, done_at_ms = $3
                  WHERE id = $1",
@@ -470,13 +373,7 @@ impl TaskStore for PgStore {
             tx.commit()?;
             Ok(list)
         })?;
-        for c in &recovered {
-            tracing::warn!(
-                id = c.id,
-                queue = %c.queue,
-                "callback attempt interrupted by a restart; back in the basket"
-            );
-        }
+        log_recovered(&recovered);
         Ok(recovered)
     }
 
@@ -597,7 +494,7 @@ impl TaskStore for PgStore {
             };
             let id: i64 = row.get(0);
             take_in(&mut tx, id, &agent, at_ms)?;
-            let vm = load_voicemail(&mut tx, id)?;
+            let vm = load_voicemail(&mut tx, id, "")?;
             tx.commit()?;
             Ok(Some(vm))
         })
@@ -607,13 +504,12 @@ impl TaskStore for PgStore {
         let agent = agent.to_string();
         self.run(move |c| {
             let mut tx = c.transaction()?;
-            let vm = lock_voicemail(&mut tx, id)?;
-            match &vm.state {
-                VoicemailState::New => take_in(&mut tx, id, &agent, at_ms)?,
-                VoicemailState::Taken { agent: holder, .. } if *holder == agent => return Ok(vm),
-                other => return Err(wrong_voicemail_state(id, other, "take it")),
+            let vm = load_voicemail(&mut tx, id, "FOR UPDATE")?;
+            if !vm.check_take(&agent)? {
+                return Ok(vm);
             }
-            let vm = load_voicemail(&mut tx, id)?;
+            take_in(&mut tx, id, &agent, at_ms)?;
+            let vm = load_voicemail(&mut tx, id, "")?;
             tx.commit()?;
             Ok(vm)
         })
@@ -623,18 +519,13 @@ impl TaskStore for PgStore {
         let agent = agent.to_string();
         self.run(move |c| {
             let mut tx = c.transaction()?;
-            let vm = lock_voicemail(&mut tx, id)?;
-            match &vm.state {
-                VoicemailState::Taken { agent: holder, .. } if *holder == agent => {
-                    tx.execute(
-                        "UPDATE voicemails SET state = 'new', agent = NULL, taken_at_ms = NULL
-                         WHERE id = $1",
-                        &[&id],
-                    )?;
-                }
-                other => return Err(wrong_voicemail_state(id, other, "release it")),
-            }
-            let vm = load_voicemail(&mut tx, id)?;
+            load_voicemail(&mut tx, id, "FOR UPDATE")?.check_release(&agent)?;
+            tx.execute(
+                "UPDATE voicemails SET state = 'new', agent = NULL, taken_at_ms = NULL
+                 WHERE id = $1",
+                &[&id],
+            )?;
+            let vm = load_voicemail(&mut tx, id, "")?;
             tx.commit()?;
             Ok(vm)
         })
@@ -650,22 +541,15 @@ impl TaskStore for PgStore {
         let (agent, outcome) = (agent.to_string(), outcome.to_string());
         self.run(move |c| {
             let mut tx = c.transaction()?;
-            let vm = lock_voicemail(&mut tx, id)?;
-            let taken_at_ms = match &vm.state {
-                VoicemailState::New => at_ms,
-                VoicemailState::Taken {
-                    agent: holder,
-                    at_ms: taken,
-                } if *holder == agent => *taken,
-                other => return Err(wrong_voicemail_state(id, other, "close it")),
-            };
+            let taken_at_ms =
+                load_voicemail(&mut tx, id, "FOR UPDATE")?.check_close(&agent, at_ms)?;
             tx.execute(
                 "UPDATE voicemails SET state = 'closed', agent = $2, taken_at_ms = $3,
                      closed_at_ms = $4, outcome = $5
                  WHERE id = $1",
                 &[&id, &agent, &taken_at_ms, &at_ms, &outcome],
             )?;
-            let vm = load_voicemail(&mut tx, id)?;
+            let vm = load_voicemail(&mut tx, id, "")?;
             tx.commit()?;
             Ok(vm)
         })
@@ -690,23 +574,15 @@ impl TaskStore for PgStore {
 
     fn late_tasks(&self, now_ms: i64) -> Result<Vec<Task>, StoreError> {
         self.run(move |c| {
-            let mut late: Vec<Task> =
-                select_callbacks(c, "state = 'pending' AND deadline_ms < $1", &[&now_ms])?
-                    .into_iter()
-                    .map(Task::Callback)
-                    .collect();
-            late.extend(
+            Ok(late_tasks(
+                select_callbacks(c, "state = 'pending' AND deadline_ms < $1", &[&now_ms])?,
                 select_voicemails(
                     c,
                     "state = 'new' AND deadline_ms < $1",
                     "ORDER BY deadline_ms, id",
                     &[&now_ms],
-                )?
-                .into_iter()
-                .map(Task::Voicemail),
-            );
-            late.sort_by_key(Task::deadline_ms);
-            Ok(late)
+                )?,
+            ))
         })
     }
 

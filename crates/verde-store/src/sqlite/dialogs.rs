@@ -1,13 +1,9 @@
 //! [`DialogJournal`] on SQLite: one row per answered side of a call in progress.
 
 use super::SqliteStore;
-use crate::dialogs::{ActiveDialog, DialogChange, DialogJournal};
+use crate::dialogs::{ActiveDialog, DialogChange, DialogJournal, COLUMNS};
 use crate::StoreError;
 use rusqlite::params;
-
-const COLUMNS: &str = "sip_call_id, call_id, leg, local_tag, remote_tag, local_uri, remote_uri,
-    remote_target, route_set, local_contact, via_transport, via_sent_by, local_cseq, transport,
-    peer, started_at, answered_at, did, caller, trunk, channel";
 
 impl DialogJournal for SqliteStore {
     fn journal_dialogs(&self, changes: &[DialogChange]) -> Result<(), StoreError> {

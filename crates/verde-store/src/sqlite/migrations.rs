@@ -5,7 +5,7 @@
 //! `schema_version`: they count as version 0, and step 1 is written with `IF NOT EXISTS` so that
 //! it adopts their table as it is.
 
-use crate::StoreError;
+use crate::{pending_steps, StoreError};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
 pub(super) const MIGRATIONS: &[&str] = &[
@@ -129,7 +129,6 @@ pub(super) fn migrate(conn: &mut Connection, path: &str) -> Result<i64, StoreErr
 
 /// Applies steps up to `steps` only; tests build databases as older releases left them.
 fn migrate_to(conn: &mut Connection, path: &str, steps: usize) -> Result<i64, StoreError> {
-    let known = MIGRATIONS.len() as i64;
     let target = steps as i64;
     loop {
         // IMMEDIATE takes the write lock before reading the version, so two processes opening
@@ -140,19 +139,15 @@ fn migrate_to(conn: &mut Connection, path: &str, steps: usize) -> Result<i64, St
             .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
             .optional()?
             .unwrap_or(0);
-        if version > known {
-            return Err(StoreError::SchemaTooNew {
-                path: path.to_string(),
-                found: version,
-                known,
-            });
-        }
-        if version >= target {
+        // One step per transaction: a step that fails leaves the ones before it applied.
+        let Some((next, step)) = pending_steps(MIGRATIONS, version, path)?
+            .next()
+            .filter(|&(next, _)| next <= target)
+        else {
             tx.commit()?;
             return Ok(version);
-        }
-        let next = version + 1;
-        tx.execute_batch(MIGRATIONS[version as usize])?;
+        };
+        tx.execute_batch(step)?;
         tx.execute("DELETE FROM schema_version", [])?;
         tx.execute("INSERT INTO schema_version (version) VALUES (?1)", [next])?;
         tx.commit()?;

@@ -4,8 +4,9 @@
 
 use super::SqliteStore;
 use crate::tasks::{
-    Attempt, AttemptOutcome, CallbackOutcome, CallbackRequest, CallbackState, NewCallback,
-    NewVoicemail, Task, TimeBand, Voicemail, VoicemailFilter, VoicemailState, VoicemailStatus,
+    check_attempts_left, expect_callback_state, late_tasks, log_recovered, the_one, AfterAttempt,
+    Attempt, AttemptOutcome, CallbackOutcome, CallbackRequest, CallbackRow, CallbackState,
+    NewCallback, NewVoicemail, Task, Voicemail, VoicemailFilter, VoicemailRow, VoicemailStatus,
 };
 use crate::{StoreError, TaskStore};
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, TransactionBehavior};
@@ -17,29 +18,6 @@ const CALLBACK_COLUMNS: &str = "id, queue, number, caller_call_id, did, requeste
 const VOICEMAIL_COLUMNS: &str = "id, mailbox, caller, did, call_id, recorded_at_ms,
     duration_ms, wav_path, variables, deadline_ms, state, agent, taken_at_ms, closed_at_ms,
     outcome";
-
-fn bad_data(what: &str, value: &str) -> StoreError {
-    StoreError::Backend(format!("unexpected {what} {value:?} in the database").into())
-}
-
-/// Row of `callbacks` before the text columns are checked.
-struct CallbackRow {
-    id: i64,
-    queue: String,
-    number: String,
-    caller_call_id: String,
-    did: String,
-    requested_at_ms: i64,
-    band: Option<(u16, u16)>,
-    not_before_ms: i64,
-    deadline_ms: i64,
-    attempts: u32,
-    max_attempts: u32,
-    state: String,
-    outcome: Option<String>,
-    done_at_ms: Option<i64>,
-    variables: String,
-}
 
 fn callback_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CallbackRow> {
     let band_start: Option<u16> = r.get(6)?;
@@ -68,57 +46,18 @@ fn attempt_log(conn: &Connection, id: i64) -> Result<Vec<Attempt>, StoreError> {
         "SELECT started_at_ms, agent, finished_at_ms, outcome FROM callback_attempts
          WHERE callback_id = ?1 ORDER BY seq",
     )?;
-    let rows = stmt.query_map([id], |r| {
-        Ok((
-            r.get::<_, i64>(0)?,
-            r.get::<_, Option<String>>(1)?,
-            r.get::<_, Option<i64>>(2)?,
-            r.get::<_, Option<String>>(3)?,
-        ))
-    })?;
+    let rows = stmt.query_map([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
     let mut log = Vec::new();
     for row in rows {
         let (started_at_ms, agent, finished_at_ms, outcome) = row?;
-        let outcome = outcome
-            .map(|o| AttemptOutcome::parse(&o).ok_or_else(|| bad_data("attempt outcome", &o)))
-            .transpose()?;
-        log.push(Attempt {
+        log.push(Attempt::from_stored(
             started_at_ms,
             agent,
             finished_at_ms,
             outcome,
-        });
+        )?);
     }
     Ok(log)
-}
-
-fn complete_callback(conn: &Connection, row: CallbackRow) -> Result<CallbackRequest, StoreError> {
-    let state = CallbackState::parse(&row.state).ok_or_else(|| bad_data("state", &row.state))?;
-    let outcome = row
-        .outcome
-        .map(|o| CallbackOutcome::parse(&o).ok_or_else(|| bad_data("outcome", &o)))
-        .transpose()?;
-    Ok(CallbackRequest {
-        attempt_log: attempt_log(conn, row.id)?,
-        id: row.id,
-        queue: row.queue,
-        number: row.number,
-        caller_call_id: row.caller_call_id,
-        did: row.did,
-        requested_at_ms: row.requested_at_ms,
-        band: row.band.map(|(start_minute, end_minute)| TimeBand {
-            start_minute,
-            end_minute,
-        }),
-        not_before_ms: row.not_before_ms,
-        deadline_ms: row.deadline_ms,
-        attempts: row.attempts,
-        max_attempts: row.max_attempts,
-        state,
-        outcome,
-        done_at_ms: row.done_at_ms,
-        variables: serde_json::from_str(&row.variables)?,
-    })
 }
 
 /// Callbacks matching `condition` (an SQL fragment over the table's columns), in line order.
@@ -136,7 +75,10 @@ fn select_callbacks<P: rusqlite::Params>(
         .query_map(params, callback_row)?
         .collect::<Result<Vec<_>, _>>()?;
     rows.into_iter()
-        .map(|row| complete_callback(conn, row))
+        .map(|row| {
+            let log = attempt_log(conn, row.id)?;
+            row.into_request(log)
+        })
         .collect()
 }
 
@@ -145,10 +87,7 @@ fn load_callback(conn: &Connection, id: i64) -> Result<Option<CallbackRequest>, 
 }
 
 fn must_load_callback(conn: &Connection, id: i64) -> Result<CallbackRequest, StoreError> {
-    load_callback(conn, id)?.ok_or(StoreError::NotFound {
-        kind: "callback",
-        id,
-    })
+    the_one(select_callbacks(conn, "id = ?1", [id])?, "callback", id)
 }
 
 /// Reads the state a transition starts from.
@@ -164,17 +103,7 @@ fn callback_state(conn: &Connection, id: i64) -> Result<(CallbackState, u32, u32
             kind: "callback",
             id,
         })?;
-    let state = CallbackState::parse(&state).ok_or_else(|| bad_data("state", &state))?;
-    Ok((state, attempts, max))
-}
-
-fn wrong_callback_state(id: i64, state: CallbackState, action: &'static str) -> StoreError {
-    StoreError::InvalidState {
-        kind: "callback",
-        id,
-        state: state.as_str().to_string(),
-        action,
-    }
+    Ok((CallbackState::from_stored(&state)?, attempts, max))
 }
 
 /// Dialing -> Pending or Done, inside the caller's transaction.
@@ -186,63 +115,29 @@ fn finish_in(
     next_not_before_ms: Option<i64>,
 ) -> Result<(), StoreError> {
     let (state, attempts, max) = callback_state(conn, id)?;
-    if state != CallbackState::Dialing {
-        return Err(wrong_callback_state(id, state, "finish an attempt"));
-    }
+    expect_callback_state(id, state, CallbackState::Dialing, "finish an attempt")?;
     conn.execute(
         "UPDATE callback_attempts SET finished_at_ms = ?2, outcome = ?3
          WHERE callback_id = ?1 AND outcome IS NULL",
         params![id, at_ms, outcome.as_str()],
     )?;
-    let done = |final_outcome: CallbackOutcome| {
-        conn.execute(
+    match AfterAttempt::of(outcome, attempts, max, next_not_before_ms) {
+        AfterAttempt::Done(final_outcome) => conn.execute(
             "UPDATE callbacks SET state = 'done', outcome = ?2, done_at_ms = ?3 WHERE id = ?1",
             params![id, final_outcome.as_str(), at_ms],
-        )
+        )?,
+        AfterAttempt::Uncounted { not_before_ms } => conn.execute(
+            "UPDATE callbacks SET state = 'pending', attempts = attempts - 1,
+                 not_before_ms = COALESCE(?2, not_before_ms)
+             WHERE id = ?1",
+            params![id, not_before_ms],
+        )?,
+        AfterAttempt::Retry { not_before_ms } => conn.execute(
+            "UPDATE callbacks SET state = 'pending', not_before_ms = ?2 WHERE id = ?1",
+            params![id, not_before_ms],
+        )?,
     };
-    match outcome {
-        AttemptOutcome::Answered => {
-            done(CallbackOutcome::Answered)?;
-        }
-        AttemptOutcome::Interrupted => {
-            conn.execute(
-                "UPDATE callbacks SET state = 'pending', attempts = attempts - 1,
-                     not_before_ms = COALESCE(?2, not_before_ms)
-                 WHERE id = ?1",
-                params![id, next_not_before_ms],
-            )?;
-        }
-        _ => match next_not_before_ms {
-            Some(next) if attempts < max => {
-                conn.execute(
-                    "UPDATE callbacks SET state = 'pending', not_before_ms = ?2 WHERE id = ?1",
-                    params![id, next],
-                )?;
-            }
-            _ => {
-                done(CallbackOutcome::NotReached)?;
-            }
-        },
-    }
     Ok(())
-}
-
-struct VoicemailRow {
-    id: i64,
-    mailbox: String,
-    caller: String,
-    did: String,
-    call_id: String,
-    recorded_at_ms: i64,
-    duration_ms: i64,
-    wav_path: String,
-    variables: String,
-    deadline_ms: i64,
-    state: String,
-    agent: Option<String>,
-    taken_at_ms: Option<i64>,
-    closed_at_ms: Option<i64>,
-    outcome: Option<String>,
 }
 
 fn voicemail_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<VoicemailRow> {
@@ -265,37 +160,6 @@ fn voicemail_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<VoicemailRow> {
     })
 }
 
-fn complete_voicemail(row: VoicemailRow) -> Result<Voicemail, StoreError> {
-    let broken = || bad_data("voicemail state", &row.state);
-    let state = match row.state.as_str() {
-        "new" => VoicemailState::New,
-        "taken" => VoicemailState::Taken {
-            agent: row.agent.clone().ok_or_else(broken)?,
-            at_ms: row.taken_at_ms.ok_or_else(broken)?,
-        },
-        "closed" => VoicemailState::Closed {
-            agent: row.agent.clone().ok_or_else(broken)?,
-            taken_at_ms: row.taken_at_ms.ok_or_else(broken)?,
-            at_ms: row.closed_at_ms.ok_or_else(broken)?,
-            outcome: row.outcome.clone().ok_or_else(broken)?,
-        },
-        _ => return Err(broken()),
-    };
-    Ok(Voicemail {
-        id: row.id,
-        mailbox: row.mailbox,
-        caller: row.caller,
-        did: row.did,
-        call_id: row.call_id,
-        recorded_at_ms: row.recorded_at_ms,
-        duration_ms: row.duration_ms as u64,
-        wav_path: row.wav_path,
-        variables: serde_json::from_str(&row.variables)?,
-        deadline_ms: row.deadline_ms,
-        state,
-    })
-}
-
 fn select_voicemails<P: rusqlite::Params>(
     conn: &Connection,
     condition: &str,
@@ -307,31 +171,15 @@ fn select_voicemails<P: rusqlite::Params>(
     let rows = stmt
         .query_map(params, voicemail_row)?
         .collect::<Result<Vec<_>, _>>()?;
-    rows.into_iter().map(complete_voicemail).collect()
+    rows.into_iter().map(VoicemailRow::into_voicemail).collect()
 }
 
 fn must_load_voicemail(conn: &Connection, id: i64) -> Result<Voicemail, StoreError> {
-    select_voicemails(conn, "id = ?1", "", [id])?
-        .into_iter()
-        .next()
-        .ok_or(StoreError::NotFound {
-            kind: "voicemail",
-            id,
-        })
-}
-
-fn wrong_voicemail_state(id: i64, state: &VoicemailState, action: &'static str) -> StoreError {
-    let state = match state {
-        VoicemailState::New => "new".to_string(),
-        VoicemailState::Taken { agent, .. } => format!("taken by {agent}"),
-        VoicemailState::Closed { agent, .. } => format!("closed by {agent}"),
-    };
-    StoreError::InvalidState {
-        kind: "voicemail",
+    the_one(
+        select_voicemails(conn, "id = ?1", "", [id])?,
+        "voicemail",
         id,
-        state,
-        action,
-    }
+    )
 }
 
 fn take_in(conn: &Connection, id: i64, agent: &str, at_ms: i64) -> Result<(), StoreError> {
@@ -441,17 +289,8 @@ impl TaskStore for SqliteStore {
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let (state, attempts, max) = callback_state(&tx, id)?;
-        if state != CallbackState::Pending {
-            return Err(wrong_callback_state(id, state, "start an attempt"));
-        }
-        if attempts >= max {
-            return Err(StoreError::InvalidState {
-                kind: "callback",
-                id,
-                state: format!("out of attempts ({attempts} of {max})"),
-                action: "start an attempt",
-            });
-        }
+        expect_callback_state(id, state, CallbackState::Pending, "start an attempt")?;
+        check_attempts_left(id, attempts, max)?;
         tx.execute(
             "INSERT INTO callback_attempts (callback_id, seq, started_at_ms, agent)
              VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM callback_attempts
@@ -484,9 +323,7 @@ impl TaskStore for SqliteStore {
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let (state, _, _) = callback_state(&tx, id)?;
-        if state != CallbackState::Pending {
-            return Err(wrong_callback_state(id, state, "cancel"));
-        }
+        expect_callback_state(id, state, CallbackState::Pending, "cancel")?;
         tx.execute(
             "UPDATE callbacks SET state = 'done', outcome = ?2, done_at_ms = ?3 WHERE id = ?1",
             params![id, CallbackOutcome::Cancelled.as_str(), at_ms],
@@ -514,13 +351,7 @@ impl TaskStore for SqliteStore {
             .into_iter()
             .map(|id| must_load_callback(&conn, id))
             .collect::<Result<Vec<_>, _>>()?;
-        for c in &recovered {
-            tracing::warn!(
-                id = c.id,
-                queue = %c.queue,
-                "callback attempt interrupted by a restart; back in the basket"
-            );
-        }
+        log_recovered(&recovered);
         Ok(recovered)
     }
 
@@ -598,11 +429,10 @@ impl TaskStore for SqliteStore {
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let vm = must_load_voicemail(&tx, id)?;
-        match &vm.state {
-            VoicemailState::New => take_in(&tx, id, agent, at_ms)?,
-            VoicemailState::Taken { agent: holder, .. } if holder == agent => return Ok(vm),
-            other => return Err(wrong_voicemail_state(id, other, "take it")),
+        if !vm.check_take(agent)? {
+            return Ok(vm);
         }
+        take_in(&tx, id, agent, at_ms)?;
         tx.commit()?;
         must_load_voicemail(&conn, id)
     }
@@ -610,17 +440,11 @@ impl TaskStore for SqliteStore {
     fn release_voicemail(&self, id: i64, agent: &str) -> Result<Voicemail, StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let vm = must_load_voicemail(&tx, id)?;
-        match &vm.state {
-            VoicemailState::Taken { agent: holder, .. } if holder == agent => {
-                tx.execute(
-                    "UPDATE voicemails SET state = 'new', agent = NULL, taken_at_ms = NULL
-                     WHERE id = ?1",
-                    [id],
-                )?;
-            }
-            other => return Err(wrong_voicemail_state(id, other, "release it")),
-        }
+        must_load_voicemail(&tx, id)?.check_release(agent)?;
+        tx.execute(
+            "UPDATE voicemails SET state = 'new', agent = NULL, taken_at_ms = NULL WHERE id = ?1",
+            [id],
+        )?;
         tx.commit()?;
         must_load_voicemail(&conn, id)
     }
@@ -634,15 +458,7 @@ impl TaskStore for SqliteStore {
     ) -> Result<Voicemail, StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let vm = must_load_voicemail(&tx, id)?;
-        let taken_at_ms = match &vm.state {
-            VoicemailState::New => at_ms,
-            VoicemailState::Taken {
-                agent: holder,
-                at_ms: taken,
-            } if holder == agent => *taken,
-            other => return Err(wrong_voicemail_state(id, other, "close it")),
-        };
+        let taken_at_ms = must_load_voicemail(&tx, id)?.check_close(agent, at_ms)?;
         tx.execute(
             "UPDATE voicemails SET state = 'closed', agent = ?2, taken_at_ms = ?3,
                  closed_at_ms = ?4, outcome = ?5
@@ -670,23 +486,15 @@ impl TaskStore for SqliteStore {
 
     fn late_tasks(&self, now_ms: i64) -> Result<Vec<Task>, StoreError> {
         let conn = self.lock();
-        let mut late: Vec<Task> =
-            select_callbacks(&conn, "state = 'pending' AND deadline_ms < ?1", [now_ms])?
-                .into_iter()
-                .map(Task::Callback)
-                .collect();
-        late.extend(
+        Ok(late_tasks(
+            select_callbacks(&conn, "state = 'pending' AND deadline_ms < ?1", [now_ms])?,
             select_voicemails(
                 &conn,
                 "state = 'new' AND deadline_ms < ?1",
                 "ORDER BY deadline_ms, id",
                 [now_ms],
-            )?
-            .into_iter()
-            .map(Task::Voicemail),
-        );
-        late.sort_by_key(Task::deadline_ms);
-        Ok(late)
+            )?,
+        ))
     }
 
     fn callbacks_between(
