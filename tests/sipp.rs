@@ -419,6 +419,29 @@ impl Drop for SippRun {
     }
 }
 
+/// `n` concurrent calls to `did` at `to`, each listening 1.5 s then hanging up; every one must
+/// be answered and completed (SIPp exits 0) within `timeout`.
+pub fn answered_calls(
+    dir: &TestDir,
+    to: SocketAddr,
+    did: &str,
+    n: u32,
+    timeout: Duration,
+) -> SippOutcome {
+    let scen = scenario(
+        dir,
+        "uac_call.xml",
+        &[("ACTIONS", String::new()), ("LISTEN_MS", "1500".into())],
+    );
+    let out = Sipp::new(&scen, to)
+        .service(did)
+        .calls(n)
+        .timeout(timeout)
+        .run(dir);
+    out.assert_success(&format!("{n} calls to {did}"));
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -459,27 +482,4 @@ mod tests {
             "{sdp:?}"
         );
     }
-}
-
-/// `n` concurrent calls to `did` at `to`, each listening 1.5 s then hanging up; every one must
-/// be answered and completed (SIPp exits 0) within `timeout`.
-pub fn answered_calls(
-    dir: &TestDir,
-    to: SocketAddr,
-    did: &str,
-    n: u32,
-    timeout: Duration,
-) -> SippOutcome {
-    let scen = scenario(
-        dir,
-        "uac_call.xml",
-        &[("ACTIONS", String::new()), ("LISTEN_MS", "1500".into())],
-    );
-    let out = Sipp::new(&scen, to)
-        .service(did)
-        .calls(n)
-        .timeout(timeout)
-        .run(dir);
-    out.assert_success(&format!("{n} calls to {did}"));
-    out
 }
