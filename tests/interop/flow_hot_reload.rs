@@ -93,5 +93,8 @@ fn a_broken_flow_is_refused_with_its_line_and_the_last_good_one_keeps_serving() 
 
     // SIGHUP reloads on demand.
     unsafe { libc::kill(verde.pid() as i32, libc::SIGHUP) };
-    verde.wait_log("SIGHUP: reloading flows", Duration::from_secs(10));
+    verde.wait_log(
+        "SIGHUP: reloading the configuration and the flows",
+        Duration::from_secs(10),
+    );
 }
