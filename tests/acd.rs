@@ -97,6 +97,27 @@ pub fn queue(verde: &Verde, name: &str) -> Value {
         .unwrap_or_else(|| panic!("queue {name} is not in GET /api/queues: {all:#?}"))
 }
 
+/// Polls `GET /api/queues` until queue `name` satisfies `want`: the ACD publishes its view
+/// within 50 ms of a change, so a change a log line announces may not show yet.
+pub fn wait_queue(
+    verde: &Verde,
+    name: &str,
+    what: &str,
+    timeout: Duration,
+    want: impl Fn(&Value) -> bool,
+) -> Value {
+    let mut last = Value::Null;
+    try_wait_for(timeout, || {
+        last = queue(verde, name);
+        want(&last).then(|| last.clone())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "timed out after {timeout:?} waiting for queue {name} to be {what}; last seen: {last}"
+        )
+    })
+}
+
 /// The agent's phone dials a feature code (`*11` ready, `*12` pause, `*13` log out): verde
 /// answers, confirms with a short prompt and hangs up. Returns once the call has closed.
 pub fn feature_code(phone: &mut Baresip, verde: &Verde, code: &str) {

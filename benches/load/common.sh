@@ -7,6 +7,10 @@
 #   load_workdir "bridge-$(load_ts)"            # WORK=target/load/NAME (with data/), cd there
 #   verde_start verde.log --config X --flows Y  # VPID; waits for /health; killed on exit
 #
+# Then: pids+=($!) for anything started in the background (ended on exit); http_get PATH,
+# metric NAME, calls_idle; cpu_ticks / tree_ticks / rss_kb PID and cpu_pct for /proc sampling;
+# udp_in / udp_out for the namespace's UDP datagram counters; sipp_last CSV COLUMN.
+#
 # Outside the namespace, load_enter_ns checks the tools, builds a release verde (plus LOAD_PKGS)
 # in one cargo command unless VERDE_BIN is set, makes the binaries' paths absolute and re-executes
 # the calling script with the same arguments in a private network namespace (unshare -n as root,
@@ -104,3 +108,10 @@ tree_ticks() {
 # UDP datagrams received by every socket of this network namespace (/proc/net/snmp, InDatagrams).
 udp_in() { awk '/^Udp:/ { if (h) { print $2; exit } h = 1 }' /proc/net/snmp; }
 udp_out() { awk '/^Udp:/ { if (h) { print $5; exit } h = 1 }' /proc/net/snmp; }
+# metric NAME_AND_LABELS: a sample's value from verde's /metrics (0 when absent).
+metric() { { http_get /metrics 2>/dev/null || true; } | awk -v m="$1" 'index($0, m" ") == 1 {v=$2} END{print v+0}'; }
+# Waits (up to $1 s, default 60) for verde to have no call up, e.g. the agents' *11 logins.
+calls_idle() {
+    for _ in $(seq 1 $(( ${1:-60} * 5 ))); do [ "$(metric verde_calls_active)" = 0 ] && return 0; sleep 0.2; done
+    echo "warning: verde still has $(metric verde_calls_active) calls up" >&2
+}

@@ -142,6 +142,7 @@ for run in $(seq 1 "$RUNS"); do
     sipp -sf "$HERE/bridge/uac_agent_login.xml" 127.0.0.1:5060 -i 127.0.0.1 -p 5081 -mp 45000 -key uas_port 5080 \
         -inf "$WORK/agents.csv" -m "$CALLS" -r 100 -l 200 -nostdin -timeout 120s > "$WORK/sipp-login-$run.out" 2>&1 \
         || { echo "agent logins failed:" >&2; tail -20 "$WORK/sipp-login-$run.out" >&2; exit 1; }
+    calls_idle 60
     callers_start "verde-$run"
     m=$(measure "$VPID")
     finish_callers "verde-$run"

@@ -63,8 +63,6 @@ sed '/rtp_stream=/d' "$HERE/bridge/uas_agent.xml" > "$WORK/uas_agent.xml"
 verde_start verde.log --config "$WORK/soak.yaml" --flows "$WORK/flows" --media-ip 127.0.0.1 \
     --rtp-ports 20000-29999
 agents_in() { { http_get /api/agents 2>/dev/null || true; } | { grep -o "\"state\":\"$1\"" || true; } | wc -l; }
-# metric NAME_AND_LABELS: a sample's value from /metrics (0 when absent).
-metric() { { http_get /metrics 2>/dev/null || true; } | awk -v m="$1" 'index($0, m" ") == 1 {v=$2} END{print v+0}'; }
 
 sipp -sf "$WORK/uas_agent.xml" -i 127.0.0.1 -p 5080 -mp 40000 -buff_size 4194304 -nostdin \
     > "$WORK/sipp-agents.out" 2>&1 &
@@ -76,6 +74,7 @@ sipp -sf "$HERE/bridge/uac_agent_login.xml" 127.0.0.1:5060 -i 127.0.0.1 -p 5081 
 ready=$(agents_in ready)
 echo "agents ready: $ready of $AGENTS (registered with digest, logged in with *11)"
 [ "$ready" -eq "$AGENTS" ] || { echo "not every agent is ready" >&2; exit 1; }
+calls_idle 120 # the logins' confirmation prompts end before the soak starts
 
 # Sampler: elapsed_s;rss_kb;cpu_pct (over the interval);calls_active.
 echo "elapsed_s;rss_kb;cpu_pct;calls_active" > "$WORK/rss.csv"

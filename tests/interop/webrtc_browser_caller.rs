@@ -22,8 +22,8 @@
 use serde_json::Value;
 use std::time::Duration;
 use verde_interop::acd::{
-    agent_voice, call_log, queue, queue_wait_ms, recording_after_login, uri_user, variable,
-    wait_agent_state, write_config, LogLine, OTHER_INPS_QUEUES,
+    agent_voice, call_log, queue_wait_ms, recording_after_login, uri_user, variable,
+    wait_agent_state, wait_queue, write_config, LogLine, OTHER_INPS_QUEUES,
 };
 use verde_interop::baresip::{AgentAccount, Baresip};
 use verde_interop::flows::{self, INPS, NODE_PENSIONS_QUEUE};
@@ -164,10 +164,12 @@ fn browser_calls_803164_hears_the_prompt_walks_the_ivr_and_talks_to_an_agent() {
     );
 
     // 3. It waits: the only agent is logged out.
-    let waiting = queue(&verde, "pensions");
-    assert_eq!(
-        waiting["waiting"], 1,
-        "the web caller waits in pensions: {waiting}"
+    wait_queue(
+        &verde,
+        "pensions",
+        "holding the web caller",
+        Duration::from_secs(5),
+        |q| q["waiting"] == 1,
     );
     verde_interop::acd::feature_code(&mut phone, &verde, "*11");
     let bridged = wait_call_log(&verde, &call_id, "agent answered; bridging");

@@ -9,21 +9,15 @@
 use chrono::{DateTime, Datelike, Timelike, Utc};
 use chrono_tz::Tz;
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use verde_store::CallRecord;
 
 /// Abandons quicker than this are not held against the service (a wrong number, a caller who
 /// changed their mind).
 const SHORT_ABANDON_MS: u64 = 15_000;
 
-#[derive(Debug, Clone)]
-struct Sample {
-    arrived: DateTime<Utc>,
-    left: DateTime<Utc>,
-    channel: String,
-    waited_ms: u64,
-    outcome: Outcome,
-}
+/// How far back "the last 15 minutes" reaches.
+const RECENT: chrono::Duration = chrono::Duration::minutes(15);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Outcome {
@@ -33,10 +27,85 @@ enum Outcome {
     Exited,
 }
 
+/// Running totals of a set of queued calls: what [`Figures`] are computed from. The day's are
+/// kept as totals, not as one sample per call, so the memory and the work of a wallboard frame
+/// stay the same at the day's millionth call as at its first.
+#[derive(Debug, Default, Clone)]
+struct Tally {
+    offered: u64,
+    answered: u64,
+    abandoned: u64,
+    abandoned_short: u64,
+    answered_30s: u64,
+    answered_60s: u64,
+    answer_ms: u64,
+}
+
+impl Tally {
+    fn add(&mut self, outcome: Outcome, waited_ms: u64) {
+        self.offered += 1;
+        match outcome {
+            Outcome::Answered => {
+                self.answered += 1;
+                self.answer_ms += waited_ms;
+                self.answered_30s += (waited_ms <= 30_000) as u64;
+                self.answered_60s += (waited_ms <= 60_000) as u64;
+            }
+            Outcome::Abandoned => {
+                self.abandoned += 1;
+                self.abandoned_short += (waited_ms < SHORT_ABANDON_MS) as u64;
+            }
+            Outcome::Exited => {}
+        }
+    }
+
+    fn figures(&self) -> Figures {
+        let base = self.offered - self.abandoned_short;
+        Figures {
+            offered: self.offered,
+            answered: self.answered,
+            abandoned: self.abandoned,
+            abandoned_short: self.abandoned_short,
+            answered_30s: self.answered_30s,
+            answered_60s: self.answered_60s,
+            sl30: ratio(self.answered_30s, base),
+            sl60: ratio(self.answered_60s, base),
+            abandon_rate: ratio(self.abandoned - self.abandoned_short, base),
+            asa_s: (self.answered > 0)
+                .then(|| self.answer_ms as f64 / self.answered as f64 / 1000.0),
+        }
+    }
+}
+
+/// A call that left within the last 15 minutes: the only calls kept one by one, so their number
+/// is bounded by the traffic of 15 minutes.
+#[derive(Debug, Clone, Copy)]
+struct Recent {
+    left: DateTime<Utc>,
+    waited_ms: u32,
+    outcome: Outcome,
+}
+
+#[derive(Debug, Default)]
+struct QueueDay {
+    today: Tally,
+    /// In the order the calls ended (nearly the order they left).
+    recent: VecDeque<Recent>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct HourWait {
+    calls: u64,
+    total_ms: u64,
+    max_ms: u64,
+}
+
 pub struct LiveStats {
     tz: Tz,
     day: Option<(i32, u32)>,
-    queues: BTreeMap<String, Vec<Sample>>,
+    queues: BTreeMap<String, QueueDay>,
+    /// Waits by local hour of arrival and channel: a few dozen entries, looked up by scanning.
+    hours: Vec<(u32, String, HourWait)>,
 }
 
 #[derive(Debug, Default, Serialize, PartialEq)]
@@ -57,33 +126,6 @@ fn ratio(n: u64, d: u64) -> Option<f64> {
     (d > 0).then(|| n as f64 / d as f64)
 }
 
-fn figures<'a>(samples: impl Iterator<Item = &'a Sample>) -> Figures {
-    let mut f = Figures::default();
-    let mut answer_ms = 0u64;
-    for s in samples {
-        f.offered += 1;
-        match s.outcome {
-            Outcome::Answered => {
-                f.answered += 1;
-                answer_ms += s.waited_ms;
-                f.answered_30s += (s.waited_ms <= 30_000) as u64;
-                f.answered_60s += (s.waited_ms <= 60_000) as u64;
-            }
-            Outcome::Abandoned => {
-                f.abandoned += 1;
-                f.abandoned_short += (s.waited_ms < SHORT_ABANDON_MS) as u64;
-            }
-            Outcome::Exited => {}
-        }
-    }
-    let base = f.offered - f.abandoned_short;
-    f.sl30 = ratio(f.answered_30s, base);
-    f.sl60 = ratio(f.answered_60s, base);
-    f.abandon_rate = ratio(f.abandoned - f.abandoned_short, base);
-    f.asa_s = (f.answered > 0).then(|| answer_ms as f64 / f.answered as f64 / 1000.0);
-    f
-}
-
 fn parse(t: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(t)
         .ok()
@@ -96,6 +138,7 @@ impl LiveStats {
             tz,
             day: None,
             queues: BTreeMap::new(),
+            hours: Vec::new(),
         }
     }
 
@@ -104,19 +147,29 @@ impl LiveStats {
         (l.year(), l.ordinal())
     }
 
-    /// Starts a new day when `now` is on another one.
+    /// Starts a new day when `now` is on another one; forgets calls older than 15 minutes.
     fn roll(&mut self, now: DateTime<Utc>) {
         let today = self.day_of(now);
         if self.day != Some(today) {
             self.day = Some(today);
             self.queues.clear();
+            self.hours.clear();
+        }
+        let since = now - RECENT;
+        for q in self.queues.values_mut() {
+            while q.recent.front().is_some_and(|r| r.left < since) {
+                q.recent.pop_front();
+            }
         }
     }
 
     /// A finished call; calls that never waited in a queue, or arrived another day, are not
     /// counted.
     pub fn add(&mut self, r: &CallRecord, now: DateTime<Utc>) {
-        self.roll(now);
+        let today = self.day_of(now);
+        if self.day != Some(today) {
+            self.roll(now);
+        }
         let (Some(queue), Some(arrived), Some(left)) = (
             r.variables.get("queue"),
             parse(&r.started_at),
@@ -124,13 +177,13 @@ impl LiveStats {
         ) else {
             return;
         };
-        if self.day_of(arrived) != self.day_of(now) {
+        if self.day_of(arrived) != today {
             return;
         }
         let waited_ms = r
             .variables
             .get("queue_wait_ms")
-            .and_then(|w| w.parse().ok())
+            .and_then(|w| w.parse::<u64>().ok())
             .unwrap_or(0);
         let outcome = if r.disposition == "answered-agent" {
             Outcome::Answered
@@ -144,19 +197,41 @@ impl LiveStats {
         } else {
             Outcome::Abandoned
         };
-        self.queues.entry(queue.clone()).or_default().push(Sample {
-            arrived,
-            left,
-            channel: r.channel.clone(),
-            waited_ms,
-            outcome,
-        });
+        let q = match self.queues.get_mut(queue.as_str()) {
+            Some(q) => q,
+            None => self.queues.entry(queue.clone()).or_default(),
+        };
+        q.today.add(outcome, waited_ms);
+        if left >= now - RECENT {
+            q.recent.push_back(Recent {
+                left,
+                waited_ms: waited_ms.min(u64::from(u32::MAX)) as u32,
+                outcome,
+            });
+        }
+        let hour = arrived.with_timezone(&self.tz).hour();
+        let i = match self
+            .hours
+            .iter()
+            .position(|(h, c, _)| *h == hour && *c == r.channel)
+        {
+            Some(i) => i,
+            None => {
+                self.hours
+                    .push((hour, r.channel.clone(), HourWait::default()));
+                self.hours.len() - 1
+            }
+        };
+        let h = &mut self.hours[i].2;
+        h.calls += 1;
+        h.total_ms += waited_ms;
+        h.max_ms = h.max_ms.max(waited_ms);
     }
 
     /// The `queue_stats` message.
     pub fn json(&mut self, now: DateTime<Utc>) -> String {
         self.roll(now);
-        let since = now - chrono::Duration::minutes(15);
+        let since = now - RECENT;
         #[derive(Serialize)]
         struct Queue<'a> {
             name: &'a str,
@@ -174,30 +249,30 @@ impl LiveStats {
         let queues: Vec<Queue> = self
             .queues
             .iter()
-            .map(|(name, s)| Queue {
-                name,
-                today: figures(s.iter()),
-                last_15m: figures(s.iter().filter(|s| s.left >= since)),
+            .map(|(name, q)| {
+                let mut recent = Tally::default();
+                for r in q.recent.iter().filter(|r| r.left >= since) {
+                    recent.add(r.outcome, u64::from(r.waited_ms));
+                }
+                Queue {
+                    name,
+                    today: q.today.figures(),
+                    last_15m: recent.figures(),
+                }
             })
             .collect();
-        let mut hours: BTreeMap<(u32, &str), (u64, u64, u64)> = BTreeMap::new();
-        for s in self.queues.values().flatten() {
-            let h = s.arrived.with_timezone(&self.tz).hour();
-            let e = hours.entry((h, s.channel.as_str())).or_default();
-            e.0 += 1;
-            e.1 += s.waited_ms;
-            e.2 = e.2.max(s.waited_ms);
-        }
-        let wait_by_hour: Vec<Hour> = hours
-            .into_iter()
-            .map(|((hour, channel), (n, total, max))| Hour {
-                hour,
+        let mut wait_by_hour: Vec<Hour> = self
+            .hours
+            .iter()
+            .map(|(hour, channel, h)| Hour {
+                hour: *hour,
                 channel,
-                calls: n,
-                avg_wait_s: total as f64 / n as f64 / 1000.0,
-                max_wait_s: max as f64 / 1000.0,
+                calls: h.calls,
+                avg_wait_s: h.total_ms as f64 / h.calls as f64 / 1000.0,
+                max_wait_s: h.max_ms as f64 / 1000.0,
             })
             .collect();
+        wait_by_hour.sort_by(|a, b| (a.hour, a.channel).cmp(&(b.hour, b.channel)));
         serde_json::json!({
             "v": verde_cti::VERSION,
             "type": "queue_stats",
@@ -346,5 +421,44 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&e.json(now())).unwrap();
         assert!(v["queues"][0]["today"]["sl30"].is_null(), "{v}");
         assert!(v["queues"][0]["today"]["asa_s"].is_null());
+    }
+
+    #[test]
+    fn the_day_keeps_counting_while_only_15_minutes_of_calls_are_kept() {
+        let mut s = LiveStats::new(chrono_tz::Europe::Rome);
+        let start = parse("2026-11-27T08:00:00Z").unwrap();
+        // One call a second for an hour, each answered after 20 s.
+        for i in 0..3600 {
+            let end = start + chrono::Duration::seconds(i);
+            let t = |d: chrono::DateTime<Utc>| d.to_rfc3339();
+            let r = rec(
+                "q",
+                &t(end - chrono::Duration::seconds(20)),
+                &t(end),
+                20_000,
+                "answered-agent",
+            );
+            s.add(&r, end);
+        }
+        let end = start + chrono::Duration::seconds(3599);
+        let v: serde_json::Value = serde_json::from_str(&s.json(end)).unwrap();
+        assert_eq!(v["queues"][0]["today"]["offered"], 3600);
+        assert_eq!(v["queues"][0]["today"]["sl30"].as_f64().unwrap(), 1.0);
+        // 15 minutes back from 08:59:59 reaches 08:44:59: 901 calls.
+        assert_eq!(v["queues"][0]["last_15m"]["offered"], 901);
+        assert!(
+            s.queues["q"].recent.len() <= 901,
+            "{}",
+            s.queues["q"].recent.len()
+        );
+        // Arrivals 07:59:40..08:59:39 UTC are 08:xx and 09:xx in Rome.
+        let hours: Vec<u64> = v["wait_by_hour"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["hour"].as_u64().unwrap())
+            .collect();
+        assert_eq!(hours, vec![8, 9]);
+        assert_eq!(s.hours.len(), 2);
     }
 }
