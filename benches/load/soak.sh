@@ -71,7 +71,8 @@ sleep 0.5
 sipp -sf "$HERE/bridge/uac_agent_login.xml" 127.0.0.1:5060 -i 127.0.0.1 -p 5081 -mp 45000 -key uas_port 5080 \
     -inf "$WORK/agents.csv" -m "$AGENTS" -r 200 -l 400 -nostdin -timeout 300s > "$WORK/sipp-login.out" 2>&1 \
     || { echo "agent logins failed:" >&2; tail -20 "$WORK/sipp-login.out" >&2; exit 1; }
-ready=$(agents_in ready)
+# The ACD publishes its view within 50 ms of a change; the last logins may still be in flight.
+for _ in $(seq 1 150); do ready=$(agents_in ready); [ "$ready" -lt "$AGENTS" ] || break; sleep 0.2; done
 echo "agents ready: $ready of $AGENTS (registered with digest, logged in with *11)"
 [ "$ready" -eq "$AGENTS" ] || { echo "not every agent is ready" >&2; exit 1; }
 calls_idle 120 # the logins' confirmation prompts end before the soak starts
