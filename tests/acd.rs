@@ -8,7 +8,7 @@ use crate::pcap::{audio_pcap_after_dtmf, dtmf_pcaps, rtp_stream, Datagram};
 use crate::sipp::{play_pcap_after, scenario};
 use crate::verde::Verde;
 use crate::wav::Audio;
-use crate::{tail, try_wait_for, TestDir};
+use crate::TestDir;
 use serde_json::Value;
 use std::fs;
 use std::path::PathBuf;
@@ -55,18 +55,13 @@ pub fn wait_agent(
     timeout: Duration,
     want: impl Fn(&Value) -> bool,
 ) -> Value {
-    let mut last = Value::Null;
-    try_wait_for(timeout, || {
-        last = agent(verde, id);
-        want(&last).then(|| last.clone())
-    })
-    .unwrap_or_else(|| {
-        panic!(
-            "timed out after {timeout:?} waiting for agent {id} to be {what}; last seen: {last}\n\
-             verde log (last 40 lines):\n{}",
-            tail(&verde.logs(), 40)
-        )
-    })
+    verde.wait_shown(
+        &format!("agent {id}"),
+        what,
+        timeout,
+        || agent(verde, id),
+        want,
+    )
 }
 
 /// Waits until agent `id`'s phone shows as registered in `/api/agents`.
@@ -106,16 +101,13 @@ pub fn wait_queue(
     timeout: Duration,
     want: impl Fn(&Value) -> bool,
 ) -> Value {
-    let mut last = Value::Null;
-    try_wait_for(timeout, || {
-        last = queue(verde, name);
-        want(&last).then(|| last.clone())
-    })
-    .unwrap_or_else(|| {
-        panic!(
-            "timed out after {timeout:?} waiting for queue {name} to be {what}; last seen: {last}"
-        )
-    })
+    verde.wait_shown(
+        &format!("queue {name}"),
+        what,
+        timeout,
+        || queue(verde, name),
+        want,
+    )
 }
 
 /// The agent's phone dials a feature code (`*11` ready, `*12` pause, `*13` log out): verde

@@ -10,7 +10,7 @@ use crate::pcap::{parse_rtp, read_pcap, shift_rtp_in_pcap, shipped_dtmf_pcap, Ca
 use crate::sipp::Sipp;
 use crate::verde::{Verde, VerdeOptions};
 use crate::wav::Audio;
-use crate::{tail, try_wait_for, TestDir};
+use crate::TestDir;
 use serde_json::Value;
 use std::fs;
 use std::path::PathBuf;
@@ -199,18 +199,13 @@ pub fn wait_callback(
     timeout: Duration,
     want: impl Fn(&Value) -> bool,
 ) -> Value {
-    let mut last = Value::Null;
-    try_wait_for(timeout, || {
-        last = callback(verde, id);
-        want(&last).then(|| last.clone())
-    })
-    .unwrap_or_else(|| {
-        panic!(
-            "timed out after {timeout:?} waiting for callback {id} to be {what}; last seen: \
-             {last:#}\nverde log (last 60 lines):\n{}",
-            tail(&verde.logs(), 60)
-        )
-    })
+    verde.wait_shown(
+        &format!("callback {id}"),
+        what,
+        timeout,
+        || callback(verde, id),
+        want,
+    )
 }
 
 /// `POST /api/callbacks {"queue": queue, "number": number}`, expecting `201` and a new id;

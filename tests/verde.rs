@@ -73,6 +73,30 @@ pub struct Verde {
 }
 
 impl Verde {
+    /// Polls `fetch` (one of verde's API views) until it satisfies `want`; on timeout the panic
+    /// names `subject` and `what`, the last view and the end of verde's log.
+    pub fn wait_shown(
+        &self,
+        subject: &str,
+        what: &str,
+        timeout: Duration,
+        mut fetch: impl FnMut() -> serde_json::Value,
+        want: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let mut last = serde_json::Value::Null;
+        crate::try_wait_for(timeout, || {
+            last = fetch();
+            want(&last).then(|| last.clone())
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "timed out after {timeout:?} waiting for {subject} to be {what}; last seen: \
+                 {last:#}\nverde log (last 60 lines):\n{}",
+                tail(&self.logs(), 60)
+            )
+        })
+    }
+
     /// Starts verde on fresh loopback ports with a data dir inside `dir` and waits for `/health`.
     pub fn start(dir: &TestDir, opts: VerdeOptions) -> Verde {
         Verde::launch(dir, opts, 1, None)
