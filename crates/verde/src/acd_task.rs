@@ -95,13 +95,15 @@ async fn run(
     const SNAPSHOT_AFTER_CHANGE: Duration = Duration::from_millis(50);
     let mut last_snapshot = Instant::now();
     let mut dirty = false;
+    let snapshot_due = |last: Instant, dirty: bool| {
+        last + if dirty {
+            SNAPSHOT_AFTER_CHANGE
+        } else {
+            SNAPSHOT_EVERY
+        }
+    };
     loop {
-        let next_snapshot = last_snapshot
-            + if dirty {
-                SNAPSHOT_AFTER_CHANGE
-            } else {
-                SNAPSHOT_EVERY
-            };
+        let next_snapshot = snapshot_due(last_snapshot, dirty);
         let deadline = acd
             .poll_timeout()
             .unwrap_or(next_snapshot)
@@ -134,12 +136,7 @@ async fn run(
         }
         dirty |= changed;
         let now = Instant::now();
-        let due = if dirty {
-            SNAPSHOT_AFTER_CHANGE
-        } else {
-            SNAPSHOT_EVERY
-        };
-        if now >= last_snapshot + due {
+        if now >= snapshot_due(last_snapshot, dirty) {
             handle.snapshot.store(Arc::new((now, acd.snapshot(now))));
             last_snapshot = now;
             dirty = false;
