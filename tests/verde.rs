@@ -289,6 +289,18 @@ impl Verde {
             .unwrap_or_else(|e| panic!("{e}; verde log:\n{}", tail(&self.logs(), 40)))
     }
 
+    /// One series of `/metrics` (`name` or `name{label="value",...}` as written there).
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        let text = self.get("/metrics").text();
+        text.lines().find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+    }
+
     /// `GET path` with a CTI token as bearer (None: no Authorization header).
     pub fn get_with(&self, path: &str, token: Option<&str>) -> HttpResponse {
         http::get_authorized(self.http, path, token, Duration::from_secs(10))

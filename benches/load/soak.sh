@@ -22,7 +22,8 @@
 #   - calls attempted / successful / failed (SIPp), calls an agent answered (verde's counter of
 #     200 OKs to its INVITEs to agents' phones), achieved rate, INVITE -> 200 OK p50/p99;
 #   - RSS at the start, middle and end of the plateau, and its slope (least squares over the
-#     plateau's samples) in MB per 10 minutes; verde's CPU over the plateau in % of one core.
+#     plateau's samples, and over its second half) in MB per 10 minutes; verde's CPU over the
+#     plateau in % of one core.
 #   - calls whose record (verde's log) shows path menu -> q and an agent's answer.
 # Exit status 1 when a call failed or a caller did not reach an agent through the menu.
 # Needs: sipp, iproute2. VERDE_BIN=path uses that binary. Work files: target/load/soak-<ts>/.
@@ -137,6 +138,13 @@ awk -F';' -v w="$WARM" -v e="$(( SECS + HOLD / 1000 ))" 'NR > 1 && $1 >= w && $1
         m = int((n + 1) / 2)
         printf "RSS on the plateau: start %.1f MB (%.0f s), middle %.1f MB (%.0f s), end %.1f MB (%.0f s); min %.1f, max %.1f\n", r[1], t[1], r[m], t[m], r[n], t[n], min(r, n), max(r, n)
         printf "RSS slope:         %+.2f MB per 10 min (least squares over %d samples)\n", sxy / sxx * 600, n
+        # Tables sized by the rate (transactions kept 32 s, live calls) reach their size in the
+        # first minutes; growth that goes on in the second half is what a leak looks like.
+        h = m; k = n - h + 1; sx = 0; sy = 0; sxy = 0; sxx = 0
+        for (i = h; i <= n; i++) { sx += t[i]; sy += r[i] }
+        mx = sx / k; my = sy / k
+        for (i = h; i <= n; i++) { sxy += (t[i]-mx)*(r[i]-my); sxx += (t[i]-mx)^2 }
+        if (k > 1 && sxx > 0) printf "RSS slope, 2nd half: %+.2f MB per 10 min (from %.0f s, %d samples)\n", sxy / sxx * 600, t[h], k
         printf "verde CPU:         %.1f %% of one core on the plateau (mean of %d samples)\n", c / n, n
     }
     function min(a, k,  i, v) { v = a[1]; for (i = 2; i <= k; i++) if (a[i] < v) v = a[i]; return v }

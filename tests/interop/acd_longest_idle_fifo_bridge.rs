@@ -366,4 +366,14 @@ fn longest_idle_agent_first_callers_in_arrival_order_audio_both_ways() {
                 .unwrap_or(0)
         );
     }
+
+    // Every leg is over: none of verde's own requests (the agents' answered INVITEs among
+    // them) is still routed to a call. Kept past their leg, they would grow with every call.
+    verde.wait_shown(
+        "verde_sip_routed_transactions",
+        "0 once every leg has ended",
+        Duration::from_secs(10),
+        || serde_json::json!(verde.metric("verde_sip_routed_transactions")),
+        |v| v.as_f64() == Some(0.0),
+    );
 }

@@ -45,6 +45,11 @@ struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SideLabels {
+    side: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DirectionLabels {
     direction: &'static str,
 }
@@ -82,6 +87,10 @@ struct Counters {
     srtp_rejected: Counter,
     /// Set by the record writer (it is the only one who knows), not computed at scrape time.
     records_pending: Gauge,
+    /// Set by the SIP task after each turn of its loop (three atomic stores).
+    sip_server_txs: Gauge,
+    sip_client_txs: Gauge,
+    sip_routed: Gauge,
 }
 
 impl Counters {
@@ -161,9 +170,26 @@ impl Counters {
             "Call records and queue events handed to the record writer and not yet in the store (memory and spool)",
             records_pending.clone(),
         );
+        let txs = Family::<SideLabels, Gauge>::default();
+        registry.register(
+            "verde_sip_transactions",
+            "SIP transactions the transaction layer holds, by side (server or client), including ended ones kept for retransmissions (up to 32 s)",
+            txs.clone(),
+        );
+        let sip_server_txs = txs.get_or_create(&SideLabels { side: "server" }).clone();
+        let sip_client_txs = txs.get_or_create(&SideLabels { side: "client" }).clone();
+        let sip_routed = Gauge::default();
+        registry.register(
+            "verde_sip_routed_transactions",
+            "verde's own SIP requests routed back to a call: those awaiting a final answer and the answered INVITEs of legs still up (0 when no call is up)",
+            sip_routed.clone(),
+        );
         Counters {
             registry,
             records_pending,
+            sip_server_txs,
+            sip_client_txs,
+            sip_routed,
             calls,
             responses_sent,
             responses_received,
@@ -225,6 +251,16 @@ pub fn call_finished(disposition: &str, channel: &str) {
 /// The record writer's backlog (0 unless the store is failing or catching up).
 pub fn records_pending(n: u64) {
     COUNTERS.records_pending.set(n.min(i64::MAX as u64) as i64);
+}
+
+/// The SIP task's table sizes: the transaction layer's (server, client) transactions and the
+/// requests it routes back to calls. They follow the call rate and the calls up, never the
+/// time the engine has run: a slope here is a leak.
+pub fn sip_tables((server, client): (usize, usize), routed: usize) {
+    let g = |n: usize| n.min(i64::MAX as usize) as i64;
+    COUNTERS.sip_server_txs.set(g(server));
+    COUNTERS.sip_client_txs.set(g(client));
+    COUNTERS.sip_routed.set(g(routed));
 }
 
 /// RTP packets a call leg sent and received (deltas: call once per leg when it ends, or

@@ -298,6 +298,7 @@ pub async fn start(engine: Arc<Engine>) -> Result<tokio::task::JoinHandle<()>> {
             client_txs: HashMap::new(),
             invite_txs: HashMap::new(),
             outbound_invites: HashMap::new(),
+            accepted_invites: HashMap::new(),
             auth,
             limiter: verde_sip::FailureLimiter::default(),
             flood: verde_sip::FloodGuard::default(),
@@ -318,8 +319,12 @@ struct SipTask {
     client_txs: HashMap<ClientTxId, String>,
     /// The INVITE server transaction of each call -> its Call-ID (CANCEL, ACK timeout).
     invite_txs: HashMap<ServerTxId, String>,
-    /// INVITEs we sent (agent legs), by their Call-ID, for CANCEL.
+    /// INVITEs we sent (agent legs), by their Call-ID, for CANCEL, until their final answer.
     outbound_invites: HashMap<String, ClientTxId>,
+    /// Our answered INVITEs, by Call-ID: their entries in `client_txs` stay while the leg lives
+    /// (a retransmitted 2xx must reach it to be ACKed again) and go with it (CallEnded). The
+    /// transaction layer ends them silently at timer M, so nothing else would remove them.
+    accepted_invites: HashMap<String, Vec<ClientTxId>>,
     auth: verde_sip::DigestAuth,
     limiter: verde_sip::FailureLimiter,
     /// Per-source rate limits and penalty box, consulted before parsing (trunks exempt).
@@ -375,6 +380,7 @@ impl SipTask {
                 }
             }
             self.flush().await;
+            crate::metrics::sip_tables(self.endpoint.transaction_count(), self.client_txs.len());
         }
     }
 
@@ -418,6 +424,9 @@ impl SipTask {
                     self.invite_txs.remove(&tx);
                 }
                 self.outbound_invites.remove(&call_id);
+                for tx in self.accepted_invites.remove(&call_id).unwrap_or_default() {
+                    self.client_txs.remove(&tx);
+                }
             }
             SipCmd::TcpIn { from, bytes } => {
                 if !self.admit(from.addr.ip(), &bytes, now) {
@@ -525,15 +534,24 @@ impl SipTask {
             }
             Event::Response { tx, response } => {
                 if let Some(call_id) = self.client_txs.get(&tx).cloned() {
-                    // Keep INVITE transactions past their 2xx: retransmitted 2xx must reach the
-                    // call to be ACKed again. They go with the call (CallEnded).
-                    if response.status >= 300
-                        || (response.status >= 200 && !self.outbound_invites.contains_key(&call_id))
-                    {
-                        self.client_txs.remove(&tx);
-                    }
                     if response.status >= 200 {
-                        self.outbound_invites.remove(&call_id);
+                        let invite = self.outbound_invites.get(&call_id) == Some(&tx);
+                        if invite {
+                            self.outbound_invites.remove(&call_id);
+                        }
+                        if invite && response.is_success() {
+                            // Kept past the 2xx: see `accepted_invites`.
+                            self.accepted_invites
+                                .entry(call_id.clone())
+                                .or_default()
+                                .push(tx);
+                        } else if !self
+                            .accepted_invites
+                            .get(&call_id)
+                            .is_some_and(|t| t.contains(&tx))
+                        {
+                            self.client_txs.remove(&tx);
+                        }
                     }
                     self.deliver(&call_id, CallInput::Response { tx, response });
                 }
